@@ -1,0 +1,143 @@
+"""Backend dispatch: the only package that imports TensorFlow, JAX or PyTorch.
+
+Each backend module exposes ``build(model, layer, path, output_index, score_scale)``
+returning a function ``(docs, targets) -> (activations, grads, outputs, targets)`` of numpy
+arrays, compiled once per (model, layer, output) and cached here. See
+:class:`GradientFunction` for the shapes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+
+_MODULES = {
+    "tensorflow": "gradcam_callbacks.backends.tf_backend",
+    "jax": "gradcam_callbacks.backends.jax_backend",
+    "torch": "gradcam_callbacks.backends.torch_backend",
+}
+
+RawOutputs = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+@dataclass
+class GradientFunction:
+    """A compiled Grad-CAM pass for one (model, layer, output).
+
+    Calling it with ``docs (N, ...)`` and ``targets (N, K)`` (int32, ``-1`` = the doc's top
+    class) returns numpy arrays ``activations (N, *A)``, ``grads (N, K, *A)`` (gradient of each
+    target's score with respect to the activations), ``outputs (N, classes)`` (the selected
+    model output) and the resolved ``targets (N, K)``.
+
+    ``traces`` counts how often the backend traced (compiled) the pass; repeated calls with
+    the same shapes do not add to it.
+    """
+
+    run: Callable[[np.ndarray, np.ndarray], RawOutputs] | None = None
+    traces: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count_trace(self) -> None:
+        """Called by the backend from inside the traced function body."""
+        self.traces += 1
+
+    def __call__(self, docs: np.ndarray, targets: np.ndarray) -> RawOutputs:
+        assert self.run is not None, "GradientFunction used before the backend built it"
+        with self.lock:
+            return self.run(docs, targets)
+
+
+_cache: weakref.WeakKeyDictionary[Any, dict[tuple[int, int], GradientFunction]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def backend_name() -> str:
+    """The running Keras backend's name, checked to be one this project supports."""
+    name = keras.backend.backend()
+    if name not in _MODULES:
+        raise ValueError(
+            f"Keras backend {name!r} is not supported; use one of {sorted(_MODULES)} "
+            "(set KERAS_BACKEND before importing keras)"
+        )
+    return name
+
+
+def gradient_function(
+    model: keras.Model, layer: keras.layers.Layer, path: str, output_index: int
+) -> GradientFunction:
+    """The cached compiled pass for (model, layer, output), built on first use."""
+    per_model = _cache.setdefault(model, {})
+    key = (id(layer), output_index)
+    cached = per_model.get(key)
+    if cached is None:
+        module = importlib.import_module(_MODULES[backend_name()])
+        cached = GradientFunction()
+        cached.run = module.build(
+            Pass(weakref.ref(model), weakref.ref(layer), path, output_index, score_scale(model)),
+            cached.count_trace,
+        )
+        per_model[key] = cached
+    return cached
+
+
+@dataclass(frozen=True)
+class Pass:
+    """What a backend needs to build a Grad-CAM pass. Model and layer are weak references,
+    so that the cache never keeps a model alive."""
+
+    model_ref: weakref.ref[keras.Model]
+    layer_ref: weakref.ref[keras.layers.Layer]
+    path: str
+    output_index: int
+    score_scale: float
+
+    @property
+    def model(self) -> keras.Model:
+        model = self.model_ref()
+        if model is None:  # pragma: no cover - the cache entry dies with the model
+            raise RuntimeError("the model of this Grad-CAM pass no longer exists")
+        return model
+
+    @property
+    def layer(self) -> keras.layers.Layer:
+        layer = self.layer_ref()
+        if layer is None:  # pragma: no cover
+            raise RuntimeError("the layer of this Grad-CAM pass no longer exists")
+        return layer
+
+    def select(self, outputs: Any) -> Any:
+        """The chosen model output as a ``(N, classes)`` tensor (a ``(N,)`` output becomes
+        ``(N, 1)``)."""
+        selected = keras.tree.flatten(outputs)[self.output_index]
+        if len(selected.shape) == 1:
+            return keras.ops.expand_dims(selected, -1)
+        if len(selected.shape) != 2:
+            raise ValueError(
+                f"output {self.output_index} of the model has shape {tuple(selected.shape)}; "
+                "Grad-CAM explains class scores, an output of shape (batch, classes)"
+            )
+        return selected
+
+
+def score_scale(model: keras.Model) -> float:
+    """Factor applied to the target score before differentiating, and divided out after.
+
+    Under float16 compute (``mixed_float16``) the gradient of a softmax probability with
+    respect to a feature map underflows to zero; scaling the score first keeps it
+    representable, as loss scaling does in training.
+    """
+    from ..layers import walk
+
+    for layer in [model, *walk(model)]:
+        policy = getattr(layer, "dtype_policy", None)
+        if getattr(policy, "compute_dtype", None) == "float16":
+            return 1024.0
+    return 1.0

@@ -1,0 +1,56 @@
+"""TensorFlow: one ``tf.function`` per (model, layer, output), a tape that watches the
+intercepted activation only, and one vector-Jacobian product per target slot."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from ..layers import intercept, single_activation
+from . import Pass, RawOutputs
+
+
+def build(spec: Pass, on_trace: Callable[[], None]) -> Callable[[np.ndarray, np.ndarray], RawOutputs]:
+    """Compile the Grad-CAM pass for ``spec`` (see :class:`~gradcam_callbacks.backends.GradientFunction`)."""
+
+    @tf.function(reduce_retracing=True)
+    def run(docs: tf.Tensor, targets: tf.Tensor, slots: int) -> tuple[tf.Tensor, ...]:
+        on_trace()
+        with tf.GradientTape(persistent=slots > 1, watch_accessed_variables=False) as tape:
+
+            def watch(activation: tf.Tensor) -> tf.Tensor:
+                tape.watch(activation)
+                return activation
+
+            with intercept(spec.layer, watch) as captured:
+                outputs = spec.model(docs, training=False)
+            activations = single_activation(captured, spec.path)
+            scores = spec.select(outputs)
+        top = tf.argmax(scores, axis=-1, output_type=tf.int32)
+        resolved = tf.where(targets < 0, top[:, None], targets)
+        grads = [
+            tape.gradient(
+                scores,
+                activations,
+                output_gradients=tf.one_hot(resolved[:, slot], tf.shape(scores)[-1],
+                                            dtype=scores.dtype) * spec.score_scale,
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            )
+            for slot in range(slots)
+        ]
+        return activations, tf.stack(grads, axis=1), scores, resolved
+
+    def call(docs: np.ndarray, targets: np.ndarray) -> RawOutputs:
+        activations, grads, scores, resolved = run(
+            tf.convert_to_tensor(docs), tf.convert_to_tensor(targets, tf.int32), targets.shape[1]
+        )
+        return (
+            activations.numpy().astype(np.float32, copy=False),
+            grads.numpy().astype(np.float32) / np.float32(spec.score_scale),
+            scores.numpy(),
+            resolved.numpy(),
+        )
+
+    return call

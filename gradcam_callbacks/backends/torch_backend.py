@@ -1,0 +1,67 @@
+"""PyTorch: eager autograd, with the intercepted activation detached and made a leaf so
+that the backward pass covers only the layers after it and leaves no gradient on the
+model's parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import torch
+
+from ..layers import intercept, single_activation
+from . import Pass, RawOutputs
+
+
+def build(spec: Pass, on_trace: Callable[[], None]) -> Callable[[np.ndarray, np.ndarray], RawOutputs]:
+    """Build the Grad-CAM pass for ``spec`` (see :class:`~gradcam_callbacks.backends.GradientFunction`)."""
+    on_trace()
+
+    def leaf(activation: torch.Tensor) -> torch.Tensor:
+        return activation.detach().requires_grad_(True)
+
+    def call(docs: np.ndarray, targets: np.ndarray) -> RawOutputs:
+        with torch.enable_grad():
+            with intercept(spec.layer, leaf) as captured:
+                outputs = spec.model(keras.ops.convert_to_tensor(docs), training=False)
+            activations = single_activation(captured, spec.path)
+            scores = spec.select(outputs)
+            requested = torch.as_tensor(targets, dtype=torch.long, device=scores.device)
+            top = torch.argmax(scores, dim=-1)
+            resolved = torch.where(requested < 0, top[:, None], requested)
+            slots = resolved.shape[1]
+            if not scores.requires_grad:  # the output does not depend on the layer
+                return _zero_gradients(activations, scores, resolved, slots)
+            grads = [
+                torch.autograd.grad(
+                    scores,
+                    activations,
+                    grad_outputs=torch.nn.functional.one_hot(resolved[:, slot], scores.shape[-1])
+                    .to(scores.dtype) * spec.score_scale,
+                    retain_graph=slot < slots - 1,
+                    allow_unused=True,
+                )[0]
+                for slot in range(slots)
+            ]
+        grads = [torch.zeros_like(activations) if g is None else g for g in grads]
+        return (
+            activations.detach().float().cpu().numpy(),
+            torch.stack(grads, dim=1).float().cpu().numpy() / np.float32(spec.score_scale),
+            scores.detach().cpu().numpy(),
+            resolved.cpu().numpy().astype(np.int32),
+        )
+
+    return call
+
+
+def _zero_gradients(
+    activations: torch.Tensor, scores: torch.Tensor, resolved: torch.Tensor, slots: int
+) -> RawOutputs:
+    acts = activations.detach().float().cpu().numpy()
+    return (
+        acts,
+        np.zeros((acts.shape[0], slots, *acts.shape[1:]), np.float32),
+        scores.detach().cpu().numpy(),
+        resolved.cpu().numpy().astype(np.int32),
+    )

@@ -1,0 +1,484 @@
+"""``explain_prediction(s)`` and ``show_prediction``: validate, run the one engine, build
+:class:`~gradcam_callbacks.Explanation` objects.
+
+Every caller (these functions, :func:`~gradcam_callbacks.gradcam_backend`, the training
+callback and the command line) goes through :func:`explain_raw`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+from PIL import Image
+
+from . import backends, layers
+from .explanation import Explanation, TargetExplanation
+from .gradcam import channel_weights, gradcam_maps
+
+TargetsSpec = Sequence[Any] | np.ndarray | None
+OutputSpec = int | str | None
+
+
+@dataclass
+class RawExplanation:
+    """The engine's numbers for a batch, before they become :class:`Explanation` objects.
+
+    Shapes, with N docs, K target slots and activations ``(h, w, C)`` (channels last):
+    ``activations (N, h, w, C)``, ``grads (N, K, h, w, C)``, ``weights (N, K, C)``,
+    ``heatmaps (N, K, h, w)``, ``targets (N, K)``, ``scores (N, K)``, ``outputs (N, classes)``.
+    ``counts[n]`` is how many of doc n's K slots are real (the rest repeat its last target).
+    """
+
+    activations: np.ndarray
+    grads: np.ndarray
+    weights: np.ndarray
+    heatmaps: np.ndarray
+    targets: np.ndarray
+    scores: np.ndarray
+    outputs: np.ndarray
+    counts: np.ndarray
+    layer: layers.LayerChoice
+    data_format: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Validated, reusable settings of a Grad-CAM pass over one model."""
+
+    model: keras.Model
+    layer: layers.LayerChoice
+    output_index: int
+    classes: int | None
+    data_format: str
+    input_dtype: str
+
+    def targets(self, targets: TargetsSpec, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """Validate ``targets`` for ``count`` docs: ``(N, K)`` int32 (-1 = top class) and
+        the number of real slots per doc."""
+        return _normalise_targets(targets, count, self.classes)
+
+    def run(
+        self, docs: np.ndarray, targets: np.ndarray, counts: np.ndarray,
+        batch_size: int | None = None,
+    ) -> RawExplanation:
+        """Run the compiled pass over validated docs and targets, ``batch_size`` at a time."""
+        function = backends.gradient_function(
+            self.model, self.layer.layer, self.layer.path, self.output_index
+        )
+        docs = np.asarray(docs, dtype=self.input_dtype)
+        step = len(docs) if not batch_size else batch_size
+        parts = [function(docs[i:i + step], targets[i:i + step]) for i in range(0, len(docs), step)]
+        activations, grads, outputs, resolved = (np.concatenate(p) for p in zip(*parts))
+        layers.check_rank(self.layer, activations.ndim, docs.ndim)
+        if self.data_format == "channels_first":
+            activations = np.moveaxis(activations, 1, -1)
+            grads = np.moveaxis(grads, 2, -1)
+        if self.classes is None:
+            _check_target_range(targets, outputs.shape[-1])
+        weights = channel_weights(grads)
+        scores = np.take_along_axis(outputs, resolved.astype(np.intp), axis=-1)
+        return RawExplanation(
+            activations=activations, grads=grads, weights=weights,
+            heatmaps=gradcam_maps(weights, activations[:, None]), targets=resolved,
+            scores=scores, outputs=outputs, counts=counts, layer=self.layer,
+            data_format=self.data_format,
+        )
+
+
+def plan(model: keras.Model, layer: layers.LayerSpec = None, output: OutputSpec = None) -> Plan:
+    """Check the model, pick the layer and output once, for many calls.
+
+    Example:
+        >>> p = plan(model, layer=None)  # doctest: +SKIP
+        >>> p.layer.path  # doctest: +SKIP
+        'mobilenetv2_1.00_224/out_relu'
+    """
+    _check_model(model)
+    choice = layers.resolve_layer(model, layer)
+    index, classes = _resolve_output(model, output)
+    inputs = layers.input_rank(model)
+    dtype = model.inputs[0].dtype if inputs is not None else "float32"
+    if not str(dtype).startswith(("float", "bfloat")):
+        dtype = "float32"
+    return Plan(model, choice, index, classes, layers.data_format(model, choice.layer), str(dtype))
+
+
+def explain_raw(
+    model: keras.Model,
+    docs: np.ndarray,
+    targets: TargetsSpec = None,
+    layer: layers.LayerSpec = None,
+    output: OutputSpec = None,
+    *,
+    single: bool = False,
+    batch_size: int | None = None,
+) -> RawExplanation:
+    """Validate everything, then run one compiled Grad-CAM pass over ``docs``.
+
+    ``single=True`` enforces ELI5's batch of exactly one doc.
+
+    Example:
+        >>> raw = explain_raw(model, docs)  # doctest: +SKIP
+        >>> raw.heatmaps.shape  # doctest: +SKIP
+        (16, 1, 7, 7)
+    """
+    settings = plan(model, layer, output)
+    docs = check_docs(model, docs, single=single)
+    slots, counts = settings.targets(targets, len(docs))
+    return settings.run(docs, slots, counts, batch_size)
+
+
+def explain_predictions(
+    model: keras.Model,
+    docs: np.ndarray,
+    images: Sequence[Image.Image | np.ndarray] | None = None,
+    targets: TargetsSpec = None,
+    layer: layers.LayerSpec = None,
+    output: OutputSpec = None,
+    *,
+    batch_size: int | None = None,
+) -> list[Explanation]:
+    """Explain N images in one compiled forward and backward pass.
+
+    Args:
+        model: A built Keras model (Functional, Sequential, nested or, with ``layer`` given,
+            subclassed) on any Keras 3 backend.
+        docs: Inputs, shape ``(N,) + model.input_shape[1:]`` (``None`` dims take any size).
+        images: Optional pictures to draw on, one per doc (Pillow images or uint8 arrays).
+            By default each is derived from its doc like ``keras.utils.array_to_img``.
+        targets: ``None`` (each doc's top class), a list of N class indices, or a list of N
+            lists (several targets per doc).
+        layer: ``None`` (the last layer with a spatial output, inside nested models too), a
+            name, a path ``"base/layer"``, an index, or a layer instance.
+        output: For models with several outputs: an index or an output name (default 0).
+        batch_size: Run at most this many docs per pass (default: all at once).
+
+    Returns:
+        One :class:`Explanation` per doc.
+
+    Example:
+        >>> expls = explain_predictions(model, x_test[:16])  # doctest: +SKIP
+        >>> [e.targets[0].target for e in expls][:3]  # doctest: +SKIP
+        [7, 2, 1]
+    """
+    if batch_size is not None and (
+        not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool)
+        or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be a positive integer or None; received {batch_size!r}")
+    settings = plan(model, layer, output)
+    docs = check_docs(model, docs)
+    pictures = _check_images(images, len(docs))
+    slots, counts = settings.targets(targets, len(docs))
+    raw = settings.run(docs, slots, counts, batch_size)
+    return explanations_from_raw(model, docs, raw, pictures)
+
+
+def explain_prediction(
+    model: keras.Model,
+    doc: np.ndarray,
+    image: Image.Image | np.ndarray | None = None,
+    targets: Sequence[int] | None = None,
+    layer: layers.LayerSpec = None,
+    output: OutputSpec = None,
+) -> Explanation:
+    """Explain one image with Grad-CAM, with the API and the numbers of ELI5's Keras support.
+
+    Args:
+        model: A built Keras model.
+        doc: One input with a batch axis of 1: ``(1,) + model.input_shape[1:]``.
+        image: The picture to draw on (Pillow image or uint8 array); pass the original image
+            when ``doc`` is preprocessed, else it is derived from ``doc`` by a min-max stretch.
+        targets: ``None`` (the top class) or a list of class indices, one
+            :class:`TargetExplanation` each.
+        layer: ``None`` (automatic), a name, a ``"base/layer"`` path, an index or a layer.
+        output: For models with several outputs: an index or a name (default the first).
+
+    Returns:
+        An :class:`Explanation` whose ``targets[k].heatmap`` is a 2D array in [0, 1].
+
+    Example:
+        >>> expl = explain_prediction(model, x[:1], targets=[3])  # doctest: +SKIP
+        >>> expl.targets[0].target, expl.targets[0].heatmap.shape  # doctest: +SKIP
+        (3, (7, 7))
+    """
+    settings = plan(model, layer, output)
+    doc = check_docs(model, doc, single=True)
+    pictures = _check_images(None if image is None else [image], 1, name="image")
+    if targets is not None and (
+        not isinstance(targets, (list, tuple, np.ndarray)) or np.ndim(targets) != 1
+    ):
+        raise TypeError(
+            f"targets must be None or a list of class indices; received {targets!r}"
+        )
+    slots, counts = settings.targets(None if targets is None else [list(targets)], 1)
+    raw = settings.run(doc, slots, counts)
+    return explanations_from_raw(model, doc, raw, pictures)[0]
+
+
+def show_prediction(model: keras.Model, doc: np.ndarray, **kwargs: Any) -> Image.Image:
+    """Explain one image and return its overlay (Jupyter shows a returned Pillow image).
+
+    ``resampling_filter``, ``colormap`` and ``alpha_limit`` go to
+    :func:`~gradcam_callbacks.format_as_image`; ``image``, ``targets``, ``layer`` and
+    ``output`` to :func:`explain_prediction`.
+
+    Example:
+        >>> show_prediction(model, x[:1], alpha_limit=0.5).size  # doctest: +SKIP
+        (224, 224)
+    """
+    from .image import format_as_image
+
+    format_names = ("resampling_filter", "colormap", "alpha_limit")
+    explain_names = ("image", "targets", "layer", "output")
+    unknown = sorted(set(kwargs) - set(format_names) - set(explain_names))
+    if unknown:
+        raise TypeError(
+            f"show_prediction() got unexpected keyword argument(s) {', '.join(unknown)}; "
+            f"accepted: {', '.join(explain_names + format_names)}"
+        )
+    expl = explain_prediction(model, doc, **{k: v for k, v in kwargs.items() if k in explain_names})
+    return format_as_image(expl, **{k: v for k, v in kwargs.items() if k in format_names})
+
+
+def explanations_from_raw(
+    model: keras.Model,
+    docs: np.ndarray,
+    raw: RawExplanation,
+    images: list[Image.Image] | None,
+) -> list[Explanation]:
+    """Turn engine numbers into one :class:`Explanation` per doc."""
+    result = []
+    for n in range(len(docs)):
+        picture = images[n] if images is not None else derive_image(docs[n], raw.data_format)
+        result.append(Explanation(
+            estimator=model.name,
+            image=picture,
+            targets=[
+                TargetExplanation(
+                    target=int(raw.targets[n, k]), score=float(raw.scores[n, k]),
+                    heatmap=raw.heatmaps[n, k],
+                )
+                for k in range(int(raw.counts[n]))
+            ],
+            layer=raw.layer.path,
+        ))
+    return result
+
+
+def derive_image(doc: np.ndarray, data_format: str = "channels_last") -> Image.Image:
+    """The picture ELI5 derives from a doc: ``keras.utils.array_to_img`` (min-max stretch).
+
+    Example:
+        >>> import numpy as np
+        >>> derive_image(np.zeros((4, 5, 3), "float32")).size
+        (5, 4)
+    """
+    return keras.utils.array_to_img(doc, data_format=data_format)
+
+
+def check_docs(model: keras.Model, docs: Any, *, single: bool = False) -> np.ndarray:
+    """Validate model inputs: an ndarray of the model's rank and shape, finite, real.
+
+    Raises:
+        TypeError: not a numpy array, or not a real numeric dtype.
+        ValueError: wrong rank, wrong shape, batch other than 1 (``single``), NaN or inf.
+    """
+    name = "doc" if single else "docs"
+    if not isinstance(docs, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray; received {type(docs).__name__}")
+    if docs.dtype == bool or not (
+        np.issubdtype(docs.dtype, np.integer) or np.issubdtype(docs.dtype, np.floating)
+    ):
+        raise TypeError(f"{name} must hold real numbers; received dtype {docs.dtype}")
+    expected = layers.input_shape(model)
+    if expected is not None:
+        want = "(" + ", ".join(["N" if not single else "1"] + [
+            "any" if d is None else str(d) for d in expected]) + ")"
+        if docs.ndim != len(expected) + 1:
+            raise ValueError(
+                f"{name} must have rank {len(expected) + 1}, shape {want} for model "
+                f"{model.name!r}; received shape {docs.shape}"
+            )
+        if any(d is not None and d != got for d, got in zip(expected, docs.shape[1:])):
+            raise ValueError(
+                f"{name} shape must match the model's input {want}; received shape {docs.shape}"
+            )
+    if single and docs.shape[0] != 1:
+        raise ValueError(
+            f"doc must be a batch of exactly one input, shape (1, ...); received shape "
+            f"{docs.shape}. Use explain_predictions for several docs."
+        )
+    if len(docs) == 0:
+        raise ValueError(f"{name} must hold at least one input; received shape {docs.shape}")
+    if np.issubdtype(docs.dtype, np.floating) and not np.isfinite(docs).all():
+        bad = int(np.size(docs) - np.count_nonzero(np.isfinite(docs)))
+        raise ValueError(f"{name} must be finite; received {bad} NaN or infinite value(s)")
+    return docs
+
+
+def _check_model(model: Any) -> None:
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model must be a keras.Model; received {type(model).__name__}")
+    if not model.built:
+        raise ValueError(
+            f"model {model.name!r} is not built: call it on data, give it a keras.Input, or "
+            "call model.build(input_shape) before explaining"
+        )
+    inputs = layers._symbolic_inputs(model)
+    if inputs is not None and len(inputs) != 1:
+        raise ValueError(
+            f"model must have one input; model {model.name!r} has {len(inputs)} inputs"
+        )
+
+
+def _resolve_output(model: keras.Model, output: OutputSpec) -> tuple[int, int | None]:
+    structure, flat = _symbolic_outputs(model)
+    if output is None:
+        index = 0
+    elif isinstance(output, (int, np.integer)) and not isinstance(output, bool):
+        index = int(output)
+        if flat is not None and not -len(flat) <= index < len(flat):
+            raise ValueError(
+                f"output must be an index in [{-len(flat)}, {len(flat)}) for model "
+                f"{model.name!r} with {len(flat)} output(s); received output={index}"
+            )
+        if flat is not None:
+            index %= len(flat)
+    elif isinstance(output, str):
+        names = _output_names(model, structure, flat)
+        if output not in names:
+            raise ValueError(
+                f"output must be one of the model's output names {sorted(names)}; "
+                f"received output={output!r}"
+            )
+        index = names[output]
+    else:
+        raise TypeError(
+            f"output must be None, an index (int) or an output name (str); received "
+            f"{type(output).__name__}: {output!r}"
+        )
+    if flat is None:
+        return index, None
+    shape = flat[index].shape
+    if len(shape) not in (1, 2):
+        raise ValueError(
+            f"output {index} of model {model.name!r} has shape {tuple(shape)}; Grad-CAM "
+            "explains class scores, an output of shape (batch, classes)"
+        )
+    return index, (1 if len(shape) == 1 else shape[-1])
+
+
+def _symbolic_outputs(model: keras.Model) -> tuple[Any, list[Any] | None]:
+    for attribute in ("output", "outputs"):
+        try:
+            structure = getattr(model, attribute)
+        except (AttributeError, ValueError):
+            continue
+        if structure is not None:
+            return structure, keras.tree.flatten(structure)
+    return None, None
+
+
+def _output_names(model: keras.Model, structure: Any, flat: list[Any] | None) -> dict[str, int]:
+    names: dict[str, int] = {}
+    if flat is None:
+        return names
+    if isinstance(structure, dict):
+        names.update({key: i for i, key in enumerate(sorted(structure))})
+    listed = list(getattr(model, "output_names", None) or [])
+    if len(listed) == len(flat):
+        for i, name in enumerate(listed):
+            names.setdefault(name, i)
+    return names
+
+
+def _is_index(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _normalise_targets(
+    targets: TargetsSpec, count: int, classes: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    if targets is None:
+        return np.full((count, 1), -1, np.int32), np.ones(count, np.int32)
+    if isinstance(targets, np.ndarray):
+        targets = targets.tolist()
+    if not isinstance(targets, (list, tuple)):
+        raise TypeError(
+            f"targets must be None, a list of {count} class indices or a list of {count} lists; "
+            f"received {type(targets).__name__}: {targets!r}"
+        )
+    if len(targets) != count:
+        raise ValueError(
+            f"targets must have one entry per doc ({count}); received {len(targets)} entries"
+        )
+    rows = []
+    for n, entry in enumerate(targets):
+        row = list(entry) if isinstance(entry, (list, tuple, np.ndarray)) else [entry]
+        if not row:
+            raise ValueError(f"targets[{n}] must not be empty; received {entry!r}")
+        for value in row:
+            if not _is_index(value):
+                raise TypeError(
+                    f"targets[{n}] must hold integer class indices; received "
+                    f"{type(value).__name__}: {value!r}"
+                )
+            if value < 0:
+                raise ValueError(
+                    f"targets must be class indices in [0, classes); received {value} in "
+                    f"targets[{n}]"
+                )
+        rows.append([int(v) for v in row])
+    slots = max(len(r) for r in rows)
+    array = np.array([r + r[-1:] * (slots - len(r)) for r in rows], np.int32)
+    _check_target_range(array, classes)
+    return array, np.array([len(r) for r in rows], np.int32)
+
+
+def _check_target_range(targets: np.ndarray, classes: int | None) -> None:
+    if classes is None:
+        return
+    # -1 marks "top class" internally; users cannot pass negative targets.
+    bad = targets[targets >= classes]
+    if bad.size:
+        raise ValueError(
+            f"targets must be class indices in [0, {classes}); received {int(bad.flat[0])}"
+        )
+
+
+def _check_images(images: Any, count: int, name: str = "images") -> list[Image.Image] | None:
+    if images is None:
+        return None
+    if not isinstance(images, (list, tuple)):
+        raise TypeError(
+            f"{name} must be None or a list of Pillow images or uint8 arrays; received "
+            f"{type(images).__name__}"
+        )
+    if len(images) != count:
+        raise ValueError(
+            f"{name} must have one entry per doc ({count}); received {len(images)}"
+        )
+    return [to_pil(picture, f"{name}[{i}]" if name == "images" else name)
+            for i, picture in enumerate(images)]
+
+
+def to_pil(picture: Any, name: str = "image") -> Image.Image:
+    """A Pillow image from a Pillow image or an HxW / HxWx{1,3,4} uint8 array."""
+    if isinstance(picture, Image.Image):
+        return picture
+    if isinstance(picture, np.ndarray) and picture.dtype == np.uint8 and (
+        picture.ndim == 2 or (picture.ndim == 3 and picture.shape[-1] in (1, 3, 4))
+    ):
+        return Image.fromarray(picture[..., 0] if picture.ndim == 3 and picture.shape[-1] == 1
+                               else picture)
+    got = (f"array of shape {picture.shape} and dtype {picture.dtype}"
+           if isinstance(picture, np.ndarray) else type(picture).__name__)
+    raise TypeError(
+        f"{name} must be a Pillow image or a uint8 array of shape (H, W) or (H, W, 1|3|4); "
+        f"received {got}"
+    )

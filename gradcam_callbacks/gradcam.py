@@ -1,0 +1,128 @@
+"""The Grad-CAM arithmetic, in numpy only, with ELI5's numbers.
+
+Everything that explains ends here: the backends deliver activations and gradients, this
+module turns them into channel weights and normalised localisation maps.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import keras
+import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+
+def channel_weights(grads: np.ndarray) -> np.ndarray:
+    """Average gradients over the two spatial axes: ``(..., h, w, C) -> (..., C)``.
+
+    The mean is accumulated in float64 and returned as float32, the dtype ELI5 returns.
+
+    Example:
+        >>> import numpy as np
+        >>> channel_weights(np.ones((7, 7, 4), dtype="float32")).tolist()
+        [1.0, 1.0, 1.0, 1.0]
+    """
+    grads = np.asarray(grads)
+    return grads.mean(axis=(-3, -2), dtype=np.float64).astype(np.float32)
+
+
+def gradcam_maps(weights: np.ndarray, activations: np.ndarray) -> np.ndarray:
+    """Batched Grad-CAM: ``weights (..., C)`` and ``activations (..., h, w, C) -> (..., h, w)``.
+
+    Leading axes broadcast against each other. Per map, the result equals
+    :func:`gradcam` to the last bit: the weighted channels are summed one channel at a time
+    into a float64 map, as ELI5 does, then ReLU and division by ``max + keras epsilon``.
+
+    Example:
+        >>> import numpy as np
+        >>> a = np.stack([np.eye(2), np.ones((2, 2))], axis=-1).astype("float32")
+        >>> gradcam_maps(np.array([[1.0, 0.0], [0.0, -1.0]], "float32"), a[None]).shape
+        (2, 2, 2)
+    """
+    weights = np.asarray(weights)
+    activations = np.asarray(activations)
+    if weights.shape[-1] != activations.shape[-1]:
+        raise ValueError(
+            "weights and activations must have the same number of channels (last axis); "
+            f"received weights.shape={weights.shape}, activations.shape={activations.shape}"
+        )
+    out_shape = np.broadcast_shapes(weights.shape[:-1], activations.shape[:-3])
+    lmap = np.zeros(out_shape + activations.shape[-3:-1], dtype=np.float64)
+    weights_hw = weights[..., None, None, :]
+    for channel in range(activations.shape[-1]):
+        lmap += weights_hw[..., channel] * activations[..., channel]
+    lmap = np.maximum(lmap, 0)
+    peak = lmap.max(axis=(-2, -1), keepdims=True)
+    return lmap / (peak + keras.config.epsilon())
+
+
+def gradcam(weights: np.ndarray, activations: np.ndarray) -> np.ndarray:
+    """Grad-CAM localisation map from channel weights and one image's activation maps.
+
+    ``L = ReLU(sum_c weights[c] * activations[..., c])``, divided by ``max(L) + 1e-7``
+    (Keras' epsilon). There is no min subtraction: an all-zero or all-negative map stays all
+    zeros, never NaN.
+
+    Args:
+        weights: Channel weights, shape ``(C,)`` (see :func:`gradcam_backend`).
+        activations: The layer's activation maps for one image, shape ``(h, w, C)``.
+
+    Returns:
+        A float64 array of shape ``(h, w)`` with values in [0, 1].
+
+    Example:
+        >>> import numpy as np
+        >>> acts = np.zeros((2, 2, 1), dtype="float32"); acts[0, 1, 0] = 2.0
+        >>> gradcam(np.array([0.5], dtype="float32"), acts).round(3).tolist()
+        [[0.0, 1.0], [0.0, 0.0]]
+    """
+    weights = _as_float_array(weights, "weights", ndim=1)
+    activations = _as_float_array(activations, "activations", ndim=3)
+    return gradcam_maps(weights, activations)
+
+
+def gradcam_backend(
+    model: keras.Model,
+    doc: np.ndarray,
+    targets: Sequence[int] | None,
+    activation_layer: keras.layers.Layer | str | int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, float]:
+    """The parts of a Grad-CAM explanation for one image, with ELI5's contract.
+
+    Args:
+        model: A built Keras model.
+        doc: One input, shape ``(1, ...)`` matching the model's input.
+        targets: ``None`` for the top class, or a list with one class index.
+        activation_layer: The layer (instance, name, path or index) to explain at.
+
+    Returns:
+        ``(weights, activations, grads, predicted_idx, predicted_val)``: channel weights
+        ``(C,)``, activation maps ``(h, w, C)``, gradients ``(h, w, C)``, the class index
+        explained and the model's output for it.
+
+    Example:
+        >>> weights, acts, grads, idx, val = gradcam_backend(model, doc, None, "out_relu")
+        ... # doctest: +SKIP
+    """
+    from .explain import explain_raw
+
+    if targets is not None and (not isinstance(targets, (list, tuple)) or len(targets) != 1):
+        raise ValueError(
+            f"targets must be None or a list with exactly one class index; received {targets!r}"
+        )
+    raw = explain_raw(model, doc, [targets] if targets is not None else None, activation_layer,
+                      single=True)
+    return (raw.weights[0, 0], raw.activations[0], raw.grads[0, 0], int(raw.targets[0, 0]),
+            float(raw.scores[0, 0]))
+
+
+def _as_float_array(value: Any, name: str, ndim: int) -> np.ndarray:
+    array = np.asarray(value) if isinstance(value, (np.ndarray, list, tuple)) else None
+    if array is None or not np.issubdtype(array.dtype, np.number) or array.ndim != ndim:
+        got = (f"an array of shape {array.shape} and dtype {array.dtype}" if array is not None
+               else type(value).__name__)
+        raise TypeError(f"{name} must be a real numeric array of rank {ndim}; received {got}")
+    return array

@@ -1,0 +1,575 @@
+"""Localisation metrics for Grad-CAM heatmaps laid over images.
+
+A heatmap is a 2D array of non-negative numbers, usually in ``[0, 1]`` at the resolution
+of the explained layer (say 8x8) while the object is known in image pixels: a box
+``(x0, y0, x1, y1)`` with exclusive ``x1``/``y1`` (the object is ``image[y0:y1, x0:x1]``)
+or a boolean mask of the image's size. Heatmaps are laid over the image by bilinear
+resizing with pixel centres aligned (``align_corners=False``, as in Pillow and
+``tf.image.resize``), computed here in NumPy. Image sizes are ``(height, width)``.
+
+Each metric has a single-image form (``box_mass``) and a batched form (``box_masses``)
+that takes a stack of heatmaps ``(n, h, w)``; the single form calls the batched one.
+
+Example:
+    >>> import numpy as np
+    >>> heatmap = np.zeros((8, 8)); heatmap[2, 5] = 1.0
+    >>> pointing_hit(heatmap, (40, 16, 48, 24), (64, 64))
+    True
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = [
+    "box_mass",
+    "box_masses",
+    "boxes_to_masks",
+    "heatmap_change",
+    "heatmap_changes",
+    "mask_mass",
+    "mask_masses",
+    "mask_pointing_hit",
+    "mask_pointing_hits",
+    "pointing_game",
+    "pointing_hit",
+    "pointing_hits",
+    "resize_heatmaps",
+]
+
+Box = Sequence[int]
+
+
+def resize_heatmaps(heatmaps: np.ndarray, image_size: Sequence[int]) -> np.ndarray:
+    """Resize heatmaps bilinearly to an image's size, pixel centres aligned.
+
+    Args:
+        heatmaps: One heatmap ``(h, w)`` or a stack ``(n, h, w)``: finite, non-negative.
+        image_size: ``(height, width)`` of the image in pixels.
+
+    Returns:
+        float64 array ``(height, width)`` or ``(n, height, width)``. Each value is a convex
+        combination of heatmap values, so the range never grows.
+
+    Raises:
+        TypeError: If ``heatmaps`` is not numeric or ``image_size`` not two integers.
+        ValueError: If a shape or value is out of range.
+
+    Example:
+        >>> resize_heatmaps(np.array([[0.0, 1.0]]), (1, 4)).tolist()
+        [[0.0, 0.25, 0.75, 1.0]]
+    """
+    single = np.ndim(heatmaps) == 2
+    stack = _check_heatmaps("heatmaps", heatmaps, single=single)
+    height, width = _check_image_size(image_size)
+    resized = _resize(stack, height, width)
+    return resized[0] if single else resized
+
+
+def boxes_to_masks(boxes: np.ndarray | Sequence[Box], image_size: Sequence[int]) -> np.ndarray:
+    """Boolean masks ``(n, height, width)`` that are True inside each box.
+
+    Args:
+        boxes: ``(n, 4)`` integer boxes ``(x0, y0, x1, y1)``, ``x1``/``y1`` exclusive,
+            each non-empty and inside the image.
+        image_size: ``(height, width)`` of the image in pixels.
+
+    Returns:
+        A bool array of shape ``(n, height, width)``.
+
+    Raises:
+        TypeError: If ``boxes`` are not integers or ``image_size`` not two integers.
+        ValueError: If a box is empty or leaves the image.
+
+    Example:
+        >>> boxes_to_masks([(1, 0, 3, 1)], (2, 4)).astype(int).tolist()
+        [[[0, 1, 1, 0], [0, 0, 0, 0]]]
+    """
+    height, width = _check_image_size(image_size)
+    boxes = _check_boxes("boxes", boxes, height, width)
+    rows = np.arange(height)
+    cols = np.arange(width)
+    inside_rows = (rows >= boxes[:, 1, None]) & (rows < boxes[:, 3, None])
+    inside_cols = (cols >= boxes[:, 0, None]) & (cols < boxes[:, 2, None])
+    return inside_rows[:, :, None] & inside_cols[:, None, :]
+
+
+def mask_masses(heatmaps: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Share of each heatmap's mass inside its mask, after resizing to the mask's size.
+
+    Args:
+        heatmaps: ``(n, h, w)`` finite, non-negative heatmaps.
+        masks: ``(n, height, width)`` boolean masks, each with at least one True pixel.
+
+    Returns:
+        float64 array ``(n,)`` with values in ``[0, 1]``; 0.0 where the resized heatmap
+        is all zero (no mass, no NaN).
+
+    Raises:
+        TypeError: If ``heatmaps`` is not numeric or ``masks`` not boolean.
+        ValueError: If shapes disagree or a mask is empty.
+
+    Example:
+        >>> masks = np.zeros((1, 4, 4), dtype=bool); masks[0, :2] = True
+        >>> mask_masses(np.array([[[1.0, 1.0], [0.0, 0.0]]]), masks).round(3).tolist()
+        [0.875]
+    """
+    stack = _check_heatmaps("heatmaps", heatmaps, single=False)
+    masks = _check_masks("masks", masks, single=False, count=len(stack))
+    resized = _resize(stack, *masks.shape[1:])
+    total = resized.sum(axis=(1, 2))
+    inside = np.where(masks, resized, 0.0).sum(axis=(1, 2))
+    share = np.divide(inside, total, out=np.zeros_like(total), where=total > 0)
+    return np.clip(share, 0.0, 1.0)
+
+
+def mask_pointing_hits(
+    heatmaps: np.ndarray, masks: np.ndarray, tolerance: float = 0
+) -> np.ndarray:
+    """Whether each heatmap's maximum, in image pixels, falls on (or near) its mask.
+
+    The point is the first maximum, in row-major order, of the heatmap resized to the
+    mask's size. It hits when its Euclidean distance to the nearest True pixel is at
+    most ``tolerance`` pixels. An all-zero heatmap points nowhere and never hits.
+
+    Args:
+        heatmaps: ``(n, h, w)`` finite, non-negative heatmaps.
+        masks: ``(n, height, width)`` boolean masks, each with at least one True pixel.
+        tolerance: Non-negative distance in pixels; 0 means the point must be on the mask.
+
+    Returns:
+        bool array ``(n,)``.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If shapes disagree, a mask is empty or ``tolerance`` is negative.
+
+    Example:
+        >>> masks = np.zeros((1, 4, 4), dtype=bool); masks[0, 3, 3] = True
+        >>> heatmaps = np.array([[[0.0, 0.0], [0.0, 1.0]]])
+        >>> mask_pointing_hits(heatmaps, masks).tolist()
+        [True]
+    """
+    stack = _check_heatmaps("heatmaps", heatmaps, single=False)
+    masks = _check_masks("masks", masks, single=False, count=len(stack))
+    tolerance = _check_tolerance(tolerance)
+    rows, cols = _peaks(stack, *masks.shape[1:])
+    hits = masks[np.arange(len(masks)), rows, cols]
+    if tolerance > 0:
+        for i in np.flatnonzero(~hits):
+            mask_rows, mask_cols = np.nonzero(masks[i])
+            nearest = np.min((mask_rows - rows[i]) ** 2 + (mask_cols - cols[i]) ** 2)
+            hits[i] = nearest <= tolerance**2
+    return hits & (stack.max(axis=(1, 2)) > 0)
+
+
+def box_masses(
+    heatmaps: np.ndarray, boxes: np.ndarray | Sequence[Box], image_size: Sequence[int]
+) -> np.ndarray:
+    """Share of each heatmap's mass inside its box; see `mask_masses`.
+
+    Args:
+        heatmaps: ``(n, h, w)`` finite, non-negative heatmaps.
+        boxes: ``(n, 4)`` integer boxes ``(x0, y0, x1, y1)``, ``x1``/``y1`` exclusive.
+        image_size: ``(height, width)`` of the image in pixels.
+
+    Returns:
+        float64 array ``(n,)`` in ``[0, 1]``, 0.0 for an all-zero heatmap.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If shapes disagree or a box is empty or leaves the image.
+
+    Example:
+        >>> box_masses(np.ones((1, 2, 2)), [(0, 0, 2, 4)], (4, 4)).tolist()
+        [0.5]
+    """
+    return mask_masses(*_heatmaps_and_box_masks(heatmaps, boxes, image_size))
+
+
+def pointing_hits(
+    heatmaps: np.ndarray,
+    boxes: np.ndarray | Sequence[Box],
+    image_size: Sequence[int],
+    tolerance: float = 0,
+) -> np.ndarray:
+    """Whether each heatmap's maximum falls in (or near) its box; see `mask_pointing_hits`.
+
+    Args:
+        heatmaps: ``(n, h, w)`` finite, non-negative heatmaps.
+        boxes: ``(n, 4)`` integer boxes ``(x0, y0, x1, y1)``, ``x1``/``y1`` exclusive.
+        image_size: ``(height, width)`` of the image in pixels.
+        tolerance: Non-negative distance in pixels from the box that still counts.
+
+    Returns:
+        bool array ``(n,)``; False for an all-zero heatmap.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If shapes disagree, a box is empty or leaves the image, or
+            ``tolerance`` is negative.
+
+    Example:
+        >>> heatmaps = np.array([[[1.0, 0.0], [0.0, 0.0]]])
+        >>> pointing_hits(heatmaps, [(0, 0, 2, 2)], (4, 4)).tolist()
+        [True]
+    """
+    return mask_pointing_hits(*_heatmaps_and_box_masks(heatmaps, boxes, image_size), tolerance)
+
+
+def pointing_game(
+    heatmaps: np.ndarray,
+    boxes: np.ndarray | Sequence[Box],
+    image_size: Sequence[int],
+    tolerance: float = 0,
+) -> float:
+    """Pointing-game accuracy: the share of heatmaps whose maximum falls in their box.
+
+    Args:
+        heatmaps: ``(n, h, w)`` finite, non-negative heatmaps, ``n >= 1``.
+        boxes: ``(n, 4)`` integer boxes ``(x0, y0, x1, y1)``, ``x1``/``y1`` exclusive.
+        image_size: ``(height, width)`` of the image in pixels.
+        tolerance: Non-negative distance in pixels from the box that still counts.
+
+    Returns:
+        A float in ``[0, 1]``.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If there are no heatmaps, shapes disagree, a box is invalid, or
+            ``tolerance`` is negative.
+
+    Example:
+        >>> heatmaps = np.zeros((2, 2, 2)); heatmaps[:, 0, 0] = 1.0
+        >>> pointing_game(heatmaps, [(0, 0, 2, 2), (2, 2, 4, 4)], (4, 4))
+        0.5
+    """
+    hits = pointing_hits(heatmaps, boxes, image_size, tolerance)
+    if len(hits) == 0:
+        raise ValueError("Expected at least one heatmap. Received: heatmaps with n=0")
+    return float(hits.mean())
+
+
+def heatmap_changes(previous: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """``1 - cosine similarity`` between pairs of heatmaps, each flattened.
+
+    Non-negative heatmaps give values in ``[0, 1]``: 0.0 when they are equal up to a
+    positive scale, 1.0 when they share no support. When both heatmaps are all zero
+    the change is 0.0 (nothing changed); when exactly one is, it is 1.0.
+
+    Args:
+        previous: ``(n, h, w)`` finite, non-negative heatmaps.
+        current: ``(n, h, w)`` finite, non-negative heatmaps, the same shape.
+
+    Returns:
+        float64 array ``(n,)``.
+
+    Raises:
+        TypeError: If an argument is not numeric.
+        ValueError: If the shapes differ or a value is negative or not finite.
+
+    Example:
+        >>> heatmap_changes(np.eye(2)[None], np.eye(2)[None] * 3).tolist()
+        [0.0]
+    """
+    before = _check_heatmaps("previous", previous, single=False)
+    after = _check_heatmaps("current", current, single=False)
+    if before.shape != after.shape:
+        raise ValueError(
+            "Expected previous and current to have the same shape. "
+            f"Received: previous with shape {before.shape}, current with shape {after.shape}"
+        )
+    before = before.reshape(len(before), -1)
+    after = after.reshape(len(after), -1)
+    norms = np.linalg.norm(before, axis=1) * np.linalg.norm(after, axis=1)
+    dot = np.einsum("ij,ij->i", before, after)
+    cosine = np.divide(dot, norms, out=np.zeros_like(dot), where=norms > 0)
+    both_zero = (before.max(axis=1) == 0) & (after.max(axis=1) == 0)
+    cosine[both_zero] = 1.0
+    return np.clip(1.0 - cosine, 0.0, 1.0)
+
+
+def box_mass(heatmap: np.ndarray, box: Box, image_size: Sequence[int]) -> float:
+    """Share of the heatmap's mass inside the box, after resizing to the image.
+
+    Args:
+        heatmap: ``(h, w)`` finite, non-negative heatmap.
+        box: ``(x0, y0, x1, y1)`` integers, ``x1``/``y1`` exclusive, inside the image.
+        image_size: ``(height, width)`` of the image in pixels.
+
+    Returns:
+        A float in ``[0, 1]``; 0.0 for an all-zero heatmap.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If a shape or value is out of range.
+
+    Example:
+        >>> box_mass(np.ones((7, 7)), (0, 0, 112, 112), (224, 224))
+        0.25
+    """
+    stack = _check_heatmaps("heatmap", heatmap, single=True)
+    return float(box_masses(stack, [_check_box("box", box)], image_size)[0])
+
+
+def pointing_hit(
+    heatmap: np.ndarray, box: Box, image_size: Sequence[int], tolerance: float = 0
+) -> bool:
+    """Whether the heatmap's maximum, in image pixels, falls in the box.
+
+    The point is the first maximum (row-major) of the heatmap resized bilinearly to
+    ``image_size``; it hits when it is within ``tolerance`` pixels (Euclidean) of the box.
+    An all-zero heatmap never hits.
+
+    Args:
+        heatmap: ``(h, w)`` finite, non-negative heatmap.
+        box: ``(x0, y0, x1, y1)`` integers, ``x1``/``y1`` exclusive, inside the image.
+        image_size: ``(height, width)`` of the image in pixels.
+        tolerance: Non-negative distance in pixels from the box that still counts.
+
+    Returns:
+        True on a hit.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If a shape or value is out of range.
+
+    Example:
+        >>> heatmap = np.zeros((7, 7)); heatmap[0, 0] = 1.0
+        >>> pointing_hit(heatmap, (32, 32, 64, 64), (224, 224))
+        False
+    """
+    stack = _check_heatmaps("heatmap", heatmap, single=True)
+    return bool(pointing_hits(stack, [_check_box("box", box)], image_size, tolerance)[0])
+
+
+def mask_mass(heatmap: np.ndarray, mask: np.ndarray) -> float:
+    """Share of the heatmap's mass on the mask, after resizing to the mask's size.
+
+    Args:
+        heatmap: ``(h, w)`` finite, non-negative heatmap.
+        mask: ``(height, width)`` boolean mask of the image with at least one True pixel.
+
+    Returns:
+        A float in ``[0, 1]``; 0.0 for an all-zero heatmap.
+
+    Raises:
+        TypeError: If ``heatmap`` is not numeric or ``mask`` not boolean.
+        ValueError: If a shape or value is out of range or the mask is empty.
+
+    Example:
+        >>> mask = np.zeros((4, 4), dtype=bool); mask[:, :2] = True
+        >>> mask_mass(np.ones((2, 2)), mask)
+        0.5
+    """
+    stack = _check_heatmaps("heatmap", heatmap, single=True)
+    return float(mask_masses(stack, _check_masks("mask", mask, single=True, count=1))[0])
+
+
+def mask_pointing_hit(heatmap: np.ndarray, mask: np.ndarray, tolerance: float = 0) -> bool:
+    """Whether the heatmap's maximum falls on (or near) the mask; see `mask_pointing_hits`.
+
+    Args:
+        heatmap: ``(h, w)`` finite, non-negative heatmap.
+        mask: ``(height, width)`` boolean mask of the image with at least one True pixel.
+        tolerance: Non-negative distance in pixels from the mask that still counts.
+
+    Returns:
+        True on a hit; False for an all-zero heatmap.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If a shape or value is out of range or the mask is empty.
+
+    Example:
+        >>> mask = np.zeros((4, 4), dtype=bool); mask[0, 3] = True
+        >>> mask_pointing_hit(np.array([[0.0, 1.0], [0.0, 0.0]]), mask)
+        True
+    """
+    stack = _check_heatmaps("heatmap", heatmap, single=True)
+    masks = _check_masks("mask", mask, single=True, count=1)
+    return bool(mask_pointing_hits(stack, masks, tolerance)[0])
+
+
+def heatmap_change(previous: np.ndarray, current: np.ndarray) -> float:
+    """``1 - cosine similarity`` of two heatmaps; see `heatmap_changes`.
+
+    Args:
+        previous: ``(h, w)`` finite, non-negative heatmap.
+        current: ``(h, w)`` finite, non-negative heatmap of the same shape.
+
+    Returns:
+        A float in ``[0, 1]``: 0.0 for identical maps (or both all zero), 1.0 for maps
+        with no overlap (or exactly one all zero).
+
+    Raises:
+        TypeError: If an argument is not numeric.
+        ValueError: If the shapes differ or a value is negative or not finite.
+
+    Example:
+        >>> heatmap_change(np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]]))
+        1.0
+    """
+    before = _check_heatmaps("previous", previous, single=True)
+    after = _check_heatmaps("current", current, single=True)
+    return float(heatmap_changes(before, after)[0])
+
+
+def _heatmaps_and_box_masks(
+    heatmaps: object, boxes: object, image_size: object
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a stack of heatmaps and one box per heatmap; return them, boxes as masks."""
+    stack = _check_heatmaps("heatmaps", heatmaps, single=False)
+    masks = boxes_to_masks(boxes, image_size)
+    if len(masks) != len(stack):
+        raise ValueError(
+            f"Expected one box per heatmap ({len(stack)}). Received: boxes with {len(masks)}"
+        )
+    return stack, masks
+
+
+def _resize(stack: np.ndarray, height: int, width: int) -> np.ndarray:
+    rows = _interpolation_matrix(stack.shape[1], height)
+    cols = _interpolation_matrix(stack.shape[2], width)
+    return np.einsum("Hh,nhw,Ww->nHW", rows, stack, cols)
+
+
+def _interpolation_matrix(source: int, target: int) -> np.ndarray:
+    """``(target, source)`` weights of 1D linear interpolation, pixel centres aligned."""
+    position = (np.arange(target) + 0.5) * (source / target) - 0.5
+    position = np.clip(position, 0.0, source - 1)
+    low = np.floor(position).astype(np.int64)
+    high = np.minimum(low + 1, source - 1)
+    fraction = position - low
+    weights = np.zeros((target, source))
+    np.add.at(weights, (np.arange(target), low), 1.0 - fraction)
+    np.add.at(weights, (np.arange(target), high), fraction)
+    return weights
+
+
+def _peaks(stack: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column of the first maximum of each resized heatmap."""
+    flat = _resize(stack, height, width).reshape(len(stack), -1)
+    return np.unravel_index(flat.argmax(axis=1), (height, width))
+
+
+def _check_heatmaps(name: str, value: object, *, single: bool) -> np.ndarray:
+    """Validate one heatmap (``single``) or a stack; return a float64 stack ``(n, h, w)``."""
+    array = np.asarray(value)
+    if array.dtype == bool or not (
+        np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+    ):
+        raise TypeError(
+            f"Expected {name} to be an array of real numbers. "
+            f"Received: {name} with dtype {array.dtype}"
+        )
+    expected = "a 2D array (height, width)" if single else "a 3D array (n, height, width)"
+    if array.ndim != (2 if single else 3):
+        raise ValueError(f"Expected {name} to be {expected}. Received: shape {array.shape}")
+    if 0 in array.shape[-2:]:
+        raise ValueError(f"Expected {name} to be non-empty. Received: shape {array.shape}")
+    array = array.astype(np.float64)
+    if not np.isfinite(array).all():
+        raise ValueError(f"Expected {name} to be finite. Received: {name} with NaN or inf")
+    if array.size and array.min() < 0:
+        raise ValueError(
+            f"Expected {name} to be non-negative (as Grad-CAM maps are). "
+            f"Received: {name} with minimum {array.min()}"
+        )
+    return array[np.newaxis] if single else array
+
+
+def _check_image_size(image_size: object) -> tuple[int, int]:
+    try:
+        height, width = image_size  # type: ignore[misc]
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"Expected image_size to be (height, width). Received: image_size={image_size!r}"
+        ) from None
+    for part in (height, width):
+        if isinstance(part, bool) or not isinstance(part, numbers.Integral):
+            raise TypeError(
+                "Expected image_size to be two integers (height, width). "
+                f"Received: image_size={image_size!r}"
+            )
+    if height < 1 or width < 1:
+        raise ValueError(
+            f"Expected image_size to be positive. Received: image_size={image_size!r}"
+        )
+    return int(height), int(width)
+
+
+def _check_box(name: str, box: object) -> np.ndarray:
+    """Validate the form of one box: four integers."""
+    array = np.asarray(box)
+    if array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(
+            f"Expected {name} to be 4 integers (x0, y0, x1, y1). Received: {name}={box!r}"
+        )
+    if array.shape != (4,):
+        raise ValueError(
+            f"Expected {name} to be 4 integers (x0, y0, x1, y1). Received: {name}={box!r}"
+        )
+    return array
+
+
+def _check_boxes(name: str, boxes: object, height: int, width: int) -> np.ndarray:
+    array = np.asarray(boxes)
+    if array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(
+            f"Expected {name} to be integers (x0, y0, x1, y1). "
+            f"Received: {name} with dtype {array.dtype}"
+        )
+    if array.ndim != 2 or array.shape[1] != 4:
+        raise ValueError(
+            f"Expected {name} to have shape (n, 4). Received: {name} with shape {array.shape}"
+        )
+    x0, y0, x1, y1 = array.T
+    bad = ~((0 <= x0) & (x0 < x1) & (x1 <= width) & (0 <= y0) & (y0 < y1) & (y1 <= height))
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"Expected each box in {name} to satisfy 0 <= x0 < x1 <= width and "
+            f"0 <= y0 < y1 <= height for image_size=({height}, {width}). "
+            f"Received: box {array[first].tolist()} at index {first}"
+        )
+    return array
+
+
+def _check_masks(name: str, value: object, *, single: bool, count: int) -> np.ndarray:
+    """Validate one mask (``single``) or ``count`` masks; return a bool stack."""
+    array = np.asarray(value)
+    if array.dtype != bool:
+        raise TypeError(
+            f"Expected {name} to be a boolean array. Received: {name} with dtype {array.dtype}"
+        )
+    expected = "a 2D array (height, width)" if single else "a 3D array (n, height, width)"
+    if array.ndim != (2 if single else 3):
+        raise ValueError(f"Expected {name} to be {expected}. Received: shape {array.shape}")
+    stack = array[np.newaxis] if single else array
+    if len(stack) != count:
+        raise ValueError(
+            f"Expected one mask per heatmap ({count}). Received: {name} with {len(stack)}"
+        )
+    empty = ~stack.any(axis=(1, 2))
+    if empty.any():
+        raise ValueError(
+            f"Expected each mask in {name} to have a True pixel. "
+            f"Received: an empty mask at index {int(np.flatnonzero(empty)[0])}"
+        )
+    return stack
+
+
+def _check_tolerance(tolerance: object) -> float:
+    if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real):
+        raise TypeError(
+            f"Expected tolerance to be a number of pixels. Received: tolerance={tolerance!r}"
+        )
+    if not np.isfinite(tolerance) or tolerance < 0:
+        raise ValueError(
+            f"Expected tolerance to be finite and >= 0. Received: tolerance={tolerance!r}"
+        )
+    return float(tolerance)

@@ -1,0 +1,37 @@
+"""Run the whole test suite under every Keras backend, one pytest process per backend.
+
+Keras fixes its backend at import, so each backend needs its own process. Tests marked
+``backend_agnostic`` run once (under TensorFlow). Any failure, and any run that collects no
+test (pytest's exit code 5), makes this script fail.
+
+Usage: python scripts/run_tests.py [extra pytest arguments]
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def main(argv: list[str]) -> int:
+    results = []
+    for i, backend in enumerate(BACKENDS):
+        selection = [] if i == 0 else ["-m", "not backend_agnostic"]
+        command = [sys.executable, "-m", "pytest", *selection, *argv]
+        print(f"=== KERAS_BACKEND={backend}: {' '.join(command)}", flush=True)
+        started = time.monotonic()
+        code = subprocess.call(command, env={**os.environ, "KERAS_BACKEND": backend})
+        results.append((backend, code, time.monotonic() - started))
+    print("=== summary")
+    for backend, code, seconds in results:
+        verdict = {0: "passed", 5: "FAILED: no tests ran"}.get(code, f"FAILED (exit {code})")
+        print(f"{backend:>10}: {verdict} in {seconds:.0f} s")
+    return 0 if all(code == 0 for _, code, _ in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
