@@ -231,7 +231,7 @@ def show_prediction(model: keras.Model, doc: np.ndarray, **kwargs: Any) -> Image
         >>> show_prediction(model, x[:1], alpha_limit=0.5).size  # doctest: +SKIP
         (224, 224)
     """
-    from .image import format_as_image
+    from .image import check_alpha_limit, format_as_image, get_colormap
 
     format_names = ("resampling_filter", "colormap", "alpha_limit")
     explain_names = ("image", "targets", "layer", "output")
@@ -241,6 +241,8 @@ def show_prediction(model: keras.Model, doc: np.ndarray, **kwargs: Any) -> Image
             f"show_prediction() got unexpected keyword argument(s) {', '.join(unknown)}; "
             f"accepted: {', '.join(explain_names + format_names)}"
         )
+    check_alpha_limit(kwargs.get("alpha_limit"))
+    get_colormap(kwargs.get("colormap", "viridis"))
     expl = explain_prediction(model, doc, **{k: v for k, v in kwargs.items() if k in explain_names})
     return format_as_image(expl, **{k: v for k, v in kwargs.items() if k in format_names})
 
@@ -296,6 +298,11 @@ def check_docs(model: keras.Model, docs: Any, *, single: bool = False) -> np.nda
     ):
         raise TypeError(f"{name} must hold real numbers; received dtype {docs.dtype}")
     expected = layers.input_shape(model)
+    if expected is None and docs.ndim != 4:
+        raise ValueError(
+            f"{name} must have rank 4, (batch, height, width, channels) or channels first; "
+            f"received shape {docs.shape}"
+        )
     if expected is not None:
         want = "(" + ", ".join(["N" if not single else "1"] + [
             "any" if d is None else str(d) for d in expected]) + ")"
@@ -329,10 +336,15 @@ def _check_model(model: Any) -> None:
             f"model {model.name!r} is not built: call it on data, give it a keras.Input, or "
             "call model.build(input_shape) before explaining"
         )
-    inputs = layers._symbolic_inputs(model)
+    inputs = layers.symbolic_inputs(model)
     if inputs is not None and len(inputs) != 1:
         raise ValueError(
             f"model must have one input; model {model.name!r} has {len(inputs)} inputs"
+        )
+    if inputs is not None and len(inputs[0].shape) != 4:
+        raise ValueError(
+            "model must take images, an input of rank 4 (batch, height, width, channels); "
+            f"model {model.name!r} has input shape {tuple(inputs[0].shape)}"
         )
 
 

@@ -16,17 +16,19 @@ if TYPE_CHECKING:
 
 
 def channel_weights(grads: np.ndarray) -> np.ndarray:
-    """Average gradients over the two spatial axes: ``(..., h, w, C) -> (..., C)``.
+    """Average gradients over the two spatial axes: ``(..., h, w, C) -> (..., C)``, float32.
 
-    The mean is accumulated in float64 and returned as float32, the dtype ELI5 returns.
+    The mean is taken by the running Keras backend (``keras.ops.mean``), the same reduction
+    ELI5 uses under TensorFlow, so its weights agree to the last bit.
 
     Example:
         >>> import numpy as np
         >>> channel_weights(np.ones((7, 7, 4), dtype="float32")).tolist()
         [1.0, 1.0, 1.0, 1.0]
     """
-    grads = np.asarray(grads)
-    return grads.mean(axis=(-3, -2), dtype=np.float64).astype(np.float32)
+    grads = np.asarray(grads, dtype=np.float32)
+    return np.asarray(keras.ops.convert_to_numpy(keras.ops.mean(grads, axis=(-3, -2))),
+                      dtype=np.float32)
 
 
 def gradcam_maps(weights: np.ndarray, activations: np.ndarray) -> np.ndarray:

@@ -37,13 +37,13 @@ class LayerChoice:
 def input_rank(model: keras.Model) -> int | None:
     """The rank of the model's (single) input including the batch axis, if the model has a
     symbolic input; ``None`` for subclassed models."""
-    inputs = _symbolic_inputs(model)
+    inputs = symbolic_inputs(model)
     return None if inputs is None else len(inputs[0].shape)
 
 
 def input_shape(model: keras.Model) -> tuple[int | None, ...] | None:
     """The model's input shape without the batch axis, or ``None`` if it is not known."""
-    inputs = _symbolic_inputs(model)
+    inputs = symbolic_inputs(model)
     return None if inputs is None else tuple(inputs[0].shape[1:])
 
 
@@ -201,7 +201,8 @@ def single_activation(outputs: list[Any], path: str) -> Any:
     return activation
 
 
-def _symbolic_inputs(model: keras.Model) -> list[Any] | None:
+def symbolic_inputs(model: keras.Model) -> list[Any] | None:
+    """The model's symbolic inputs, or ``None`` for a model without any (subclassed)."""
     try:
         inputs = model.inputs
     except (AttributeError, ValueError):
@@ -214,6 +215,7 @@ def _sublayers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
 
 
 def walk(model: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
+    """Every layer inside ``model``, depth first, nested models' layers included."""
     for sub in _sublayers(model):
         yield sub
         yield from walk(sub)

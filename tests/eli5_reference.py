@@ -1,0 +1,54 @@
+"""ELI5 0.16's results on fixed models and inputs, the reference every backend must match.
+
+Run under TensorFlow with eli5 installed to (re)write ``data/eli5_reference.npz``:
+``KERAS_BACKEND=tensorflow python tests/eli5_reference.py``. The TensorFlow test run checks
+that the stored file still equals what ELI5 computes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from models import images, small_cnn  # noqa: E402
+
+PATH = os.path.join(os.path.dirname(__file__), "data", "eli5_reference.npz")
+CASES = [  # (model seed, input seed, targets)
+    (0, 0, None), (0, 1, [2]), (1, 2, None), (1, 3, [0]), (2, 4, [4]),
+]
+
+
+def case_inputs():
+    """The models and docs of each case."""
+    for model_seed, input_seed, targets in CASES:
+        yield small_cnn(seed=model_seed, name=f"ref_cnn_{model_seed}"), images(
+            1, seed=input_seed), targets
+
+
+def compute_with_eli5() -> dict[str, np.ndarray]:
+    """ELI5's heatmaps, targets, scores and overlays for every case."""
+    import eli5
+    from PIL import Image
+
+    heatmaps, targets, scores, overlays = [], [], [], []
+    for model, doc, target in case_inputs():
+        expl = eli5.explain_prediction(model, doc, targets=target)
+        heatmaps.append(expl.targets[0].heatmap)
+        targets.append(expl.targets[0].target)
+        scores.append(expl.targets[0].score)
+        picture = Image.fromarray((images(1, shape=(48, 48, 3))[0] * 255).astype("uint8"))
+        overlay = eli5.format_as_image(eli5.explain_prediction(model, doc, targets=target,
+                                                               image=picture))
+        overlays.append(np.asarray(overlay))
+    return {"heatmaps": np.stack(heatmaps), "targets": np.array(targets),
+            "scores": np.array(scores), "overlays": np.stack(overlays)}
+
+
+if __name__ == "__main__":
+    result = compute_with_eli5()
+    np.savez_compressed(PATH, **result)
+    print(f"wrote {PATH}: heatmaps {result['heatmaps'].shape}, targets {result['targets']}")
