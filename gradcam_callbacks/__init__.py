@@ -5,6 +5,7 @@ Example:
     >>> overlay = format_as_image(explain_prediction(model, doc))  # doctest: +SKIP
 """
 
+from .callback import GradCamCallback
 from .explain import explain_prediction, explain_predictions, show_prediction
 from .explanation import Explanation, TargetExplanation
 from .gradcam import gradcam, gradcam_backend
@@ -14,6 +15,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Explanation",
+    "GradCamCallback",
     "TargetExplanation",
     "explain_prediction",
     "explain_predictions",

@@ -197,5 +197,24 @@ def explanation_strip(expl: Explanation, **overlay_kwargs: Any) -> Image.Image:
     return side_by_side([expl.image, *overlays])
 
 
+def captioned(image: Image.Image, lines: Sequence[str],
+              background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """The image with lines of text in a strip below it, as an RGB image.
+
+    Example:
+        >>> from PIL import Image
+        >>> captioned(Image.new("RGB", (100, 50)), ["epoch 3", "score 0.9"]).size
+        (100, 78)
+    """
+    line_height = 12
+    sheet = Image.new("RGB", (image.width, image.height + 2 + line_height * len(lines)),
+                      background)
+    sheet.paste(image.convert("RGB"), (0, 0))
+    draw = ImageDraw.Draw(sheet)
+    for i, line in enumerate(lines):
+        draw.text((2, image.height + 2 + i * line_height), line, fill=(0, 0, 0))
+    return sheet
+
+
 def _text_width(text: str) -> int:
     return int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(text))

@@ -17,8 +17,10 @@ from ..layers import intercept, single_activation
 from . import Pass, RawOutputs
 
 
-def build(spec: Pass, on_trace: Callable[[], None]) -> Callable[[np.ndarray, np.ndarray], RawOutputs]:
-    """Compile the Grad-CAM pass for ``spec`` (see :class:`~gradcam_callbacks.backends.GradientFunction`)."""
+def build(
+    spec: Pass, on_trace: Callable[[], None]
+) -> Callable[[np.ndarray, np.ndarray], RawOutputs]:
+    """Compile the Grad-CAM pass for ``spec``; see :class:`..backends.GradientFunction`."""
 
     # stateless_call hands its keyword arguments to the model's own call().
     accepts = inspect.signature(spec.model.call).parameters

@@ -12,8 +12,10 @@ from ..layers import intercept, single_activation
 from . import Pass, RawOutputs
 
 
-def build(spec: Pass, on_trace: Callable[[], None]) -> Callable[[np.ndarray, np.ndarray], RawOutputs]:
-    """Compile the Grad-CAM pass for ``spec`` (see :class:`~gradcam_callbacks.backends.GradientFunction`)."""
+def build(
+    spec: Pass, on_trace: Callable[[], None]
+) -> Callable[[np.ndarray, np.ndarray], RawOutputs]:
+    """Compile the Grad-CAM pass for ``spec``; see :class:`..backends.GradientFunction`."""
 
     @tf.function(reduce_retracing=True)
     def run(docs: tf.Tensor, targets: tf.Tensor, slots: int) -> tuple[tf.Tensor, ...]:

@@ -14,8 +14,10 @@ from ..layers import intercept, single_activation
 from . import Pass, RawOutputs
 
 
-def build(spec: Pass, on_trace: Callable[[], None]) -> Callable[[np.ndarray, np.ndarray], RawOutputs]:
-    """Build the Grad-CAM pass for ``spec`` (see :class:`~gradcam_callbacks.backends.GradientFunction`)."""
+def build(
+    spec: Pass, on_trace: Callable[[], None]
+) -> Callable[[np.ndarray, np.ndarray], RawOutputs]:
+    """Build the Grad-CAM pass for ``spec``; see :class:`..backends.GradientFunction`."""
     on_trace()
 
     def leaf(activation: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,405 @@
+"""``GradCamCallback``: Grad-CAM on fixed probe images at epoch ends, to TensorBoard."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+from PIL import Image, ImageDraw
+
+from . import backends, metrics
+from .distribute import is_chief
+from .explain import Plan, check_docs, derive_image, plan, to_pil
+from .image import (
+    Colormap,
+    captioned,
+    check_alpha_limit,
+    get_colormap,
+    grid,
+    heatmap_overlay,
+    side_by_side,
+)
+from .layers import LayerSpec
+from .tensorboard import EventWriter
+
+TargetsOption = str | Sequence[int] | np.ndarray | None
+
+
+class GradCamCallback(keras.callbacks.Callback):
+    """Watch where the model looks while it trains: Grad-CAM on fixed probe images, written
+    to TensorBoard at epoch ends.
+
+    For each probe and logged epoch it writes an image ``gradcam/probe_00`` (the input and
+    its overlay side by side, described with target, class name and score) and one grid of
+    all probes (``gradcam/grid``), plus scalars per probe: the target's score, the heatmap's
+    change since the last logged epoch (1 - cosine similarity) and, with ``probe_boxes`` or
+    ``probe_masks``, the share of heatmap mass on the object and the pointing game, with
+    their means over probes. Steps count completed epochs: step 0 is the untrained model.
+
+    Event files are written with the ``tensorboard`` package alone (no TensorFlow import),
+    so the callback works the same on the TensorFlow, JAX and PyTorch backends, and can
+    share a parent log directory with ``keras.callbacks.TensorBoard``. It never changes
+    training: inference mode, no random draws, no state changes. A write that fails (log
+    directory removed, read-only, disk full) becomes one warning; training goes on and the
+    next logged epoch tries again.
+
+    Args:
+        probes: The model inputs to watch: an array ``(N, ...)``, an ``(x, y)`` tuple, or a
+            ``tf.data.Dataset`` / ``keras.utils.PyDataset`` / iterable of batches (``x`` or
+            ``(x, y[, weights])``), from which the first ``max_probes`` examples are taken.
+        images: Pictures to draw on, one per probe (Pillow images or uint8 arrays), when
+            the inputs are preprocessed; by default each input is min-max stretched.
+        targets: ``None`` (each probe's predicted class, re-decided every logged epoch),
+            ``"true"`` (the labels from ``y``, sparse or one-hot) or a list of class indices.
+        class_names: Names of the classes, for captions.
+        layer: The layer to explain at (see :func:`~gradcam_callbacks.explain_prediction`).
+        output: For models with several outputs: index or name (default the first).
+        log_dir: The run directory for the event files.
+        freq: Log after every ``freq``-th epoch (when ``epoch % freq == 0``, 0-based, as
+            Keras' ``histogram_freq``).
+        log_initial: Also log the model's maps before the first epoch, at step 0.
+        max_probes: At most this many probes are used.
+        probe_boxes: ``(N, 4)`` object boxes ``(x0, y0, x1, y1)`` in image pixels
+            (``x1``/``y1`` exclusive), for localisation scalars.
+        probe_masks: ``(N, H, W)`` boolean object masks in image pixels, instead of boxes.
+        colormap: Matplotlib colormap (or name) of the overlays.
+        alpha_limit: Maximum opacity of the overlays, in [0, 1].
+        display_size: Pictures smaller than this (shorter side, pixels) are enlarged by a
+            whole factor in the images, for legibility.
+
+    Example:
+        >>> cam = GradCamCallback(x_val[:8], targets="true", probe_boxes=boxes[:8],
+        ...                       log_dir="logs/run1/gradcam")  # doctest: +SKIP
+        >>> model.fit(x, y, epochs=5, callbacks=[cam])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        probes: Any,
+        images: Sequence[Image.Image | np.ndarray] | np.ndarray | None = None,
+        targets: TargetsOption = None,
+        class_names: Sequence[str] | None = None,
+        layer: LayerSpec = None,
+        output: int | str | None = None,
+        log_dir: str | os.PathLike = "logs/gradcam",
+        freq: int = 1,
+        log_initial: bool = True,
+        max_probes: int = 16,
+        probe_boxes: np.ndarray | Sequence[Sequence[int]] | None = None,
+        probe_masks: np.ndarray | None = None,
+        colormap: Colormap = "viridis",
+        alpha_limit: float | None = 0.65,
+        display_size: int = 128,
+    ) -> None:
+        super().__init__()
+        for name, value in (("freq", freq), ("max_probes", max_probes),
+                            ("display_size", display_size)):
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"{name} must be a positive integer; received {name}={value!r}")
+        if not isinstance(log_initial, bool):
+            raise TypeError(f"log_initial must be a bool; received log_initial={log_initial!r}")
+        if not isinstance(log_dir, (str, os.PathLike)):
+            raise TypeError(f"log_dir must be a path; received log_dir={log_dir!r}")
+        self.freq, self.log_initial, self.max_probes = int(freq), log_initial, int(max_probes)
+        self.display_size = int(display_size)
+        self.log_dir = os.fspath(log_dir)
+        self.layer, self.output = layer, output
+        self.colormap = get_colormap(colormap)
+        self.alpha_limit = check_alpha_limit(alpha_limit)
+        self.probe_x, self.probe_y = _take_probes(probes, self.max_probes)
+        count = len(self.probe_x)
+        self.pictures = _pictures(images, count)
+        self.targets = _check_targets(targets, self.probe_y, count)
+        self.class_names = _check_class_names(class_names)
+        self.probe_masks = _object_masks(probe_boxes, probe_masks, self._picture_sizes(), count)
+        self.probe_boxes = None if probe_boxes is None else np.asarray(probe_boxes, int)
+        self._plan: Plan | None = None
+        self._writer: EventWriter | None = None
+        self._previous: np.ndarray | None = None
+        self._initial_logged = False
+
+    # -- Keras hooks -------------------------------------------------------------------------
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        """Check the probes against the model and build the Grad-CAM pass, before epoch 1."""
+        model = self.model
+        self._plan = plan(model, self.layer, self.output)
+        check_docs(model, self.probe_x)
+        self._plan.targets(self._requested_targets(), len(self.probe_x))
+        if self.pictures is None:
+            self.pictures = [derive_image(x, self._plan.data_format) for x in self.probe_x]
+        backends.gradient_function(model, self._plan.layer.layer, self._plan.layer.path,
+                                   self._plan.output_index)
+        if is_chief() and self._writer is None:
+            self._writer = EventWriter(self.log_dir)
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.log_initial and not self._initial_logged:
+            self._initial_logged = True
+            self._log(epoch)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if epoch % self.freq == 0:
+            self._log(epoch + 1)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except OSError as error:
+                self._warn(f"could not close its event file: {error}")
+
+    def get_config(self) -> dict[str, Any]:
+        """The callback's settings (the probe data itself is not included)."""
+        return {
+            "num_probes": len(self.probe_x),
+            "targets": self.targets if isinstance(self.targets, (str, type(None)))
+            else [int(t) for t in self.targets],
+            "class_names": self.class_names,
+            "layer": self.layer if isinstance(self.layer, (str, int, type(None)))
+            else self.layer.name,
+            "output": self.output,
+            "log_dir": self.log_dir,
+            "freq": self.freq,
+            "log_initial": self.log_initial,
+            "max_probes": self.max_probes,
+            "has_probe_boxes": self.probe_boxes is not None,
+            "has_probe_masks": self.probe_masks is not None and self.probe_boxes is None,
+            "colormap": getattr(self.colormap, "name", repr(self.colormap)),
+            "alpha_limit": self.alpha_limit,
+            "display_size": self.display_size,
+        }
+
+    # -- work ------------------------------------------------------------------------------
+    def explain_probes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Grad-CAM of every probe now: heatmaps ``(N, h, w)``, targets ``(N,)``, scores
+        ``(N,)``. Uses the pass built in ``on_train_begin``."""
+        if self._plan is None:
+            raise RuntimeError("explain_probes() needs on_train_begin() (model.fit) first")
+        targets, counts = self._plan.targets(self._requested_targets(), len(self.probe_x))
+        raw = self._plan.run(self.probe_x, targets, counts)
+        return raw.heatmaps[:, 0], raw.targets[:, 0], raw.scores[:, 0]
+
+    def _requested_targets(self) -> list[int] | None:
+        if self.targets is None:
+            return None
+        if isinstance(self.targets, str):
+            return [int(t) for t in _labels(self.probe_y)]
+        return [int(t) for t in self.targets]
+
+    def _log(self, step: int) -> None:
+        if self._writer is None:  # not the chief process, or on_train_begin not run
+            return
+        try:
+            heatmaps, targets, scores = self.explain_probes()
+        except Exception as error:  # a monitoring hiccup must never end a training run
+            self._warn(f"could not compute Grad-CAM at step {step}: "
+                       f"{type(error).__name__}: {error}")
+            return
+        try:
+            self._write(step, heatmaps, targets, scores)
+        except OSError as error:
+            self._warn(f"could not write to {self.log_dir!r} at step {step} ({error}); "
+                       "training goes on and the next logged epoch tries again")
+
+    def _write(self, step: int, heatmaps: np.ndarray, targets: np.ndarray,
+               scores: np.ndarray) -> None:
+        writer = self._writer
+        assert writer is not None and self.pictures is not None
+        sizes = self._picture_sizes()
+        changes = None if self._previous is None else metrics.heatmap_changes(
+            self._previous, heatmaps)
+        masses = hits = None
+        if self.probe_masks is not None:
+            masses = metrics.mask_masses(heatmaps, self.probe_masks)
+            hits = metrics.mask_pointing_hits(heatmaps, self.probe_masks)
+        panels = []
+        for i, picture in enumerate(self.pictures):
+            shown, overlay = self._panel(i, picture, heatmaps[i], sizes[i])
+            panels.append(overlay)
+            caption = [f"step {step}: target {int(targets[i])}"
+                       f"{self._class_name(int(targets[i]))}, score {float(scores[i]):.3f}"]
+            if masses is not None and hits is not None:
+                caption.append(f"mass on object {masses[i]:.2f}, "
+                               f"peak {'on' if hits[i] else 'off'} it")
+            tag = f"gradcam/probe_{i:02d}"
+            writer.add_image(tag, captioned(side_by_side([shown, overlay]), caption), step,
+                             description=f"Probe {i}: the input (left) and its Grad-CAM "
+                             "overlay (right); the caption names the step (completed epochs), "
+                             "the explained target and its score")
+            writer.add_scalar(f"{tag}/score", float(scores[i]), step)
+            if changes is not None:
+                writer.add_scalar(f"{tag}/change", float(changes[i]), step)
+            if masses is not None and hits is not None:
+                writer.add_scalar(f"{tag}/box_mass", float(masses[i]), step)
+                writer.add_scalar(f"{tag}/pointing_hit", float(hits[i]), step)
+        columns = int(np.ceil(np.sqrt(len(panels))))
+        writer.add_image("gradcam/grid", grid(
+            [panels[r:r + columns] for r in range(0, len(panels), columns)]), step,
+            description=f"All {len(panels)} probes at step {step}")
+        if changes is not None:
+            writer.add_scalar("gradcam/mean_change", float(changes.mean()), step)
+        if masses is not None and hits is not None:
+            writer.add_scalar("gradcam/mean_box_mass", float(masses.mean()), step)
+            writer.add_scalar("gradcam/pointing_game", float(hits.mean()), step)
+        writer.flush()
+        self._previous = heatmaps
+
+    def _panel(self, index: int, picture: Image.Image, heatmap: np.ndarray,
+               size: tuple[int, int]) -> tuple[Image.Image, Image.Image]:
+        factor = max(1, int(np.ceil(self.display_size / max(1, min(size)))))
+        shown = picture.convert("RGB").resize((size[1] * factor, size[0] * factor),
+                                              Image.NEAREST)
+        if self.probe_boxes is not None:
+            x0, y0, x1, y1 = (int(v) * factor for v in self.probe_boxes[index])
+            ImageDraw.Draw(shown).rectangle((x0, y0, x1 - 1, y1 - 1), outline=(255, 0, 0))
+        overlay = heatmap_overlay(shown, heatmap, colormap=self.colormap,
+                                  alpha_limit=self.alpha_limit)
+        return shown, overlay
+
+    def _class_name(self, target: int) -> str:
+        if self.class_names is None or not 0 <= target < len(self.class_names):
+            return ""
+        return f" ({self.class_names[target]})"
+
+    def _picture_sizes(self) -> list[tuple[int, int]]:
+        """(height, width) of each picture drawn on, known before the model is seen."""
+        if self.pictures is not None:
+            return [(p.height, p.width) for p in self.pictures]
+        return [tuple(x.shape[:2]) if x.shape[-1] in (1, 3, 4) else tuple(x.shape[1:])
+                for x in self.probe_x]
+
+    def _warn(self, message: str) -> None:
+        warnings.warn(f"GradCamCallback {message}", RuntimeWarning, stacklevel=3)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _take_probes(probes: Any, limit: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Probe inputs (and labels, if any) from an array, an (x, y) tuple or batches."""
+    if isinstance(probes, np.ndarray):
+        return _check_probe_array(probes[:limit]), None
+    if isinstance(probes, tuple) and len(probes) in (2, 3):
+        x, y = np.asarray(probes[0]), np.asarray(probes[1])
+        if len(x) != len(y):
+            raise ValueError(
+                f"probes as (x, y) must hold as many labels as inputs; received {len(x)} "
+                f"inputs and {len(y)} labels"
+            )
+        return _check_probe_array(x[:limit]), y[:limit]
+    if isinstance(probes, (str, bytes, dict)) or not isinstance(probes, Iterable) and not (
+        hasattr(probes, "__getitem__") and hasattr(probes, "__len__")
+    ):
+        raise TypeError(
+            "probes must be an array (N, ...), an (x, y) tuple, or a tf.data.Dataset / "
+            f"keras.utils.PyDataset / iterable of batches; received {type(probes).__name__}"
+        )
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    taken = 0
+    for batch in _batches(probes):
+        x, y = (batch[0], batch[1]) if isinstance(batch, (tuple, list)) else (batch, None)
+        x = np.asarray(x)
+        xs.append(x[:limit - taken])
+        if y is not None:
+            ys.append(np.asarray(y)[:limit - taken])
+        taken += len(xs[-1])
+        if taken >= limit:
+            break
+    if not xs:
+        raise ValueError("probes must yield at least one batch; received an empty source")
+    labels = np.concatenate(ys) if len(ys) == len(xs) else None
+    return _check_probe_array(np.concatenate(xs)), labels
+
+
+def _batches(source: Any) -> Iterable[Any]:
+    if isinstance(source, keras.utils.PyDataset):
+        return (source[i] for i in range(len(source)))
+    return iter(source)
+
+
+def _check_probe_array(x: np.ndarray) -> np.ndarray:
+    if x.ndim != 4 or len(x) == 0:
+        raise ValueError(
+            "probes must hold at least one image input of rank 3 (a batch of rank 4); "
+            f"received inputs of shape {x.shape}"
+        )
+    return x
+
+
+def _pictures(images: Any, count: int) -> list[Image.Image] | None:
+    if images is None:
+        return None
+    if isinstance(images, np.ndarray):
+        images = list(images)
+    if not isinstance(images, (list, tuple)) or len(images) != count:
+        got = len(images) if isinstance(images, (list, tuple)) else type(images).__name__
+        raise ValueError(f"images must hold one picture per probe ({count}); received {got}")
+    return [to_pil(p, f"images[{i}]") for i, p in enumerate(images)]
+
+
+def _labels(y: np.ndarray) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:
+        return y.argmax(axis=1)
+    return y.reshape(len(y)).astype(int)
+
+
+def _check_targets(targets: Any, y: np.ndarray | None, count: int) -> Any:
+    if targets is None:
+        return None
+    if isinstance(targets, str):
+        if targets != "true":
+            raise ValueError(f"targets must be None, 'true' or a list of class indices; "
+                             f"received targets={targets!r}")
+        if y is None:
+            raise ValueError("targets='true' needs labels: pass probes as (x, y) or batches "
+                             "of (x, y)")
+        labels = np.asarray(y)
+        if labels.ndim not in (1, 2) or not (
+            np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)
+        ):
+            raise ValueError(f"targets='true' needs sparse (N,) or one-hot (N, C) labels; "
+                             f"received labels of shape {labels.shape}")
+        return "true"
+    values = list(targets) if isinstance(targets, (list, tuple, np.ndarray)) else None
+    if values is None or len(values) != count or not all(_is_int(v) for v in values):
+        raise ValueError(
+            f"targets must be None, 'true' or a list of {count} class indices (one per probe); "
+            f"received {targets!r}"
+        )
+    return [int(v) for v in values]
+
+
+def _check_class_names(names: Any) -> list[str] | None:
+    if names is None:
+        return None
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"class_names must be a list of str; received {names!r}")
+    return list(names)
+
+
+def _object_masks(boxes: Any, masks: Any, sizes: list[tuple[int, int]],
+                  count: int) -> np.ndarray | None:
+    if boxes is not None and masks is not None:
+        raise ValueError("pass probe_boxes or probe_masks, not both")
+    if boxes is not None:
+        boxes = np.asarray(boxes)
+        if boxes.shape != (count, 4):
+            raise ValueError(f"probe_boxes must have shape ({count}, 4), one (x0, y0, x1, y1) "
+                             f"per probe; received shape {boxes.shape}")
+        if len(set(sizes)) != 1:
+            raise ValueError("probe_boxes needs pictures of one size; use probe_masks")
+        return metrics.boxes_to_masks(boxes, sizes[0])
+    if masks is not None:
+        masks = np.asarray(masks)
+        if masks.ndim != 3 or len(masks) != count or masks.dtype != bool:
+            raise ValueError(f"probe_masks must be a boolean array ({count}, H, W); received "
+                             f"shape {masks.shape} and dtype {masks.dtype}")
+        return masks
+    return None
