@@ -1,0 +1,271 @@
+"""GradCamCallback inside real model.fit runs on every backend: what it logs, when, and
+that it never changes or stops training."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import warnings
+from collections import defaultdict
+
+import keras
+import numpy as np
+import pytest
+from models import images, small_cnn
+from PIL import Image
+
+import gradcam_callbacks as gc
+from gradcam_callbacks import backends, metrics
+from gradcam_callbacks.tensorboard import read_events
+
+X = images(32, seed=21)
+Y = (np.arange(32) * 7) % 5
+
+
+def compiled(seed=0, dropout=False):
+    keras.utils.set_random_seed(seed)
+    model = small_cnn(seed=seed)
+    if dropout:
+        h = keras.layers.Dropout(0.3)(model.get_layer("gap").output)
+        model = keras.Model(model.inputs, model.get_layer("head")(h))
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    return model
+
+
+def by_tag(log_dir):
+    events = defaultdict(list)
+    for record in read_events(log_dir):
+        events[(record.tag, record.kind)].append(record)
+    return events
+
+
+def test_logs_each_probe_per_logged_epoch(tmp_path):
+    model = compiled()
+    cam = gc.GradCamCallback((X[:3], Y[:3]), targets="true", log_dir=tmp_path / "cam",
+                             class_names=list("abcde"), probe_boxes=[[0, 0, 8, 8]] * 3)
+    model.fit(X, Y, epochs=3, batch_size=8, callbacks=[cam], verbose=0)
+    events = by_tag(tmp_path / "cam")
+    for i in range(3):
+        tag = f"gradcam/probe_{i:02d}"
+        shots = events[(tag, "image")]
+        assert [r.step for r in shots] == [0, 1, 2, 3]
+        for record in shots:
+            picture = Image.open(io.BytesIO(record.value))
+            # 16 px probes are shown 8x (display_size 128): input and overlay, 4 px apart,
+            # with a two-line caption below
+            assert picture.size == (128 * 2 + 4, 128 + 2 + 2 * 12)
+        for scalar in ("score", "box_mass", "pointing_hit"):
+            assert [r.step for r in events[(f"{tag}/{scalar}", "scalar")]] == [0, 1, 2, 3]
+        assert [r.step for r in events[(f"{tag}/change", "scalar")]] == [1, 2, 3]
+    assert [r.step for r in events[("gradcam/grid", "image")]] == [0, 1, 2, 3]
+    for scalar in ("pointing_game", "mean_box_mass"):
+        assert len(events[(f"gradcam/{scalar}", "scalar")]) == 4
+    # The last step's scalars are the final model's numbers.
+    final = gc.explain_predictions(model, X[:3], targets=list(Y[:3]))
+    heatmaps = np.stack([e.targets[0].heatmap for e in final])
+    masks = metrics.boxes_to_masks(np.array([[0, 0, 8, 8]] * 3), (16, 16))
+    for i in range(3):
+        tag = f"gradcam/probe_{i:02d}"
+        assert events[(f"{tag}/score", "scalar")][-1].value == pytest.approx(
+            final[i].targets[0].score, rel=1e-4)
+        assert events[(f"{tag}/box_mass", "scalar")][-1].value == pytest.approx(
+            metrics.mask_masses(heatmaps, masks)[i], abs=1e-4)
+    assert events[("gradcam/pointing_game", "scalar")][-1].value == pytest.approx(
+        metrics.mask_pointing_hits(heatmaps, masks).mean())
+
+
+def test_freq_and_log_initial_steps(tmp_path):
+    model = compiled()
+    cam = gc.GradCamCallback(X[:2], log_dir=tmp_path, freq=2, log_initial=False)
+    model.fit(X, Y, epochs=5, batch_size=16, callbacks=[cam], verbose=0)
+    assert [r.step for r in by_tag(tmp_path)[("gradcam/probe_00", "image")]] == [1, 3, 5]
+
+
+def test_one_compiled_pass_for_all_epochs(tmp_path):
+    model = compiled()
+    cam = gc.GradCamCallback(X[:4], log_dir=tmp_path)
+    model.fit(X[:8], Y[:8], epochs=12, batch_size=8, callbacks=[cam], verbose=0)
+    function = backends.gradient_function(model, model.get_layer("feat"), "feat", 0)
+    assert function.traces == 1
+    assert len(by_tag(tmp_path)[("gradcam/probe_00", "image")]) == 13
+
+
+def test_training_is_unchanged_by_the_callback(tmp_path):
+    def train(callbacks):
+        model = compiled(seed=5, dropout=True)
+        model.fit(X, Y, epochs=2, batch_size=8, callbacks=callbacks, verbose=0, shuffle=True)
+        return model.get_weights()
+
+    plain = train([])
+    watched = train([gc.GradCamCallback((X[:4], Y[:4]), targets="true", log_dir=tmp_path)])
+    assert len(by_tag(tmp_path)[("gradcam/probe_00", "image")]) == 3
+    for a, b in zip(plain, watched):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_targets_true_one_hot_and_explicit(tmp_path):
+    model = compiled()
+    one_hot = np.eye(5)[Y[:3]]
+    cam = gc.GradCamCallback((X[:3], one_hot), targets="true", log_dir=tmp_path / "a")
+    model.fit(X[:8], Y[:8], epochs=1, callbacks=[cam], verbose=0)
+    _, targets, _ = cam.explain_probes()
+    assert list(targets) == list(Y[:3])
+    explicit = gc.GradCamCallback(X[:3], targets=[4, 4, 0], log_dir=tmp_path / "b")
+    model.fit(X[:8], Y[:8], epochs=1, callbacks=[explicit], verbose=0)
+    assert list(explicit.explain_probes()[1]) == [4, 4, 0]
+    predicted = gc.GradCamCallback(X[:3], log_dir=tmp_path / "c")
+    model.fit(X[:8], Y[:8], epochs=1, callbacks=[predicted], verbose=0)
+    probs = keras.ops.convert_to_numpy(model(X[:3]))
+    assert list(predicted.explain_probes()[1]) == list(probs.argmax(-1))
+
+
+def test_probes_from_batches_pydataset_and_given_images(tmp_path):
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return X[i * 5:(i + 1) * 5], Y[i * 5:(i + 1) * 5]
+
+    cam = gc.GradCamCallback(Batches(), targets="true", max_probes=7, log_dir=tmp_path)
+    assert len(cam.probe_x) == 7 and list(cam.probe_y) == list(Y[:7])
+    generator = ((X[i:i + 2], Y[i:i + 2]) for i in range(0, 32, 2))
+    from_generator = gc.GradCamCallback(generator, max_probes=3, log_dir=tmp_path)
+    np.testing.assert_array_equal(from_generator.probe_x, X[:3])
+    pictures = [np.full((40, 30, 3), 200, np.uint8)] * 2
+    drawn = gc.GradCamCallback(X[:2], images=pictures, log_dir=tmp_path / "drawn",
+                               display_size=10)
+    model = compiled()
+    model.fit(X[:8], Y[:8], epochs=1, callbacks=[drawn], verbose=0)
+    shot = by_tag(tmp_path / "drawn")[("gradcam/probe_00", "image")][0]
+    assert Image.open(io.BytesIO(shot.value)).size == (30 * 2 + 4, 40 + 2 + 12)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.data needs TensorFlow")
+def test_probes_from_tf_data(tmp_path):
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((X, Y)).batch(3)
+    cam = gc.GradCamCallback(dataset, targets="true", max_probes=5, log_dir=tmp_path)
+    np.testing.assert_array_equal(cam.probe_x, X[:5])
+    assert list(cam.probe_y) == list(Y[:5])
+
+
+def test_get_config():
+    cam = gc.GradCamCallback(X[:2], targets=[1, 2], layer="feat", freq=3, colormap="jet")
+    config = cam.get_config()
+    assert config["targets"] == [1, 2] and config["layer"] == "feat" and config["freq"] == 3
+    assert config["colormap"] == "jet" and config["num_probes"] == 2
+    assert config["log_dir"] == "logs/gradcam"
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(freq=0), ValueError, r"freq must be a positive integer; received freq=0"),
+    (dict(max_probes=-1), ValueError, r"max_probes must be a positive integer"),
+    (dict(targets="predicted"), ValueError, r"targets must be None, 'true' or a list"),
+    (dict(targets="true"), ValueError, r"targets='true' needs labels"),
+    (dict(targets=[1]), ValueError, r"a list of 2 class indices \(one per probe\)"),
+    (dict(probe_boxes=[[0, 0, 4, 4]]), ValueError, r"probe_boxes must have shape \(2, 4\)"),
+    (dict(alpha_limit=2), ValueError, r"alpha_limit must be in \[0, 1\]"),
+    (dict(log_initial="yes"), TypeError, r"log_initial must be a bool"),
+    (dict(images=[np.zeros((4, 4, 3), np.uint8)]), ValueError,
+     r"images must hold one picture per probe \(2\); received 1"),
+])
+def test_misconfiguration_raises_in_init(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        gc.GradCamCallback(X[:2], **kwargs)
+
+
+def test_bad_probe_sources_raise_in_init():
+    with pytest.raises(TypeError, match=r"probes must be an array .* received int"):
+        gc.GradCamCallback(3)
+    with pytest.raises(ValueError, match=r"probes must hold at least one image input"):
+        gc.GradCamCallback(np.zeros((2, 8)))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(probes=images(2, shape=(12, 12, 3))),
+     r"docs shape must match the model's input \(N, 16, 16, 3\); received shape \(2, 12, 12, 3\)"),
+    (dict(probes=X[:2], layer="missing"), r"layer 'missing' not found"),
+    (dict(probes=X[:2], targets=[1, 9]), r"targets must be class indices in \[0, 5\); received 9"),
+])
+def test_model_mismatch_raises_before_the_first_epoch(tmp_path, kwargs, message):
+    model = compiled()
+    epochs_started = []
+    spy = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: epochs_started.append(e))
+    cam = gc.GradCamCallback(log_dir=tmp_path, **kwargs)
+    with pytest.raises(ValueError, match=message):
+        model.fit(X, Y, epochs=2, callbacks=[cam, spy], verbose=0)
+    assert epochs_started == []
+
+
+def test_unwritable_log_dir_warns_and_training_goes_on(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    model = compiled()
+    cam = gc.GradCamCallback(X[:2], log_dir=blocker / "gradcam")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(X, Y, epochs=3, batch_size=8, callbacks=[cam], verbose=0)
+    assert len(history.history["loss"]) == 3
+    messages = [str(w.message) for w in caught if "GradCamCallback" in str(w.message)]
+    assert len(messages) == 4  # one per logged step (0..3), none lost silently
+    assert all("training goes on" in m for m in messages)
+
+
+def test_log_dir_removed_mid_run_recovers(tmp_path):
+    import shutil
+
+    log_dir = tmp_path / "run"
+    model = compiled()
+    cam = gc.GradCamCallback(X[:2], log_dir=log_dir)
+    remover = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: shutil.rmtree(log_dir) if epoch == 1 else None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(X, Y, epochs=4, batch_size=8, callbacks=[remover, cam], verbose=0)
+    messages = [str(w.message) for w in caught if "GradCamCallback" in str(w.message)]
+    assert len(messages) == 1 and "step 2" in messages[0]
+    # after the failure the callback started a new file in a re-created directory
+    assert [r.step for r in by_tag(log_dir)[("gradcam/probe_00", "image")]] == [3, 4]
+
+
+def test_shares_a_log_dir_with_keras_tensorboard(tmp_path):
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("keras.callbacks.TensorBoard needs the TensorFlow backend's summary ops")
+    model = compiled()
+    model.fit(X, Y, epochs=2, verbose=0, callbacks=[
+        keras.callbacks.TensorBoard(log_dir=tmp_path),
+        gc.GradCamCallback(X[:2], log_dir=tmp_path / "gradcam"),
+    ])
+    assert {"train", "gradcam"} <= set(os.listdir(tmp_path))
+    assert len(by_tag(tmp_path / "gradcam")[("gradcam/probe_01", "image")]) == 3
+
+
+@pytest.mark.skipif(keras.backend.backend() == "tensorflow",
+                    reason="the point is the JAX and torch backends")
+def test_no_tensorflow_imported_during_fit(tmp_path):
+    script = f"""
+import sys
+sys.path.insert(0, {os.path.dirname(__file__)!r})
+import numpy as np
+import keras
+from models import small_cnn, images
+import gradcam_callbacks as gc
+model = small_cnn()
+model.compile("adam", "sparse_categorical_crossentropy")
+x = images(8)
+cam = gc.GradCamCallback(x[:2], log_dir={str(tmp_path)!r}, probe_boxes=[[0, 0, 4, 4]] * 2)
+model.fit(x, np.arange(8) % 5, epochs=2, callbacks=[cam], verbose=0)
+print("TF", "tensorflow" in sys.modules)
+"""
+    import importlib.util
+
+    assert importlib.util.find_spec("tensorflow") is not None, "TensorFlow must be installed"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, env={**os.environ})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "TF False" in done.stdout
+    assert len(by_tag(tmp_path)[("gradcam/probe_00", "image")]) == 3
