@@ -8,6 +8,7 @@ never imports TensorFlow, whatever the Keras backend.
 
 from __future__ import annotations
 
+import errno
 import io
 import itertools
 import logging
@@ -17,11 +18,12 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import google_crc32c
 import numpy as np
 from google.protobuf.message import DecodeError
 from PIL import Image
@@ -40,26 +42,9 @@ ImageLike = Image.Image | np.ndarray
 _file_counter = itertools.count()
 
 
-def _make_crc32c_table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)  # reversed Castagnoli polynomial
-        table.append(crc)
-    return tuple(table)
-
-
-_CRC32C_TABLE = _make_crc32c_table()
-
-
 def _masked_crc32c(data: bytes) -> int:
     """The CRC32C (Castagnoli) of `data`, masked as TFRecord framing requires."""
-    table = _CRC32C_TABLE
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    crc ^= 0xFFFFFFFF
+    crc = google_crc32c.value(data)
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
@@ -126,11 +111,12 @@ class EventWriter:
 
     Summaries are the tensor-based ones `tf.summary.image` and `tf.summary.scalar` write
     (plugins "images" and "scalars"), descriptions included, so TensorBoard shows them as it
-    shows Keras' own. The event file
-    (`events.out.tfevents.<time>.<host>.<pid>.<n>.gradcam`) is created on the first write, not
-    by the constructor. Each record reaches the operating system in one unbuffered write, so
-    other readers see it at once and a run killed mid-write leaves at most its last record
-    truncated; TensorBoard and `read_events` read everything before it.
+    shows Keras' own. The event file, `events.out.tfevents.<time>.<host>.<pid>.<n>.gradcam`,
+    is created on the first write, not by the constructor. Each record reaches the operating
+    system in one unbuffered write, so other readers see it at once and a run killed mid-write
+    leaves at most its last record truncated; TensorBoard and `read_events` read everything
+    before it. `close` (or the `with` block) is not needed to keep data, only to release the
+    file.
 
     Failure policy: every write, `flush` and `close` raises a plain `OSError` (or a subclass
     such as `FileNotFoundError`) when the file system fails: log directory removed, not
@@ -320,7 +306,7 @@ class EventWriter:
         with self._lock:
             self._guard_io(self._write_record, record)
 
-    def _guard_io(self, operation, *args) -> None:
+    def _guard_io(self, operation: Callable[..., object], *args: object) -> None:
         """Runs a file operation; on OSError abandons the file so the next write starts anew."""
         try:
             operation(*args)
@@ -336,10 +322,10 @@ class EventWriter:
     def _write_record(self, record: bytes) -> None:
         if self._file is None:
             self._open_new_file()
-        elif os.fstat(self._file.fileno()).st_nlink == 0:
-            # Writes to a file whose directory was removed succeed silently; make them fail.
+        elif not os.path.exists(self._file.name):
+            # Writes to a removed file (or one in a removed directory) succeed silently.
             raise FileNotFoundError(
-                f"The event file was removed while being written: {self._file.name}"
+                errno.ENOENT, "The event file was removed while being written", self._file.name
             )
         view = memoryview(record)
         while view:  # a raw write may write less than asked for
@@ -348,7 +334,8 @@ class EventWriter:
     def _open_new_file(self) -> None:
         self._log_dir.mkdir(parents=True, exist_ok=True)
         stamp = f"{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}"
-        name = f"events.out.tfevents.{stamp}.{next(_file_counter)}.gradcam"
+        # Zero-padded so that name order (TensorBoard's reading order) is creation order.
+        name = f"events.out.tfevents.{stamp}.{next(_file_counter):06d}.gradcam"
         self._file = open(self._log_dir / name, "xb", buffering=0)
         header = event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")
         self._write_record(_frame_record(header.SerializeToString()))

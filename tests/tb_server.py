@@ -69,6 +69,7 @@ class TensorBoardServer:
     """A running TensorBoard: its base URL and small HTTP helpers."""
 
     url: str
+    logdir: Path
     process: subprocess.Popen
     log_path: Path
 
@@ -141,7 +142,7 @@ def running_tensorboard(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=tmp
             )
         try:
-            server = TensorBoardServer("", process, log_path)
+            server = TensorBoardServer("", Path(logdir), process, log_path)
 
             def printed_url() -> str | None:
                 match = _URL.search(server.log())
@@ -202,12 +203,15 @@ def open_images_dashboard(
     url: str,
     screenshot_path: str | os.PathLike,
     min_loaded: int = 1,
+    tag_filter: str | None = None,
     open_description_of: str | None = None,
     timeout: float = 60.0,
 ) -> DashboardView:
     """Loads `{url}/#images` in headless Chromium and reports the image cards it renders.
 
-    Waits until at least `min_loaded` cards show a decoded image (`naturalWidth > 0`);
+    `tag_filter` (a regular expression) goes into the dashboard's tag filter through the URL,
+    so that only the matching cards are shown. Waits until at least `min_loaded` cards show a
+    decoded image (`naturalWidth > 0`);
     optionally clicks the info button of the card with tag `open_description_of` and waits
     for its description dialog; then saves a full-page screenshot to `screenshot_path`.
 
@@ -228,7 +232,10 @@ def open_images_dashboard(
         try:
             page = context.new_page()
             page.set_default_timeout(timeout * 1000)
-            page.goto(f"{url}/#images", wait_until="load")
+            fragment = "images"
+            if tag_filter is not None:
+                fragment += f"&tagFilter={urllib.parse.quote(tag_filter, safe='')}"
+            page.goto(f"{url}/#{fragment}", wait_until="load")
 
             def rendered_cards() -> list[ImageCard]:
                 cards = [
@@ -241,8 +248,10 @@ def open_images_dashboard(
             cards = wait_for(rendered_cards, timeout)
             description_shown = None
             if open_description_of is not None:
-                loader = page.locator("tf-image-loader").filter(
-                    has=page.locator(f"[itemprop=tag]:text-is('{open_description_of}')")
+                loader = (
+                    page.locator("tf-image-loader")
+                    .filter(has=page.locator(f"[itemprop=tag]:text-is('{open_description_of}')"))
+                    .first  # a filtered dashboard may show a card twice: search results, group
                 )
                 loader.locator("paper-icon-button[icon=info]").click()
                 dialog = loader.locator("#descriptionDialog")
