@@ -1,17 +1,31 @@
 """gradcam-callbacks: Grad-CAM for Keras 3 image classifiers on TensorFlow, JAX and PyTorch.
 
+Public names are imported on first use, so that ``import gradcam_callbacks`` (and the
+command line's ``sheet``) does not pay for importing Keras and a backend.
+
 Example:
     >>> from gradcam_callbacks import explain_prediction, format_as_image  # doctest: +SKIP
     >>> overlay = format_as_image(explain_prediction(model, doc))  # doctest: +SKIP
 """
 
-from .callback import GradCamCallback
-from .explain import explain_prediction, explain_predictions, show_prediction
-from .explanation import Explanation, TargetExplanation
-from .gradcam import gradcam, gradcam_backend
-from .image import format_as_image
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "Explanation": "explanation",
+    "GradCamCallback": "callback",
+    "TargetExplanation": "explanation",
+    "explain_prediction": "explain",
+    "explain_predictions": "explain",
+    "format_as_image": "image",
+    "gradcam": "gradcam",
+    "gradcam_backend": "gradcam",
+    "show_prediction": "explain",
+}
 
 __all__ = [
     "Explanation",
@@ -24,3 +38,22 @@ __all__ = [
     "gradcam_backend",
     "show_prediction",
 ]
+
+if TYPE_CHECKING:
+    from .callback import GradCamCallback
+    from .explain import explain_prediction, explain_predictions, show_prediction
+    from .explanation import Explanation, TargetExplanation
+    from .gradcam import gradcam, gradcam_backend
+    from .image import format_as_image
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'gradcam_callbacks' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
