@@ -22,8 +22,8 @@ _EXPORTS = {
     "explain_prediction": "explain",
     "explain_predictions": "explain",
     "format_as_image": "image",
-    "gradcam": "gradcam",
-    "gradcam_backend": "gradcam",
+    "gradcam": "cam",
+    "gradcam_backend": "cam",
     "show_prediction": "explain",
 }
 
@@ -41,9 +41,9 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .callback import GradCamCallback
+    from .cam import gradcam, gradcam_backend
     from .explain import explain_prediction, explain_predictions, show_prediction
     from .explanation import Explanation, TargetExplanation
-    from .gradcam import gradcam, gradcam_backend
     from .image import format_as_image
 
 

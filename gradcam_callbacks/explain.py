@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image
 
 from . import backends, layers
+from .cam import channel_weights, gradcam_maps
 from .explanation import Explanation, TargetExplanation
-from .gradcam import channel_weights, gradcam_maps
 
 TargetsSpec = Sequence[Any] | np.ndarray | None
 OutputSpec = int | str | None

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from gradcam_callbacks import gradcam
-from gradcam_callbacks.gradcam import channel_weights, gradcam_maps
+from gradcam_callbacks.cam import channel_weights, gradcam_maps
 
 pytestmark = pytest.mark.backend_agnostic
 
