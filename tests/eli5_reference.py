@@ -29,23 +29,29 @@ def case_inputs():
             1, seed=input_seed), targets
 
 
-def compute_with_eli5() -> dict[str, np.ndarray]:
-    """ELI5's heatmaps, targets, scores and overlays for every case."""
-    import eli5
+def collect(explain, format_as_image) -> dict[str, np.ndarray]:
+    """Heatmaps, targets, scores and overlays of every case with the given pair of
+    functions (ELI5's or ours: they share the signatures)."""
     from PIL import Image
 
     heatmaps, targets, scores, overlays = [], [], [], []
     for model, doc, target in case_inputs():
-        expl = eli5.explain_prediction(model, doc, targets=target)
+        expl = explain(model, doc, targets=target)
         heatmaps.append(expl.targets[0].heatmap)
         targets.append(expl.targets[0].target)
         scores.append(expl.targets[0].score)
         picture = Image.fromarray((images(1, shape=(48, 48, 3))[0] * 255).astype("uint8"))
-        overlay = eli5.format_as_image(eli5.explain_prediction(model, doc, targets=target,
-                                                               image=picture))
-        overlays.append(np.asarray(overlay))
+        overlays.append(np.asarray(format_as_image(
+            explain(model, doc, targets=target, image=picture))))
     return {"heatmaps": np.stack(heatmaps), "targets": np.array(targets),
             "scores": np.array(scores), "overlays": np.stack(overlays)}
+
+
+def compute_with_eli5() -> dict[str, np.ndarray]:
+    """ELI5's results for every case."""
+    import eli5
+
+    return collect(eli5.explain_prediction, eli5.format_as_image)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from eli5_reference import PATH, case_inputs, compute_with_eli5
+from eli5_reference import PATH, collect, compute_with_eli5
 from models import images, small_cnn
 from PIL import Image
 
@@ -18,17 +18,7 @@ TF_ONLY = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
 
 
 def ours():
-    heatmaps, targets, scores, overlays = [], [], [], []
-    for model, doc, target in case_inputs():
-        expl = gc.explain_prediction(model, doc, targets=target)
-        heatmaps.append(expl.targets[0].heatmap)
-        targets.append(expl.targets[0].target)
-        scores.append(expl.targets[0].score)
-        picture = Image.fromarray((images(1, shape=(48, 48, 3))[0] * 255).astype("uint8"))
-        overlays.append(np.asarray(gc.format_as_image(
-            gc.explain_prediction(model, doc, targets=target, image=picture))))
-    return {"heatmaps": np.stack(heatmaps), "targets": np.array(targets),
-            "scores": np.array(scores), "overlays": np.stack(overlays)}
+    return collect(gc.explain_prediction, gc.format_as_image)
 
 
 def test_every_backend_matches_eli5_reference():
