@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -29,9 +29,15 @@ _SPLITS = ("train", "test")
 # Upscaled digit pixels fainter than this are set to zero: the tight box then bounds
 # exactly the pixels the digit contributes, without a halo of near-zero values.
 _DIGIT_FLOOR = 0.05
-# Distractor windows are kept this many pixels away from the digit's box.
+# Distractors are kept this many pixels away from the digit's box.
 _MARGIN = 1
+# Random positions tried per distractor before it is left out.
 _PLACEMENT_TRIES = 20
+_STROKE_SEED = 20240602
+_STROKE_BANK_SIZE = 256
+# Distractors span at most this share of the digit's size each way, so the digit is the
+# only whole, full-size object: without it, a crop or an arc can pass for a digit.
+_DISTRACTOR_SHARE = 0.6
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,7 +56,7 @@ class ClutteredDigits:
     Example:
         >>> data = make_cluttered_digits(2)
         >>> len(data), data.x.shape, data.boxes.shape
-        (2, (2, 64, 64, 1), (2, 4))
+        (2, (2, 48, 48, 1), (2, 4))
     """
 
     x: np.ndarray
@@ -65,8 +71,8 @@ class ClutteredDigits:
 def make_cluttered_digits(
     n: int,
     *,
-    canvas_size: int = 64,
-    digit_size: int = 24,
+    canvas_size: int = 48,
+    digit_size: int = 16,
     clutter: int = 4,
     noise: float = 0.1,
     seed: int = 0,
@@ -79,16 +85,19 @@ def make_cluttered_digits(
     the rest, whatever the seed, so test images show digits never seen in training.
     Each 8x8 digit is upscaled bilinearly to ``digit_size`` pixels square and pasted at a
     uniformly random position. Distractors never overlap the digit's box: each is a line
-    segment, an arc, or a crop of at most 60% of the height or width of another digit of
-    a *different* class from the same split (so it is never a whole digit). Then uniform
-    noise in ``[0, noise)`` is added to every pixel and values are clipped to ``[0, 1]``.
+    segment or an arc (from a fixed bank of 256, flipped at random), or a crop of 35% to
+    60% of the height and of the width of a digit of a *different* class from the same
+    split. Every distractor fits in 60% of the digit's size each way, so the digit is the
+    one whole, full-size object. Then uniform noise in ``[0, noise)`` is added to every
+    pixel and values are clipped to ``[0, 1]``.
 
     Args:
         n: Number of images, ``>= 0``.
         canvas_size: Height and width of the square images in pixels.
         digit_size: Side in pixels of the upscaled 8x8 digit, ``8 <= digit_size``
             ``<= canvas_size``. The digit's tight box is usually a little smaller.
-        clutter: Number of distractors per image, ``>= 0``.
+        clutter: Number of distractors per image, ``>= 0``. One is left out when 20
+            random positions all come near the digit's box (only on crowded canvases).
         noise: Amplitude of the uniform background noise, in ``[0, 1]``.
         seed: Non-negative integer; the same arguments always give the same images.
         split: ``"train"`` or ``"test"``: which source digits to use.
@@ -129,27 +138,22 @@ def make_cluttered_digits(
 
     source_index = pool[rng.integers(0, len(pool), size=n)]
     corners = rng.integers(0, canvas_size - digit_size + 1, size=(n, 2))  # (row, col)
+    boxes = boxes_in_stamp[source_index] + corners[:, [1, 0, 1, 0]]
     canvas = np.zeros((n, canvas_size, canvas_size), dtype=np.float32)
-    boxes = np.empty((n, 4), dtype=np.int64)
-    # Fragments come from digits of another class, so they never show the image's class.
-    others_by_label = [pool[labels[pool] != c] for c in range(10)]
-
-    for i in range(n):
-        row, col = (int(v) for v in corners[i])
-        canvas[i, row : row + digit_size, col : col + digit_size] = stamps[source_index[i]]
-        bx0, by0, bx1, by1 = boxes_in_stamp[source_index[i]]
-        box = (col + bx0, row + by0, col + bx1, row + by1)
-        boxes[i] = box
-        others = others_by_label[labels[source_index[i]]]
-        for _ in range(clutter):
-            _add_distractor(canvas[i], box, stamps, boxes_in_stamp, others, rng)
+    for image, (row, col), source in zip(canvas, corners, source_index, strict=True):
+        image[row : row + digit_size, col : col + digit_size] = stamps[source]
+    if clutter:
+        plan = _plan_distractors(
+            rng, labels[source_index], boxes, clutter, canvas_size, pool, digit_size
+        )
+        _draw_distractors(canvas, plan, digit_size)
 
     canvas += rng.random(canvas.shape, dtype=np.float32) * np.float32(noise)
     np.clip(canvas, 0.0, 1.0, out=canvas)
     return ClutteredDigits(
         x=canvas[..., np.newaxis],
         y=labels[source_index].astype(np.int64),
-        boxes=boxes,
+        boxes=boxes.astype(np.int64),
         source_index=source_index.astype(np.int64),
     )
 
@@ -212,86 +216,144 @@ def _digit_stamps(digit_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return stamps, labels, boxes
 
 
-def _add_distractor(
-    canvas: np.ndarray,
-    box: tuple[int, int, int, int],
-    stamps: np.ndarray,
-    boxes_in_stamp: np.ndarray,
-    others: np.ndarray,
+class _DistractorPlan(NamedTuple):
+    """What and where each distractor is: arrays of shape ``(n, clutter)``."""
+
+    is_fragment: np.ndarray  # else a stroke from the bank
+    source: np.ndarray  # fragment: index in load_digits() of the cropped digit
+    crop: np.ndarray  # fragment: (row, col, height, width) inside that digit's tight box
+    stroke: np.ndarray  # stroke: index in the bank
+    orientation: np.ndarray  # stroke: 0..7, one of the flips and transposes
+    row: np.ndarray  # top-left corner on the canvas
+    col: np.ndarray
+    placed: np.ndarray  # False when no tried position kept clear of the digit's box
+
+
+def _plan_distractors(
     rng: np.random.Generator,
-) -> None:
-    """Draw one distractor on ``canvas`` (in place), outside ``box``; skip if none fits."""
-    size = canvas.shape[0]
-    digit_size = stamps.shape[1]
-    if rng.random() < 0.5:
-        picture = _fragment(stamps, boxes_in_stamp, others, rng)
-    else:
-        side = int(rng.integers(max(4, digit_size // 2), digit_size + 1))
-        picture = _stroke(side, digit_size, rng)
-    height, width = picture.shape
-    if height > size or width > size:
-        return
-    x0, y0, x1, y1 = box
-    for _ in range(_PLACEMENT_TRIES):
-        row = int(rng.integers(0, size - height + 1))
-        col = int(rng.integers(0, size - width + 1))
-        apart = (
-            col + width + _MARGIN <= x0
-            or col >= x1 + _MARGIN
-            or row + height + _MARGIN <= y0
-            or row >= y1 + _MARGIN
-        )
-        if apart:
-            window = canvas[row : row + height, col : col + width]
-            np.maximum(window, picture, out=window)
-            return
+    labels: np.ndarray,
+    boxes: np.ndarray,
+    clutter: int,
+    canvas_size: int,
+    pool: np.ndarray,
+    digit_size: int,
+) -> _DistractorPlan:
+    """Draw the kind, picture and position of every distractor, vectorised."""
+    _, all_labels, boxes_in_stamp = _digit_stamps(digit_size)
+    shape = (len(labels), clutter)
+    is_fragment = rng.random(shape) < 0.5
+
+    # Fragments come from another class, so no distractor shows the image's class.
+    other_class = (labels[:, None] + rng.integers(1, 10, size=shape)) % 10
+    by_class = pool[np.argsort(all_labels[pool], kind="stable")]
+    counts = np.bincount(all_labels[pool], minlength=10)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    pick = (rng.random(shape) * counts[other_class]).astype(np.int64)
+    source = by_class[starts[other_class] + pick]
+    tight = boxes_in_stamp[source]
+    tight_size = np.stack([tight[..., 3] - tight[..., 1], tight[..., 2] - tight[..., 0]], -1)
+    share = rng.uniform(0.35, _DISTRACTOR_SHARE, size=(*shape, 2))
+    crop_size = np.maximum(1, np.round(tight_size * share)).astype(np.int64)
+    crop_start = (rng.random((*shape, 2)) * (tight_size - crop_size + 1)).astype(np.int64)
+
+    bank = _stroke_bank(digit_size)
+    stroke = rng.integers(0, len(bank), size=shape)
+    orientation = rng.integers(0, 8, size=shape)
+    stroke_side = np.array([len(picture) for picture in bank])[stroke]
+
+    height = np.where(is_fragment, crop_size[..., 0], stroke_side)[..., None]
+    width = np.where(is_fragment, crop_size[..., 1], stroke_side)[..., None]
+    tries = (*shape, _PLACEMENT_TRIES)
+    row = (rng.random(tries) * (canvas_size - height + 1)).astype(np.int64)
+    col = (rng.random(tries) * (canvas_size - width + 1)).astype(np.int64)
+    x0, y0, x1, y1 = (boxes[:, None, None, k] for k in range(4))
+    clear = (
+        (col + width + _MARGIN <= x0)
+        | (col >= x1 + _MARGIN)
+        | (row + height + _MARGIN <= y0)
+        | (row >= y1 + _MARGIN)
+    )
+    first = clear.argmax(axis=-1)[..., None]
+    return _DistractorPlan(
+        is_fragment=is_fragment,
+        source=source,
+        crop=np.concatenate([crop_start, crop_size], axis=-1),
+        stroke=stroke,
+        orientation=orientation,
+        row=np.take_along_axis(row, first, -1)[..., 0],
+        col=np.take_along_axis(col, first, -1)[..., 0],
+        placed=clear.any(axis=-1),
+    )
 
 
-def _fragment(
-    stamps: np.ndarray, boxes_in_stamp: np.ndarray, others: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
-    """A crop of another class's digit, at most 60% of its height or of its width."""
-    source = int(others[rng.integers(0, len(others))])
-    x0, y0, x1, y1 = (int(v) for v in boxes_in_stamp[source])
-    digit = stamps[source, y0:y1, x0:x1]
-    height, width = digit.shape
-    if rng.random() < 0.5:
-        crop = max(2, int(height * rng.uniform(0.35, 0.6)))
-        start = int(rng.integers(0, height - crop + 1))
-        return digit[start : start + crop]
-    crop = max(2, int(width * rng.uniform(0.35, 0.6)))
-    start = int(rng.integers(0, width - crop + 1))
-    return digit[:, start : start + crop]
+def _draw_distractors(canvas: np.ndarray, plan: _DistractorPlan, digit_size: int) -> None:
+    """Draw the planned distractors on ``canvas`` in place (the brighter pixel wins)."""
+    stamps, _, boxes_in_stamp = _digit_stamps(digit_size)
+    bank = _stroke_bank(digit_size)
+    for i, k in zip(*np.nonzero(plan.placed), strict=True):
+        if plan.is_fragment[i, k]:
+            row, col, height, width = plan.crop[i, k]
+            x0, y0 = boxes_in_stamp[plan.source[i, k], :2]
+            picture = stamps[plan.source[i, k], y0 + row :, x0 + col :][:height, :width]
+        else:
+            picture = _orient(bank[plan.stroke[i, k]], plan.orientation[i, k])
+        top, left = plan.row[i, k], plan.col[i, k]
+        window = canvas[i, top : top + picture.shape[0], left : left + picture.shape[1]]
+        np.maximum(window, picture, out=window)
+
+
+def _orient(picture: np.ndarray, orientation: int) -> np.ndarray:
+    """One of the eight flips and transposes of a square picture."""
+    if orientation & 4:
+        picture = picture.T
+    return picture[:: -1 if orientation & 2 else 1, :: -1 if orientation & 1 else 1]
+
+
+@functools.lru_cache(maxsize=4)
+def _stroke_bank(digit_size: int) -> tuple[np.ndarray, ...]:
+    """A fixed set of stroke pictures (line segments and arcs) for this digit size.
+
+    Taking strokes from a bank, flipped at random, is much faster than drawing each.
+    """
+    rng = np.random.default_rng(_STROKE_SEED)
+    smallest = max(4, digit_size // 3)
+    largest = max(smallest, round(_DISTRACTOR_SHARE * digit_size))
+    bank = tuple(
+        _stroke(int(rng.integers(smallest, largest + 1)), digit_size, rng)
+        for _ in range(_STROKE_BANK_SIZE)
+    )
+    for picture in bank:
+        picture.setflags(write=False)
+    return bank
 
 
 def _stroke(side: int, digit_size: int, rng: np.random.Generator) -> np.ndarray:
-    """An anti-aliased line segment or arc in a ``side`` x ``side`` window."""
-    # Digit strokes are about 1.5 source pixels wide; distractor strokes match them.
-    half_width = rng.uniform(0.5, 1.0) * digit_size / 8.0
+    """An anti-aliased line segment or arc in a ``side`` x ``side`` picture."""
+    # Digit strokes are one to two source pixels wide; distractor strokes match them.
+    half_width = rng.uniform(0.4, 0.8) * digit_size / 8.0
     brightness = rng.uniform(0.6, 1.0)
     rows, cols = np.mgrid[0:side, 0:side].astype(np.float32)
-    inner = side - 1.0 - 2.0 * half_width
+    inner = max(side - 1.0 - 2.0 * half_width, 0.0)
+    centre = (side - 1) / 2.0
     if rng.random() < 0.5:
-        (r0, c0), (r1, c1) = half_width + rng.random((2, 2)) * max(inner, 0.0)
-        dr, dc = r1 - r0, c1 - c0
-        length2 = max(dr * dr + dc * dc, 1e-6)
-        t = np.clip(((rows - r0) * dr + (cols - c0) * dc) / length2, 0.0, 1.0)
+        # A segment through the centre, long enough not to look like a dot.
+        angle = rng.uniform(0.0, np.pi)
+        half_length = rng.uniform(0.3, 0.5) * inner
+        dr, dc = 2 * half_length * np.sin(angle), 2 * half_length * np.cos(angle)
+        r0, c0 = centre - dr / 2, centre - dc / 2
+        t = np.clip(((rows - r0) * dr + (cols - c0) * dc) / max(dr * dr + dc * dc, 1e-6), 0, 1)
         distance = np.hypot(rows - (r0 + t * dr), cols - (c0 + t * dc))
     else:
-        centre = (side - 1) / 2.0
-        radius = rng.uniform(0.3, 0.5) * max(inner, 1.0)
+        radius = rng.uniform(0.35, 0.5) * max(inner, 1.0)
         start = rng.uniform(0.0, 2.0 * np.pi)
         span = rng.uniform(0.5, 1.5) * np.pi
         angle = np.mod(np.arctan2(rows - centre, cols - centre) - start, 2.0 * np.pi)
         ring = np.abs(np.hypot(rows - centre, cols - centre) - radius)
-        # Outside the arc's angular span, the distance is to the nearer end point.
-        ends = [start, start + span]
+        # Beyond the arc's angular span, the nearest point is one of its two ends.
         end_distance = np.min(
             [
-                np.hypot(
-                    rows - (centre + radius * np.sin(a)), cols - (centre + radius * np.cos(a))
-                )
-                for a in ends
+                np.hypot(rows - centre - radius * np.sin(a), cols - centre - radius * np.cos(a))
+                for a in (start, start + span)
             ],
             axis=0,
         )

@@ -119,21 +119,20 @@ def mask_masses(heatmaps: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """
     stack = _check_heatmaps("heatmaps", heatmaps, single=False)
     masks = _check_masks("masks", masks, single=False, count=len(stack))
-    resized = _resize(stack, *masks.shape[1:])
+    resized = _resize(_unit_peak(stack), *masks.shape[1:])
     total = resized.sum(axis=(1, 2))
     inside = np.where(masks, resized, 0.0).sum(axis=(1, 2))
     share = np.divide(inside, total, out=np.zeros_like(total), where=total > 0)
     return np.clip(share, 0.0, 1.0)
 
 
-def mask_pointing_hits(
-    heatmaps: np.ndarray, masks: np.ndarray, tolerance: float = 0
-) -> np.ndarray:
+def mask_pointing_hits(heatmaps: np.ndarray, masks: np.ndarray, tolerance: float = 0) -> np.ndarray:
     """Whether each heatmap's maximum, in image pixels, falls on (or near) its mask.
 
     The point is the first maximum, in row-major order, of the heatmap resized to the
     mask's size. It hits when its Euclidean distance to the nearest True pixel is at
-    most ``tolerance`` pixels. An all-zero heatmap points nowhere and never hits.
+    most ``tolerance`` pixels. An all-zero heatmap points nowhere and never hits (nor
+    does one whose resized map is all zero, which only strong downsampling can cause).
 
     Args:
         heatmaps: ``(n, h, w)`` finite, non-negative heatmaps.
@@ -156,14 +155,14 @@ def mask_pointing_hits(
     stack = _check_heatmaps("heatmaps", heatmaps, single=False)
     masks = _check_masks("masks", masks, single=False, count=len(stack))
     tolerance = _check_tolerance(tolerance)
-    rows, cols = _peaks(stack, *masks.shape[1:])
+    rows, cols, peaks = _peaks(_unit_peak(stack), *masks.shape[1:])
     hits = masks[np.arange(len(masks)), rows, cols]
     if tolerance > 0:
         for i in np.flatnonzero(~hits):
             mask_rows, mask_cols = np.nonzero(masks[i])
             nearest = np.min((mask_rows - rows[i]) ** 2 + (mask_cols - cols[i]) ** 2)
             hits[i] = nearest <= tolerance**2
-    return hits & (stack.max(axis=(1, 2)) > 0)
+    return hits & (peaks > 0)
 
 
 def box_masses(
@@ -256,9 +255,10 @@ def pointing_game(
 def heatmap_changes(previous: np.ndarray, current: np.ndarray) -> np.ndarray:
     """``1 - cosine similarity`` between pairs of heatmaps, each flattened.
 
-    Non-negative heatmaps give values in ``[0, 1]``: 0.0 when they are equal up to a
-    positive scale, 1.0 when they share no support. When both heatmaps are all zero
-    the change is 0.0 (nothing changed); when exactly one is, it is 1.0.
+    Non-negative heatmaps give values in ``[0, 1]``: 0.0 when they are equal (and, up to
+    rounding, when equal up to a positive scale), 1.0 when they share no support. When
+    both heatmaps are all zero the change is 0.0 (nothing changed); when exactly one is,
+    it is 1.0.
 
     Args:
         previous: ``(n, h, w)`` finite, non-negative heatmaps.
@@ -282,10 +282,11 @@ def heatmap_changes(previous: np.ndarray, current: np.ndarray) -> np.ndarray:
             "Expected previous and current to have the same shape. "
             f"Received: previous with shape {before.shape}, current with shape {after.shape}"
         )
-    before = before.reshape(len(before), -1)
-    after = after.reshape(len(after), -1)
-    norms = np.linalg.norm(before, axis=1) * np.linalg.norm(after, axis=1)
+    before = _unit_peak(before).reshape(len(before), -1)
+    after = _unit_peak(after).reshape(len(after), -1)
+    # One summation for all three products, so that equal maps give exactly 0.0.
     dot = np.einsum("ij,ij->i", before, after)
+    norms = np.sqrt(np.einsum("ij,ij->i", before, before) * np.einsum("ij,ij->i", after, after))
     cosine = np.divide(dot, norms, out=np.zeros_like(dot), where=norms > 0)
     both_zero = (before.max(axis=1) == 0) & (after.max(axis=1) == 0)
     cosine[both_zero] = 1.0
@@ -431,6 +432,15 @@ def _heatmaps_and_box_masks(
     return stack, masks
 
 
+def _unit_peak(stack: np.ndarray) -> np.ndarray:
+    """Each map divided by its maximum (all-zero maps kept), for scale-free metrics.
+
+    Without it, tiny but positive values (say 1e-300) would underflow to zero mass.
+    """
+    peak = stack.max(axis=(1, 2), keepdims=True)
+    return stack / np.where(peak > 0, peak, 1.0)
+
+
 def _resize(stack: np.ndarray, height: int, width: int) -> np.ndarray:
     rows = _interpolation_matrix(stack.shape[1], height)
     cols = _interpolation_matrix(stack.shape[2], width)
@@ -450,10 +460,12 @@ def _interpolation_matrix(source: int, target: int) -> np.ndarray:
     return weights
 
 
-def _peaks(stack: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row and column of the first maximum of each resized heatmap."""
-    flat = _resize(stack, height, width).reshape(len(stack), -1)
-    return np.unravel_index(flat.argmax(axis=1), (height, width))
+def _peaks(stack: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row, column and value of the first maximum of each resized heatmap."""
+    flat = _resize(stack, height, width).reshape(len(stack), height * width)
+    first = flat.argmax(axis=1)
+    rows, cols = np.unravel_index(first, (height, width))
+    return rows, cols, flat[np.arange(len(flat)), first]
 
 
 def _check_heatmaps(name: str, value: object, *, single: bool) -> np.ndarray:
@@ -496,9 +508,7 @@ def _check_image_size(image_size: object) -> tuple[int, int]:
                 f"Received: image_size={image_size!r}"
             )
     if height < 1 or width < 1:
-        raise ValueError(
-            f"Expected image_size to be positive. Received: image_size={image_size!r}"
-        )
+        raise ValueError(f"Expected image_size to be positive. Received: image_size={image_size!r}")
     return int(height), int(width)
 
 

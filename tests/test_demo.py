@@ -1,0 +1,37 @@
+"""The main job's entry points run end to end (a short run; the full one is the README's)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from PIL import Image
+
+from gradcam_callbacks.tensorboard import read_events
+
+
+def test_demo_command_runs_and_writes_its_outputs(tmp_path):
+    log_dir = tmp_path / "logs"
+    done = subprocess.run(
+        [sys.executable, "-m", "gradcam_callbacks", "demo", "--epochs", "2", "--probes", "3",
+         "--train-size", "256", "--log-dir", str(log_dir)],
+        capture_output=True, text=True, timeout=600, env={**os.environ},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for line in ("test accuracy:", "pointing game:", "contact sheet:",
+                 f"tensorboard --logdir {log_dir}"):
+        assert line in done.stdout
+    steps = sorted({r.step for r in read_events(log_dir / "gradcam")
+                    if r.tag == "gradcam/probe_02" and r.kind == "image"})
+    assert steps == [0, 1, 2]
+    sheet = Image.open(log_dir / "contact_sheet.png")
+    assert sheet.width > sheet.height  # 3 steps across, 3 probes down, each panel wide
+
+
+def test_example_script_help():
+    script = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples",
+                          "cluttered_digits.py")
+    done = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True,
+                          timeout=300, env={**os.environ})
+    assert done.returncode == 0 and "--epochs" in done.stdout
