@@ -46,10 +46,9 @@ def measure(repeats: int) -> dict[str, float]:
         "gradcam_callbacks": lambda: gc.explain_predictions(model, x),
     }
     if keras.backend.backend() == "tensorflow":
+        import eli5
         from tf_keras_vis.gradcam import Gradcam
         from tf_keras_vis.utils.scores import CategoricalScore
-
-        import eli5
 
         targets = [int(t) for t in model.predict_on_batch(x).argmax(-1)]
         visualizer = Gradcam(model, clone=True)

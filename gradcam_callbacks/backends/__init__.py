@@ -141,3 +141,9 @@ def score_scale(model: keras.Model) -> float:
         if getattr(policy, "compute_dtype", None) == "float16":
             return 1024.0
     return 1.0
+
+
+def process_index_and_count() -> tuple[int, int]:
+    """``(k, n)``: this process is process ``k`` of ``n``, as the running backend's framework
+    says; see :func:`gradcam_callbacks.distribute.process_identity`."""
+    return importlib.import_module(_MODULES[backend_name()]).process_index_and_count()

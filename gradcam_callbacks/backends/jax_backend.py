@@ -56,8 +56,8 @@ def build(
 
     def call(docs: np.ndarray, targets: np.ndarray) -> RawOutputs:
         model = spec.model
-        trainable = [v.value for v in model.trainable_variables]
-        non_trainable = [v.value for v in model.non_trainable_variables]
+        trainable = [process_local(v) for v in model.trainable_variables]
+        non_trainable = [process_local(v) for v in model.non_trainable_variables]
         activations, grads, scores, resolved = run(
             trainable, non_trainable, jnp.asarray(docs), jnp.asarray(targets, jnp.int32)
         )
@@ -69,3 +69,34 @@ def build(
         )
 
     return call
+
+
+def process_index_and_count() -> tuple[int, int]:
+    """``(k, n)`` from ``jax.process_index()`` and ``jax.process_count()`` (``(0, 1)`` unless
+    ``jax.distributed.initialize`` ran)."""
+    return jax.process_index(), jax.process_count()
+
+
+def process_local(variable: Any) -> jax.Array:
+    """A variable's value held by this process alone, so that the Grad-CAM pass runs on this
+    process's devices only and never joins the other processes' collectives.
+
+    In multi-process training (``jax.distributed``) a replicated variable spans every
+    process's devices; its local copy is the same numbers. A variable sharded across
+    processes has no whole local copy: gathering it would need the other processes, which
+    skip Grad-CAM, so this raises rather than hang or break their training step.
+
+    Example:
+        >>> process_local(model.weights[0]).is_fully_addressable  # doctest: +SKIP
+        True
+    """
+    value = variable.value
+    if not isinstance(value, jax.Array) or value.is_fully_addressable:
+        return value
+    if value.is_fully_replicated:
+        return value.addressable_data(0)
+    raise ValueError(
+        f"variable {variable.path!r} is sharded across processes ({value.sharding}); "
+        "Grad-CAM runs on process 0 alone and needs every variable whole there: replicate "
+        "it (e.g. keras.distribution.DataParallel) or shard it over this process's devices only"
+    )

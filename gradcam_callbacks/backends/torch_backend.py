@@ -33,9 +33,7 @@ def build(
             top = torch.argmax(scores, dim=-1)
             resolved = torch.where(requested < 0, top[:, None], requested)
             slots = resolved.shape[1]
-            if not scores.requires_grad:  # the output does not depend on the layer
-                return _zero_gradients(activations, scores, resolved, slots)
-            grads = [
+            grads = [] if not scores.requires_grad else [  # else: output ignores the layer
                 torch.autograd.grad(
                     scores,
                     activations,
@@ -47,6 +45,7 @@ def build(
                 for slot in range(slots)
             ]
         grads = [torch.zeros_like(activations) if g is None else g for g in grads]
+        grads += [torch.zeros_like(activations)] * (slots - len(grads))
         return (
             activations.detach().float().cpu().numpy(),
             torch.stack(grads, dim=1).float().cpu().numpy() / np.float32(spec.score_scale),
@@ -57,13 +56,14 @@ def build(
     return call
 
 
-def _zero_gradients(
-    activations: torch.Tensor, scores: torch.Tensor, resolved: torch.Tensor, slots: int
-) -> RawOutputs:
-    acts = activations.detach().float().cpu().numpy()
-    return (
-        acts,
-        np.zeros((acts.shape[0], slots, *acts.shape[1:]), np.float32),
-        scores.detach().cpu().numpy(),
-        resolved.cpu().numpy().astype(np.int32),
-    )
+def process_index_and_count() -> tuple[int, int]:
+    """``(k, n)``: the rank and world size of the default ``torch.distributed`` process group,
+    or before it is initialised torchrun's ``RANK`` and ``WORLD_SIZE``."""
+    import os
+
+    from ..distribute import launcher_env_identity
+
+    distributed = torch.distributed
+    if distributed.is_available() and distributed.is_initialized():
+        return distributed.get_rank(), distributed.get_world_size()
+    return launcher_env_identity(os.environ)

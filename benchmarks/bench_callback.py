@@ -1,0 +1,86 @@
+"""GradCamCallback's cost: time per logged epoch vs the epoch's training time, and resident
+memory over many logged epochs, on the demo model with 16 probes.
+
+Usage: KERAS_BACKEND=jax python benchmarks/bench_callback.py [--epochs 4] [--logs 200]
+Prints a markdown table row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+import keras
+
+from gradcam_callbacks import GradCamCallback, demo
+
+
+def rss_mb() -> float:
+    """Resident set size of this process, from /proc (Linux)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+class Timed(GradCamCallback):
+    """The real callback, with the time of each logged step recorded."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seconds: list[float] = []
+
+    def _log(self, step: int) -> None:
+        started = time.perf_counter()
+        super()._log(step)
+        self.seconds.append(time.perf_counter() - started)
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.durations.append(time.perf_counter() - self.started)
+
+    def on_train_begin(self, logs=None):
+        self.durations: list[float] = []
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--logs", type=int, default=200)
+    args = parser.parse_args()
+    keras.utils.set_random_seed(0)
+    train_set, test_set = demo.load_data()
+    model = demo.build_model(train_set.x.shape[1:])
+    with tempfile.TemporaryDirectory() as log_dir:
+        cam = Timed((test_set.x[:16], test_set.y[:16]), targets="true",
+                    probe_boxes=test_set.boxes[:16], log_dir=log_dir, log_initial=False)
+        timer = EpochTimer()  # listed first: its epoch end comes before the callback's
+        demo.train(model, train_set, epochs=args.epochs, callbacks=[timer, cam], verbose=0)
+        epoch = statistics.median(timer.durations[1:])  # the first epoch compiles
+        logged = statistics.median(cam.seconds[1:])
+        # Memory: many more logged epochs on the trained model, no training in between.
+        cam._log(args.epochs + 1)
+        before = rss_mb()
+        for step in range(args.logs):
+            cam._log(args.epochs + 2 + step)
+        after = rss_mb()
+    print(f"Machine: {platform.machine()}, {os.cpu_count()} cores; demo model, 16 probes, "
+          f"{len(train_set)} training images per epoch")
+    print("| backend | epoch (s) | callback per logged epoch (ms) | share | "
+          f"RSS growth over {args.logs} logged epochs (MB) |")
+    print("|---|---|---|---|---|")
+    print(f"| {keras.backend.backend()} | {epoch:.1f} | {logged * 1000:.0f} | "
+          f"{logged / epoch:.1%} | {after - before:+.1f} |")
+
+
+if __name__ == "__main__":
+    main()
