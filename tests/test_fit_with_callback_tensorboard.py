@@ -42,8 +42,12 @@ def test_tensorboard_serves_every_probe_image_and_scalar(trained_run):
         assert set(probe_tags + ["gradcam/grid"]) <= set(tags)
         assert "input (left)" in tags["gradcam/probe_00"]["description"]
         for tag in probe_tags:
-            entries = tb.wait_for(lambda tag=tag: (lambda e: e if len(e) == EPOCHS + 1 else None)(
-                tb.get_json("data/plugin/images/images", run="gradcam", tag=tag, sample=0)))
+            def all_steps(tag=tag):
+                found = tb.get_json("data/plugin/images/images", run="gradcam", tag=tag,
+                                    sample=0)
+                return found if len(found) == EPOCHS + 1 else None
+
+            entries = tb.wait_for(all_steps)
             assert [e["step"] for e in entries] == list(range(EPOCHS + 1))
             for entry in entries:
                 png = tb.get_bytes("data/plugin/images/individualImage?" + entry["query"])
