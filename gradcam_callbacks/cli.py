@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "default: none")
     explain.add_argument("--size", type=_size, metavar="HxW",
                          help="resize inputs to this size (default: the model's input size; "
-                         "for a model without a fixed size, each image's own size)")
+                         "for a model without a fixed size, each image's own size, scaled "
+                         f"down to at most {DISPLAY_MAX} pixels on its longer side)")
     explain.add_argument("--colormap", default="viridis",
                          help="matplotlib colormap of the heatmap (default: viridis)")
     explain.add_argument("--alpha-limit", type=float, default=0.65, metavar="A",
@@ -221,7 +222,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # -- demo -----------------------------------------------------------------------------------
 def run_demo(argv: list[str]) -> int:
-    """Forward ``demo``'s arguments to :func:`gradcam_callbacks.demo.main`."""
+    """Forward ``demo``'s arguments to :func:`gradcam_callbacks.demo.main`.
+
+    Example:
+        >>> run_demo(["--epochs", "2", "--log-dir", "logs/demo"])  # doctest: +SKIP
+        0
+    """
     try:
         from .demo import main as demo_main
     except ModuleNotFoundError as error:
@@ -235,7 +241,13 @@ def run_demo(argv: list[str]) -> int:
 
 # -- sheet ----------------------------------------------------------------------------------
 def run_sheet(args: argparse.Namespace) -> int:
-    """``gradcam-callbacks sheet``: a contact sheet (and GIFs) from a callback's log_dir."""
+    """``gradcam-callbacks sheet``: a contact sheet (and GIFs) from a callback's log_dir.
+
+    Example:
+        >>> run_sheet(build_parser().parse_args(
+        ...     ["sheet", "logs/gradcam", "--out", "sheet.png", "--gif"]))  # doctest: +SKIP
+        0
+    """
     from .sheet import contact_sheet, probe_gifs, save_atomically
 
     log_dir, out = Path(args.log_dir), Path(args.out)
@@ -259,7 +271,12 @@ def run_sheet(args: argparse.Namespace) -> int:
 @dataclass(frozen=True)
 class Job:
     """One input file and where its overlay goes (relative to ``--out``); ``problem`` is
-    set when the input is refused before reading (its output would collide)."""
+    set when the input is refused before reading (its output would collide).
+
+    Example:
+        >>> Job(Path("photos/cats/a.jpg"), Path("cats/a.gradcam.png")).problem is None
+        True
+    """
 
     source: Path
     output: Path
@@ -389,7 +406,12 @@ def read_class_names(path: Path) -> list[str]:
 @dataclass(frozen=True)
 class Geometry:
     """What the model takes: channels (1, 3 or 4), fixed height and width (``None`` where
-    the model takes any size) and the layout."""
+    the model takes any size) and the layout.
+
+    Example:
+        >>> Geometry(3, None, None, False).size_for(Image.new("RGB", (40, 30)))
+        (30, 40)
+    """
 
     channels: int
     height: int | None
@@ -401,7 +423,7 @@ class Geometry:
         return self.height or image.height, self.width or image.width
 
 
-def model_geometry(model: keras.Model, settings: Plan, size: tuple[int, int] | None) -> Geometry:
+def _model_geometry(model: keras.Model, settings: Plan, size: tuple[int, int] | None) -> Geometry:
     """The input geometry of ``model``, with ``--size`` checked against it.
 
     Raises:
@@ -432,7 +454,7 @@ def model_geometry(model: keras.Model, settings: Plan, size: tuple[int, int] | N
     return Geometry(int(channels), spatial[0], spatial[1], channels_first)
 
 
-def check_options(model: keras.Model, settings: Plan, args: argparse.Namespace,
+def _check_options(model: keras.Model, settings: Plan, args: argparse.Namespace,
                   names: list[str] | None) -> Geometry:
     """Check the options that depend on the model, all at once; returns its geometry.
 
@@ -452,7 +474,7 @@ def check_options(model: keras.Model, settings: Plan, args: argparse.Namespace,
         problems.append(f"--class-names {args.class_names!r} has {len(names)} names; model "
                         f"{model.name!r} has {classes} classes")
     try:
-        geometry = model_geometry(model, settings, args.size)
+        geometry = _model_geometry(model, settings, args.size)
     except UsageError as error:
         problems.extend(error.args)
     else:
@@ -464,7 +486,7 @@ def check_options(model: keras.Model, settings: Plan, args: argparse.Namespace,
     return geometry
 
 
-def load_model(path: Path) -> keras.Model:
+def _load_model(path: Path) -> keras.Model:
     """``keras.saving.load_model(path, compile=False)``, with a usage error if it fails."""
     import keras
 
@@ -559,7 +581,7 @@ def preprocess(docs: np.ndarray, mode: str, channels_first: bool) -> np.ndarray:
     preprocess_input``'s modes ``tf``, ``caffe`` and ``torch``.
 
     Example:
-        >>> preprocess(np.full((1, 2, 2, 3), 255.0, np.float32), "unit", False).max()
+        >>> float(preprocess(np.full((1, 2, 2, 3), 255.0, np.float32), "unit", False).max())
         1.0
     """
     if mode == "none":
@@ -575,7 +597,7 @@ def preprocess(docs: np.ndarray, mode: str, channels_first: bool) -> np.ndarray:
 
 # -- explain: the run -----------------------------------------------------------------------
 @dataclass
-class ExplainSettings:
+class _ExplainSettings:
     """Everything ``explain`` decided before reading the first image."""
 
     model: Any
@@ -593,7 +615,15 @@ class ExplainSettings:
 
 def run_explain(args: argparse.Namespace) -> int:
     """``gradcam-callbacks explain``: check everything, then stream the inputs through the
-    engine batch by batch."""
+    engine batch by batch: one thread reads the next batch, the main thread explains (one
+    :func:`~gradcam_callbacks.explain.plan`, one :meth:`Plan.run` per batch and input shape),
+    one thread draws and writes the previous batch.
+
+    Example:
+        >>> run_explain(build_parser().parse_args(
+        ...     ["explain", "model.keras", "photos/", "--out", "overlays"]))  # doctest: +SKIP
+        0
+    """
     from .image import check_alpha_limit, get_colormap
 
     model_path, out_dir = Path(args.model), Path(args.out)
@@ -605,10 +635,12 @@ def run_explain(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {str(out_dir)!r} exists and is not a folder")
     try:
         colormap = get_colormap(args.colormap)
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"--colormap: {error}") from None
+    try:
         alpha_limit = check_alpha_limit(args.alpha_limit)
     except (TypeError, ValueError) as error:
-        option = "--colormap" if "colormap" in str(error) else "--alpha-limit"
-        raise UsageError(f"{option}: {error}") from None
+        raise UsageError(f"--alpha-limit: {error}") from None
     names = read_class_names(Path(args.class_names)) if args.class_names else None
     jobs = collect_inputs([Path(p) for p in args.inputs], out_dir)
     Image.MAX_IMAGE_PIXELS = None  # read_image applies --max-pixels itself
@@ -617,35 +649,35 @@ def run_explain(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     from .explain import plan
 
-    model = load_model(model_path)
+    model = _load_model(model_path)
     try:
         settings = plan(model, args.layer)
     except (TypeError, ValueError) as error:
         raise UsageError(f"--layer: {error}") from None
-    geometry = check_options(model, settings, args, names)
+    geometry = _check_options(model, settings, args, names)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"--out: cannot create {str(out_dir)!r}: {error}") from None
-    options = ExplainSettings(
+    options = _ExplainSettings(
         model=model, plan=settings, geometry=geometry, targets=args.target, top=args.top,
         class_names=names, preprocess=args.preprocess, colormap=colormap,
         alpha_limit=alpha_limit, side_by_side=args.side_by_side, max_pixels=args.max_pixels)
     progress = Progress(len(jobs), enabled=not args.quiet and sys.stderr.isatty())
     try:
         with open(out_dir / RESULTS_NAME, "w", encoding="utf-8") as results:
-            writer = Writer(results, options, out_dir, progress)
+            writer = _Writer(results, options, out_dir, progress)
             # The next batch is read while this one is explained, in a second thread.
             reader = ThreadPoolExecutor(1, thread_name_prefix="gradcam-reader")
             try:
                 batches = [jobs[i:i + args.batch_size]
                            for i in range(0, len(jobs), args.batch_size)]
-                ahead = reader.submit(read_batch, batches[0], options)
+                ahead = reader.submit(_read_batch, batches[0], options)
                 for k, batch in enumerate(batches):
                     read = ahead.result()
                     if k + 1 < len(batches):
-                        ahead = reader.submit(read_batch, batches[k + 1], options)
-                    writer.submit(batch, explain_batch(read, options))
+                        ahead = reader.submit(_read_batch, batches[k + 1], options)
+                    writer.submit(batch, _explain_batch(read, options))
                 writer.finish()
             finally:
                 reader.shutdown(wait=True, cancel_futures=True)
@@ -666,10 +698,10 @@ def run_explain(args: argparse.Namespace) -> int:
     return EXIT_FAILED_INPUTS if failed else EXIT_OK
 
 
-Loaded = tuple[list[Any], dict[int, tuple[np.ndarray, Image.Image]]]
+_Loaded = tuple[list[Any], dict[int, tuple[np.ndarray, Image.Image]]]
 
 
-def read_batch(batch: Sequence[Job], options: ExplainSettings) -> Loaded:
+def _read_batch(batch: Sequence[Job], options: _ExplainSettings) -> _Loaded:
     """Read one batch: ``(outcomes, loaded)``, where ``outcomes[i]`` is why job i failed (a
     str) or None, and ``loaded[i]`` its ``(doc, picture)``."""
     outcomes: list[Any] = [None] * len(batch)
@@ -685,7 +717,7 @@ def read_batch(batch: Sequence[Job], options: ExplainSettings) -> Loaded:
     return outcomes, loaded
 
 
-def explain_batch(read: Loaded, options: ExplainSettings) -> list[Any]:
+def _explain_batch(read: _Loaded, options: _ExplainSettings) -> list[Any]:
     """Explain one read batch: for each job, its Explanation or why it failed (a str).
 
     Docs of one shape go through :meth:`Plan.run` together (one compiled pass per shape).
@@ -700,7 +732,7 @@ def explain_batch(read: Loaded, options: ExplainSettings) -> list[Any]:
     return outcomes
 
 
-class Writer:
+class _Writer:
     """Draws and writes the outputs of each batch in one background thread, in input order,
     while the next batch is read and explained.
 
@@ -709,7 +741,7 @@ class Writer:
     renamed when complete; each JSON line is flushed once its PNG is in place.
     """
 
-    def __init__(self, results: TextIO, options: ExplainSettings, out_dir: Path,
+    def __init__(self, results: TextIO, options: _ExplainSettings, out_dir: Path,
                  progress: Progress) -> None:
         self.results, self.options, self.out_dir, self.progress = (results, options, out_dir,
                                                                    progress)
@@ -775,7 +807,7 @@ class Writer:
 
 
 def _explain_group(members: list[int], loaded: dict[int, tuple[np.ndarray, Image.Image]],
-                   options: ExplainSettings) -> list[Any]:
+                   options: _ExplainSettings) -> list[Any]:
     """Explanations (or error strings) for docs of one shape: the model takes
     all of them, or none (a shape it cannot take, such as an image smaller than its
     receptive field)."""
@@ -790,7 +822,7 @@ def _explain_group(members: list[int], loaded: dict[int, tuple[np.ndarray, Image
 
 
 def _explain_docs(items: list[tuple[np.ndarray, Image.Image]],
-                  options: ExplainSettings) -> list[Any]:
+                  options: _ExplainSettings) -> list[Any]:
     from .explain import check_docs, explanations_from_raw
 
     model, settings = options.model, options.plan

@@ -13,10 +13,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import pty
 import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -181,6 +183,7 @@ def edge_case_run(models, tmp_path_factory):
 def test_explain_reads_every_kind_of_image_and_skips_bad_files(edge_case_run):
     work, done, before = edge_case_run
     assert done.returncode == 1, done.stderr[-3000:]
+    assert "img/s" not in done.stderr  # no progress bar when stderr is not a terminal
     lines = results(work / "out")
     assert set(lines) == set(GOOD) | set(FAILING)  # not readme.txt, not .hidden/
     for name, reason in FAILING.items():
@@ -363,19 +366,36 @@ def test_demo_help_is_the_demos_own():
     assert "--epochs" in done.stdout and "--log-dir" in done.stdout
 
 
-# -- Ctrl-C ---------------------------------------------------------------------------------------
+# -- Ctrl-C, progress bar, explicit targets ------------------------------------------------------
+def _drain(fd: int, chunks: list[bytes]) -> None:
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # the terminal's other end closed: the process ended
+            return
+        if not data:
+            return
+        chunks.append(data)
+
+
 @pytest.mark.backend_agnostic
-def test_ctrl_c_keeps_every_finished_png_and_json_line(models, tmp_path):
+def test_ctrl_c_on_a_terminal_keeps_every_finished_png_and_json_line(models, tmp_path):
     folder = tmp_path / "many"
     folder.mkdir()
     rng = np.random.RandomState(2)
     for i in range(400):
         Image.fromarray(rng.randint(0, 256, (16, 16, 3), np.uint8)).save(folder / f"{i:03d}.png")
     out = tmp_path / "out"
+    terminal, stderr_end = pty.openpty()  # stderr is a terminal: the progress bar shows
     process = subprocess.Popen(
         [sys.executable, "-m", "gradcam_callbacks", "explain", str(models / "any_size.keras"),
-         str(folder), "--out", str(out), "--batch-size", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(BACKEND))
+         str(folder), "--out", str(out), "--batch-size", "1", "--target", "2", "--target", "0",
+         "--size", "20x20"],
+        stdout=subprocess.DEVNULL, stderr=stderr_end, env=_env(BACKEND))
+    os.close(stderr_end)
+    chunks: list[bytes] = []
+    drain = threading.Thread(target=_drain, args=(terminal, chunks))
+    drain.start()
     deadline = time.monotonic() + 300
     log = out / "results.jsonl"
     while time.monotonic() < deadline and process.poll() is None:
@@ -383,21 +403,28 @@ def test_ctrl_c_keeps_every_finished_png_and_json_line(models, tmp_path):
             break
         time.sleep(0.02)
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
+    process.wait(timeout=120)
+    drain.join(timeout=30)
+    os.close(terminal)
+    stderr = b"".join(chunks).decode(errors="replace")
     assert process.returncode == 130, stderr[-3000:]
     assert "interrupted after" in stderr and "Traceback" not in stderr
+    assert "/400 " in stderr and "img/s" in stderr  # the bar: count and rate
     text = log.read_text()
     assert text.endswith("\n")
     lines = [json.loads(line) for line in text.splitlines()]
     assert 5 <= len(lines) < 400
     pngs = sorted(out.glob("*.png"))
-    assert {line["output"] for line in lines} <= {p.name for p in pngs}
-    assert len(pngs) <= len(lines) + 1  # at most the one being logged when interrupted
-    for png in pngs:
+    assert {line["output"] for line in lines} == {p.name for p in pngs}
+    for png in pngs:  # complete, and two overlays of the 16x16 picture side by side
         with Image.open(png) as image:
             image.load()
+            assert image.size == (2 * 16 + GAP, 16)
     assert sorted(p.name for p in out.iterdir()) == sorted([*(p.name for p in pngs),
                                                            "results.jsonl"])
+    for line in lines:
+        assert [t["target"] for t in line["targets"]] == [2, 0] and line["target"] == 2
+        assert line["heatmap_size"] == [16, 16]  # fed at --size 20x20: two valid 3x3 convs
 
 
 # -- sheet --------------------------------------------------------------------------------------
