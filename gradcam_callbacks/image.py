@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .explanation import Explanation
+if TYPE_CHECKING:  # explanation.py draws through this module: no runtime import back
+    from .explanation import Explanation
 
 Colormap = Callable[[np.ndarray], np.ndarray] | str
 
