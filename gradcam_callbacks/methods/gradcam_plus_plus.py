@@ -1,0 +1,45 @@
+"""Grad-CAM++ (Chattopadhay et al. 2018, eq. 19), as pytorch-grad-cam computes it:
+``a = G^2 / (2 G^2 + (sum_ij A) G^3 + 1e-6)`` (0 where ``G == 0``),
+``w_c = sum_ij a ReLU(G)``, ``map = sum_c w_c A_c``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..cam import weighted_sum
+from .base import CamInputs, CamResult, Method, per_target
+
+
+def gradcam_plus_plus_weights(activations: np.ndarray, grads: np.ndarray) -> np.ndarray:
+    """Channel weights ``(..., C)`` from activations and gradients ``(..., h, w, C)``.
+
+    Unlike Grad-CAM's, these weights depend on the gradients' scale (through the ``G^3``
+    term), so multiplying the score by a constant can change the map.
+
+    Example:
+        >>> import numpy as np
+        >>> gradcam_plus_plus_weights(np.ones((1, 1, 1)), np.ones((1, 1, 1))).round(4).tolist()
+        [0.3333]
+    """
+    grads = np.asarray(grads, np.float64)
+    spatial_sum = np.asarray(activations, np.float64).sum(axis=(-3, -2), keepdims=True)
+    squared = grads ** 2
+    denominator = 2 * squared + spatial_sum * squared * grads + 1e-6
+    alpha = np.where(grads != 0, squared / denominator, 0.0)
+    return (alpha * np.maximum(grads, 0)).sum(axis=(-3, -2))
+
+
+def compute(inputs: CamInputs) -> CamResult:
+    """Grad-CAM++ maps for every doc and target."""
+    activations = per_target(inputs.activations)
+    weights = gradcam_plus_plus_weights(activations, inputs.grads)
+    return CamResult(weighted_sum(weights, activations), weights.astype(np.float32))
+
+
+METHOD = Method(
+    "gradcam++", "Grad-CAM++",
+    "Grad-CAM++: like Grad-CAM, but each channel's weight sums only the positive gradients, "
+    "each weighted by a second-order coefficient, so that several separate instances of the "
+    "target each light up. Scaled to [0, 1].",
+    compute,
+)
