@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..cam import weighted_sum
+
 # (inputs (B, ...) of the model's input shape) -> the selected output (B, classes), numpy.
 ScoreCallable = Callable[[np.ndarray], np.ndarray]
 
@@ -88,3 +90,33 @@ def no_channel_weights(grads: np.ndarray) -> np.ndarray:
 def per_target(activations: np.ndarray) -> np.ndarray:
     """``(N, h, w, C) -> (N, 1, h, w, C)``, to broadcast against ``(N, K, ...)`` gradients."""
     return activations[:, None]
+
+
+def channel_weighted(
+    weights: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> Callable[[CamInputs], CamResult]:
+    """The ``compute`` of a method whose map is ``sum_c w_c A_c`` with
+    ``w = weights(activations (N, 1, h, w, C), grads (N, K, h, w, C)) -> (N, K, C)``."""
+
+    def compute(inputs: CamInputs) -> CamResult:
+        activations = per_target(inputs.activations)
+        found = weights(activations, inputs.grads)
+        return CamResult(weighted_sum(found, activations), found.astype(np.float32))
+
+    compute.__doc__ = f"Maps of ``sum_c w_c A_c`` with ``w`` from ``{weights.__name__}``."
+    return compute
+
+
+def elementwise(
+    maps: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> Callable[[CamInputs], CamResult]:
+    """The ``compute`` of a method whose weights vary over space:
+    ``maps(activations (N, 1, h, w, C), grads (N, K, h, w, C)) -> (N, K, h, w)``; its
+    ``weights`` are NaN."""
+
+    def compute(inputs: CamInputs) -> CamResult:
+        return CamResult(maps(per_target(inputs.activations), inputs.grads),
+                         no_channel_weights(inputs.grads))
+
+    compute.__doc__ = f"Maps of ``{maps.__name__}``; no channel weights (NaN)."
+    return compute

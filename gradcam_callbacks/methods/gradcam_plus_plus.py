@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cam import weighted_sum
-from .base import CamInputs, CamResult, Method, per_target
+from .base import Method, channel_weighted
 
 
 def gradcam_plus_plus_weights(activations: np.ndarray, grads: np.ndarray) -> np.ndarray:
@@ -29,12 +28,7 @@ def gradcam_plus_plus_weights(activations: np.ndarray, grads: np.ndarray) -> np.
     return (alpha * np.maximum(grads, 0)).sum(axis=(-3, -2))
 
 
-def compute(inputs: CamInputs) -> CamResult:
-    """Grad-CAM++ maps for every doc and target."""
-    activations = per_target(inputs.activations)
-    weights = gradcam_plus_plus_weights(activations, inputs.grads)
-    return CamResult(weighted_sum(weights, activations), weights.astype(np.float32))
-
+compute = channel_weighted(gradcam_plus_plus_weights)
 
 METHOD = Method(
     "gradcam++", "Grad-CAM++",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import CamInputs, CamResult, Method, no_channel_weights, per_target
+from .base import Method, elementwise
 
 
 def hirescam_maps(activations: np.ndarray, grads: np.ndarray) -> np.ndarray:
@@ -19,11 +19,7 @@ def hirescam_maps(activations: np.ndarray, grads: np.ndarray) -> np.ndarray:
     return (np.asarray(grads, np.float64) * np.asarray(activations, np.float64)).sum(axis=-1)
 
 
-def compute(inputs: CamInputs) -> CamResult:
-    """HiResCAM maps; ``weights`` are NaN (the weights are the gradients themselves)."""
-    return CamResult(hirescam_maps(per_target(inputs.activations), inputs.grads),
-                     no_channel_weights(inputs.grads))
-
+compute = elementwise(hirescam_maps)
 
 METHOD = Method(
     "hirescam", "HiResCAM",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import CamInputs, CamResult, Method, no_channel_weights, per_target
+from .base import Method, elementwise
 
 
 def layercam_maps(activations: np.ndarray, grads: np.ndarray) -> np.ndarray:
@@ -19,11 +19,7 @@ def layercam_maps(activations: np.ndarray, grads: np.ndarray) -> np.ndarray:
     return (grads * np.asarray(activations, np.float64)).sum(axis=-1)
 
 
-def compute(inputs: CamInputs) -> CamResult:
-    """LayerCAM maps; ``weights`` are NaN (the weights are ``ReLU(grads)``, per position)."""
-    return CamResult(layercam_maps(per_target(inputs.activations), inputs.grads),
-                     no_channel_weights(inputs.grads))
-
+compute = elementwise(layercam_maps)
 
 METHOD = Method(
     "layercam", "LayerCAM",

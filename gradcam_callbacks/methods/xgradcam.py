@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cam import weighted_sum
-from .base import CamInputs, CamResult, Method, per_target
+from .base import Method, channel_weighted
 
 
 def xgradcam_weights(activations: np.ndarray, grads: np.ndarray) -> np.ndarray:
@@ -23,12 +22,7 @@ def xgradcam_weights(activations: np.ndarray, grads: np.ndarray) -> np.ndarray:
     return weighted / (activations.sum(axis=(-3, -2)) + 1e-7)
 
 
-def compute(inputs: CamInputs) -> CamResult:
-    """XGrad-CAM maps for every doc and target."""
-    activations = per_target(inputs.activations)
-    weights = xgradcam_weights(activations, inputs.grads)
-    return CamResult(weighted_sum(weights, activations), weights.astype(np.float32))
-
+compute = channel_weighted(xgradcam_weights)
 
 METHOD = Method(
     "xgradcam", "XGrad-CAM",
