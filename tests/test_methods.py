@@ -58,7 +58,7 @@ def backend_activations_and_grads(model, docs, targets):
             import jax
             import jax.numpy as jnp
 
-            grads.append(np.asarray(jax.grad(lambda a, o=onehot: jnp.sum(head(a) * o))(
+            grads.append(np.asarray(jax.jit(jax.grad(lambda a, o=onehot: jnp.sum(head(a) * o)))(
                 jnp.asarray(acts))))
         else:
             import torch
