@@ -12,8 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..cam import weighted_sum
-
 # (inputs (B, ...) of the model's input shape) -> the selected output (B, classes), numpy.
 ScoreCallable = Callable[[np.ndarray], np.ndarray]
 
@@ -99,9 +97,9 @@ def channel_weighted(
     ``w = weights(activations (N, 1, h, w, C), grads (N, K, h, w, C)) -> (N, K, C)``."""
 
     def compute(inputs: CamInputs) -> CamResult:
-        activations = per_target(inputs.activations)
-        found = weights(activations, inputs.grads)
-        return CamResult(weighted_sum(found, activations), found.astype(np.float32))
+        found = weights(per_target(inputs.activations), inputs.grads)
+        maps = np.einsum("nkc,nhwc->nkhw", found, inputs.activations.astype(np.float64))
+        return CamResult(maps, found.astype(np.float32))
 
     compute.__doc__ = f"Maps of ``sum_c w_c A_c`` with ``w`` from ``{weights.__name__}``."
     return compute

@@ -31,8 +31,15 @@ def eigencam_projection(activations: np.ndarray) -> tuple[np.ndarray, np.ndarray
     *lead, h, w, channels = activations.shape
     flat = activations.reshape(*lead, h * w, channels)
     centred = flat - flat.mean(axis=-2, keepdims=True)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    vector = vt[..., 0, :]
+    # The top eigenvector of the smaller Gram matrix gives the first singular pair, without
+    # a full SVD of (h*w, C): (49 x 49) instead of (49 x 1280) for MobileNetV2's last layer.
+    if h * w <= channels:
+        _, eigenvectors = np.linalg.eigh(np.einsum("...pc,...qc->...pq", centred, centred))
+        left = eigenvectors[..., -1]
+        vector = np.einsum("...pc,...p->...c", centred, left)
+        vector /= np.maximum(np.linalg.norm(vector, axis=-1, keepdims=True), 1e-300)
+    else:
+        vector = np.linalg.eigh(np.einsum("...pc,...pd->...cd", centred, centred))[1][..., -1]
     projection = np.einsum("...pc,...c->...p", centred, vector)
     channel_mean = flat.mean(axis=-1)
     agreement = np.einsum(

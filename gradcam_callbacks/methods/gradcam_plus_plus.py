@@ -22,10 +22,10 @@ def gradcam_plus_plus_weights(activations: np.ndarray, grads: np.ndarray) -> np.
     """
     grads = np.asarray(grads, np.float64)
     spatial_sum = np.asarray(activations, np.float64).sum(axis=(-3, -2), keepdims=True)
-    squared = grads ** 2
-    denominator = 2 * squared + spatial_sum * squared * grads + 1e-6
-    alpha = np.where(grads != 0, squared / denominator, 0.0)
-    return (alpha * np.maximum(grads, 0)).sum(axis=(-3, -2))
+    squared = grads * grads
+    alpha = squared / (squared * (2 + spatial_sum * grads) + 1e-6)
+    # ReLU(G) is 0 wherever G <= 0, which covers "a = 0 where G == 0".
+    return np.where(grads > 0, alpha * grads, 0.0).sum(axis=(-3, -2))
 
 
 compute = channel_weighted(gradcam_plus_plus_weights)
