@@ -88,10 +88,8 @@ class Plan:
         if self.classes is None:
             _check_target_range(targets, outputs.shape[-1])
         scores = np.take_along_axis(outputs, resolved.astype(np.intp), axis=-1)
-        heatmaps, weights = methods.apply(chosen, methods.CamInputs(
-            activations, grads, docs, resolved, self.data_format, self._score, batch_size,
-            max_channels,
-        ))
+        heatmaps, weights = self._method_maps(
+            chosen, activations, grads, docs, resolved, batch_size, max_channels)
         return RawExplanation(
             activations=activations, grads=grads, weights=weights, heatmaps=heatmaps,
             targets=resolved, scores=scores, outputs=outputs, counts=counts, layer=self.layer,
@@ -111,11 +109,19 @@ class Plan:
             'LayerCAM'
         """
         chosen = methods.check_options(method, max_channels)
-        heatmaps, weights = methods.apply(chosen, methods.CamInputs(
-            raw.activations, raw.grads, np.asarray(docs, dtype=self.input_dtype), raw.targets,
-            raw.data_format, self._score, batch_size, max_channels,
-        ))
+        heatmaps, weights = self._method_maps(
+            chosen, raw.activations, raw.grads, docs, raw.targets, batch_size, max_channels)
         return replace(raw, heatmaps=heatmaps, weights=weights, method=chosen)
+
+    def _method_maps(
+        self, method: methods.Method, activations: np.ndarray, grads: np.ndarray,
+        docs: np.ndarray, targets: np.ndarray, batch_size: int | None,
+        max_channels: int | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return methods.apply(method, methods.CamInputs(
+            activations, grads, np.asarray(docs, dtype=self.input_dtype), targets,
+            self.data_format, self._score, batch_size, max_channels,
+        ))
 
     def _score(self, inputs: np.ndarray) -> np.ndarray:
         """The model's selected output on ``inputs``: one compiled score-only forward."""
