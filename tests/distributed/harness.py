@@ -256,6 +256,8 @@ def describe(workers: list[Worker], tail: int = 4000) -> str:
         if w.native_stacks:
             parts.append(f"--- worker {w.index}: native stacks when killed (gdb; the first "
                          f"{tail} characters)\n{w.native_stacks[:tail]}")
-    parts += [f"--- worker {w.index}: output (last {tail} characters)\n{w.output[-tail:]}"
-              for w in workers]
+    for w in workers:  # (without the watchdog's stacks, shown above)
+        output = w.output[:len(w.output) - len(w.timed_out)]
+        parts.append(f"--- worker {w.index}: output (last {tail} characters)\n"
+                     f"{output[-tail:]}")
     return "\n".join(parts)
