@@ -142,8 +142,20 @@ class _Running:
         return self.out_dir / "stacks.txt"
 
     def dump_stacks(self) -> None:
-        """SIGUSR1 (launch.py's faulthandler writes the Python stacks), then gdb's native
-        stacks where gdb is installed. The process is still alive afterwards."""
+        """gdb's native stacks where gdb is installed, then SIGUSR1 (launch.py's faulthandler
+        writes the Python stacks). gdb goes first: in interpreter shutdown, past
+        faulthandler's end, SIGUSR1 ends the process. It is still alive afterwards, unless so.
+        """
+        gdb = shutil.which("gdb")
+        if gdb:
+            try:
+                traced = subprocess.run(
+                    [gdb, "-p", str(self.process.pid), "-batch", "-nx",
+                     "-ex", "thread apply all bt 30"],
+                    capture_output=True, text=True, timeout=_GDB_S)
+                (self.out_dir / "native_stacks.txt").write_text(traced.stdout + traced.stderr)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
         try:
             os.kill(self.process.pid, signal.SIGUSR1)
         except ProcessLookupError:
@@ -156,16 +168,6 @@ class _Running:
             if now and now == size:  # written, and no longer growing
                 break
             size = now
-        gdb = shutil.which("gdb")
-        if gdb and self.process.poll() is None:
-            try:
-                traced = subprocess.run(
-                    [gdb, "-p", str(self.process.pid), "-batch", "-nx",
-                     "-ex", "thread apply all bt 30"],
-                    capture_output=True, text=True, timeout=_GDB_S)
-                (self.out_dir / "native_stacks.txt").write_text(traced.stdout + traced.stderr)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
 
 
 def free_port() -> int:
