@@ -6,7 +6,8 @@ outlive its test. Servers and coordinators bind to 127.0.0.1 only.
 
 A worker still running at its deadline is reported as hung, with where it hung: it runs
 under ``launch.py``, so SIGUSR1 makes it write every thread's Python stack (``faulthandler``)
-before it is killed; where ``gdb`` is installed, its native stacks are taken too.
+before it is killed; where ``gdb`` is installed, its native stacks are taken too (within
+``_GDB_S`` in all). Worker scripts also bound their own ending (``common.bound_the_exit``).
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ ROOT = TESTS.parent
 _GRACE_S = 20.0
 # A worker sent SIGUSR1 gets this long to write its stacks before it is killed.
 _DUMP_S = 5.0
-# gdb, where installed, gets this long per hung worker.
-_GDB_S = 60.0
+# gdb, where installed, gets this long in all for the native stacks of the hung workers (it
+# can take a minute to load libtorch's symbols on a busy machine); pytest's 600 s per test
+# must still cover the longest limit (420 s) plus the dumps.
+_GDB_S = 90.0
 
 
 @dataclass
@@ -98,17 +101,18 @@ class Worker:
             return text
         if stacks.strip():
             return "with no Python frame on the main thread (see the stacks)"
-        if self.returncode == -signal.SIGUSR1:
-            return ("past the end of its Python code (SIGUSR1 ended it instead of dumping its "
-                    "stacks: Python had already unregistered faulthandler, i.e. it was in "
-                    "interpreter shutdown)")
-        return "without writing a stack dump"
+        return ("without a Python stack: past the end of its Python code (interpreter "
+                "shutdown, where faulthandler is gone), or before launch.py ran; see the "
+                "native stacks, where gdb is installed")
 
     def summary(self) -> str:
         """One line: how this worker ended."""
         if self.killed:
-            return (f"worker {self.index}: HUNG, still running at {self.deadline}, so killed "
-                    f"(returncode {self.returncode}); {self.where()}")
+            ending = ("so killed" if self.returncode < 0 else
+                      f"it ended by itself, with status {self.returncode}, while its stacks "
+                      "were taken")
+            return (f"worker {self.index}: HUNG, still running at {self.deadline}; {ending}; "
+                    f"{self.where()}")
         if self.timed_out:
             return (f"worker {self.index}: HUNG in its ending, so its exit watchdog ended it "
                     f"(returncode {self.returncode}); {self.where()}")
@@ -141,21 +145,9 @@ class _Running:
     def stacks_path(self) -> Path:
         return self.out_dir / "stacks.txt"
 
-    def dump_stacks(self) -> None:
-        """gdb's native stacks where gdb is installed, then SIGUSR1 (launch.py's faulthandler
-        writes the Python stacks). gdb goes first: in interpreter shutdown, past
-        faulthandler's end, SIGUSR1 ends the process. It is still alive afterwards, unless so.
-        """
-        gdb = shutil.which("gdb")
-        if gdb:
-            try:
-                traced = subprocess.run(
-                    [gdb, "-p", str(self.process.pid), "-batch", "-nx",
-                     "-ex", "thread apply all bt 30"],
-                    capture_output=True, text=True, timeout=_GDB_S)
-                (self.out_dir / "native_stacks.txt").write_text(traced.stdout + traced.stderr)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
+    def dump_python_stacks(self) -> None:
+        """SIGUSR1: launch.py's faulthandler writes every thread's Python stack. Past the end
+        of Python (interpreter shutdown) the signal is ignored and nothing is written."""
         try:
             os.kill(self.process.pid, signal.SIGUSR1)
         except ProcessLookupError:
@@ -168,6 +160,20 @@ class _Running:
             if now and now == size:  # written, and no longer growing
                 break
             size = now
+
+    def dump_native_stacks(self, seconds: float) -> None:
+        """gdb's backtrace of every thread, where gdb is installed and it is still alive."""
+        gdb = shutil.which("gdb")
+        if not gdb or seconds <= 0 or self.process.poll() is not None:
+            return
+        try:
+            traced = subprocess.run(
+                [gdb, "-p", str(self.process.pid), "-batch", "-nx", "-iex", "set auto-load off",
+                 "-ex", "thread apply all bt 30"],
+                capture_output=True, text=True, timeout=seconds)
+            (self.out_dir / "native_stacks.txt").write_text(traced.stdout)  # (no warnings)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
 
 
 def free_port() -> int:
@@ -216,10 +222,13 @@ def run_workers(
                 deadline = time.monotonic() + _GRACE_S
                 why = f"{_GRACE_S:g} s after worker {failed[0]} failed"
             time.sleep(0.2)
-        for running in started:
-            if running.process.poll() is None:
-                running.deadline = why
-                running.dump_stacks()
+        hung = [w for w in started if w.process.poll() is None]
+        for running in hung:
+            running.deadline = why
+            running.dump_python_stacks()
+        gdb_end = time.monotonic() + _GDB_S
+        for running in hung:
+            running.dump_native_stacks(gdb_end - time.monotonic())
     finally:
         for running in started:
             if running.process.poll() is None:

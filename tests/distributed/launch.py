@@ -18,6 +18,10 @@ import sys
 def main() -> None:
     stacks_path, script = sys.argv[1], sys.argv[2]
     stacks = open(stacks_path, "w")  # noqa: SIM115 - must stay open for the signal handler
+    # Ignored until registered, and again once faulthandler is gone in interpreter shutdown
+    # (it restores this handler): a late SIGUSR1 must not end the process, which the
+    # harness then still finds alive and hung, for gdb.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True)
     sys.argv = sys.argv[2:]
     runpy.run_path(script, run_name="__main__")
