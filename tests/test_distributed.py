@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import functools
 import json
+import re
+import signal
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -51,6 +54,33 @@ def single_process_env(monkeypatch):
     for name in ("TF_CONFIG", "RANK", "WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
+
+
+# -- the harness: a hung worker is reported as hung, with where it hung ------------------------
+
+@pytest.mark.backend_agnostic
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's on_exit, SIGUSR1")
+def test_harness_reports_where_a_worker_hung(tmp_path):
+    modes = ["none", "sleep", "shutdown", "watchdog"]  # see tests/distributed/hang.py
+    ok, sleep, shutdown, watchdog = run_workers(
+        "hang.py", [[m] for m in modes], tmp_path, timeout_s=10, native_stacks=False)
+    report = describe([ok, sleep, shutdown, watchdog])
+    assert ok.ok and not ok.hung, report
+    assert report.startswith("worker 0: returncode 0\n"), report
+    # Python code that never returns: killed at the limit, with its Python stacks
+    assert (sleep.killed, sleep.returncode) == (True, -signal.SIGKILL), report
+    assert re.search(r"worker 1: HUNG, still running at the 10 s limit; so killed; "
+                     r"in wait_forever \(\S*hang\.py:\d+\)\n", report), report
+    assert "--- worker 1: Python stacks when killed (faulthandler)\n" in report
+    # hung in exit(), after Python: no Python stack, and SIGUSR1 did not end it
+    assert (shutdown.killed, shutdown.returncode, shutdown.stacks) == (True, -signal.SIGKILL, "")
+    assert "worker 2: HUNG, still running at the 10 s limit; so killed; without a Python " \
+           "stack: past the end of its Python code" in report, report
+    # its own exit watchdog ended it: status 1, and the watchdog's stacks say where
+    assert (watchdog.killed, watchdog.returncode, watchdog.hung) == (False, 1, True), report
+    assert re.search(r"worker 3: HUNG in its ending, so its exit watchdog ended it "
+                     r"\(returncode 1\); in wait_forever \(.*hang\.py:\d+\)", report), report
+    assert not all_ok([ok, sleep]) and all_ok([ok])
 
 
 # -- the identity check: each framework's way of saying "I am process k of n" ------------------

@@ -189,12 +189,14 @@ def run_workers(
     out_root: Path,
     timeout_s: float,
     envs: list[dict[str, str]] | None = None,
+    native_stacks: bool = True,
 ) -> list[Worker]:
     """Run ``tests/distributed/<script>`` once per argv, all at once, within ``timeout_s``.
 
     Each worker gets ``--out <out_root>/w<i>`` first, and ``envs[i]`` on top of this
-    process's environment. When one fails, the others get a short grace period, then every
-    process group still alive is killed.
+    process's environment. When one fails, the others get a short grace period. Then each
+    worker still running writes its Python stacks, gdb takes their native stacks (unless
+    ``native_stacks`` is false), and every process group still alive is killed.
     """
     base = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     base["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(TESTS), base.get("PYTHONPATH", "")])
@@ -226,7 +228,7 @@ def run_workers(
         for running in hung:
             running.deadline = why
             running.dump_python_stacks()
-        gdb_end = time.monotonic() + _GDB_S
+        gdb_end = time.monotonic() + (_GDB_S if native_stacks else 0.0)
         for running in hung:
             running.dump_native_stacks(gdb_end - time.monotonic())
     finally:
