@@ -246,6 +246,12 @@ def run_workers(
     ]
 
 
+def _main_thread_first(backtraces: str) -> str:
+    """gdb's ``thread apply all bt`` output with thread 1 (the main thread) moved first."""
+    blocks = re.split(r"\n(?=Thread \d+ \()", backtraces)
+    return "\n".join(sorted(blocks, key=lambda b: not b.startswith("Thread 1 (")))
+
+
 def _read(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
@@ -267,8 +273,9 @@ def describe(workers: list[Worker], tail: int = 4000) -> str:
             parts.append(f"--- worker {w.index}: Python stacks when its exit watchdog fired "
                          f"(faulthandler)\n{w.timed_out.strip()}")
         if w.native_stacks:
-            parts.append(f"--- worker {w.index}: native stacks when killed (gdb; the first "
-                         f"{tail} characters)\n{w.native_stacks[:tail]}")
+            parts.append(f"--- worker {w.index}: native stacks when killed (gdb, main thread "
+                         f"first; the first {2 * tail} characters)\n"
+                         f"{_main_thread_first(w.native_stacks)[:2 * tail]}")
     for w in workers:  # (without the watchdog's stacks, shown above)
         output = w.output[:len(w.output) - len(w.timed_out)]
         parts.append(f"--- worker {w.index}: output (last {tail} characters)\n"
