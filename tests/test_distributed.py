@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import functools
 import json
+import re
+import signal
+import sys
 from collections import Counter
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
-from distributed.harness import describe, free_port, run_workers
+from distributed.harness import all_ok, describe, free_port, run_workers
 from models import images, small_cnn
 
 import gradcam_callbacks as gc
@@ -51,6 +54,33 @@ def single_process_env(monkeypatch):
     for name in ("TF_CONFIG", "RANK", "WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
+
+
+# -- the harness: a hung worker is reported as hung, with where it hung ------------------------
+
+@pytest.mark.backend_agnostic
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's on_exit, SIGUSR1")
+def test_harness_reports_where_a_worker_hung(tmp_path):
+    modes = ["none", "sleep", "shutdown", "watchdog"]  # see tests/distributed/hang.py
+    ok, sleep, shutdown, watchdog = run_workers(
+        "hang.py", [[m] for m in modes], tmp_path, timeout_s=10, native_stacks=False)
+    report = describe([ok, sleep, shutdown, watchdog])
+    assert ok.ok and not ok.hung, report
+    assert report.startswith("worker 0: returncode 0\n"), report
+    # Python code that never returns: killed at the limit, with its Python stacks
+    assert (sleep.killed, sleep.returncode) == (True, -signal.SIGKILL), report
+    assert re.search(r"worker 1: HUNG, still running at the 10 s limit; so killed; "
+                     r"in wait_forever \(\S*hang\.py:\d+\)\n", report), report
+    assert "--- worker 1: Python stacks when killed (faulthandler)\n" in report
+    # hung in exit(), after Python: no Python stack, and SIGUSR1 did not end it
+    assert (shutdown.killed, shutdown.returncode, shutdown.stacks) == (True, -signal.SIGKILL, "")
+    assert "worker 2: HUNG, still running at the 10 s limit; so killed; without a Python " \
+           "stack: past the end of its Python code" in report, report
+    # its own exit watchdog ended it: status 1, and the watchdog's stacks say where
+    assert (watchdog.killed, watchdog.returncode, watchdog.hung) == (False, 1, True), report
+    assert re.search(r"worker 3: HUNG in its ending, so its exit watchdog ended it "
+                     r"\(returncode 1\); in wait_forever \(.*hang\.py:\d+\)", report), report
+    assert not all_ok([ok, sleep]) and all_ok([ok])
 
 
 # -- the identity check: each framework's way of saying "I am process k of n" ------------------
@@ -278,7 +308,7 @@ def assert_only_chief_wrote(workers) -> None:
 @only["tensorflow"]
 def test_mirrored_strategy_on_two_cpus(tmp_path):
     workers = run_workers("tf_mirrored.py", [[]], tmp_path, timeout_s=360)
-    assert workers[0].returncode == 0, describe(workers)
+    assert all_ok(workers), describe(workers)
     result, arrays = workers[0].result(), workers[0].arrays()
     assert (result["replicas"], result["variable_type"]) == (2, "MirroredVariable")
     assert result["identity"] == [0, 1] and result["chief"]
@@ -309,7 +339,7 @@ def test_multi_worker_mirrored_two_processes(tmp_path):
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
     envs = [{"TF_CONFIG": tf_config(cluster, {"type": "worker", "index": k})} for k in (0, 1)]
     workers = run_workers("tf_multiworker.py", [[], []], tmp_path, timeout_s=360, envs=envs)
-    assert all(w.returncode == 0 for w in workers), describe(workers)
+    assert all_ok(workers), describe(workers)
     results = [w.result() for w in workers]
     assert [r["identity"] for r in results] == [[0, 2], [1, 2]]
     assert [r["chief"] for r in results] == [True, False]
@@ -329,7 +359,7 @@ def jax_two_devices(tmp_path_factory):
     """One run of tests/distributed/jax_local.py: DataParallel, then ModelParallel."""
     out = tmp_path_factory.mktemp("jax_local")
     workers = run_workers("jax_local.py", [[]], out, timeout_s=420)
-    assert workers[0].returncode == 0, describe(workers)
+    assert all_ok(workers), describe(workers)
     return workers[0]
 
 
@@ -354,7 +384,7 @@ def test_jax_two_processes(tmp_path):
     port = free_port()
     workers = run_workers("jax_multiprocess.py", [[str(port), "0"], [str(port), "1"]],
                           tmp_path, timeout_s=420)
-    assert all(w.returncode == 0 for w in workers), describe(workers)
+    assert all_ok(workers), describe(workers)
     results = [w.result() for w in workers]
     assert [(r["processes"], r["devices"]) for r in results] == [(2, 2), (2, 2)]
     # (TensorFlow does get imported here, by keras.distribution.initialize's set_random_seed)
@@ -377,7 +407,7 @@ def test_torch_two_ranks(tmp_path):
     port = str(free_port())
     envs = [{"RANK": str(k), "WORLD_SIZE": "2"} for k in (0, 1)]
     workers = run_workers("torch_ddp.py", [[port], [port]], tmp_path, timeout_s=300, envs=envs)
-    assert all(w.returncode == 0 for w in workers), describe(workers)
+    assert all_ok(workers), describe(workers)
     results = [w.result() for w in workers]
     assert [r["before_init"]["identity"] for r in results] == [[0, 2], [1, 2]]
     assert [r["tensorflow_imported"] for r in results] == [False, False]

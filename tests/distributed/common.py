@@ -8,6 +8,7 @@ logical devices): it imports Keras.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import sys
 import warnings
@@ -24,6 +25,9 @@ from gradcam_callbacks.distribute import is_chief, process_identity
 
 PROBES = 3
 EPOCHS = 2
+# Once its results are written, a worker has this long to meet its peers at the closing
+# barrier, tear its group down and exit (see bound_the_exit).
+EXIT_S = 90.0
 X = images(32, seed=21)
 Y = (np.arange(32) * 7) % 5
 
@@ -81,6 +85,15 @@ def write_result(out: Path, result: dict[str, Any], **arrays: np.ndarray) -> Non
     """Write ``result.json`` and ``arrays.npz`` for the parent test."""
     np.savez(out / "arrays.npz", **arrays)
     (out / "result.json").write_text(json.dumps(result, default=str))
+
+
+def bound_the_exit(seconds: float = EXIT_S) -> None:
+    """From now on this process must end within ``seconds``: if it has not (stuck at the
+    closing barrier, in the group's teardown, or in interpreter shutdown), ``faulthandler``
+    writes every thread's Python stack to stderr and ends it with exit status 1, so the
+    parent reports where it hung instead of waiting for its own limit. Call it after
+    :func:`write_result`: the results are safe, and only the ending is left."""
+    faulthandler.dump_traceback_later(seconds, exit=True)
 
 
 def gradcam_warnings(caught: list[warnings.WarningMessage]) -> list[str]:

@@ -17,6 +17,7 @@ os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_backend_opti
 import jax  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from jax.experimental import multihost_utils  # noqa: E402
 from models import small_cnn  # noqa: E402
 
 from distributed.common import (  # noqa: E402
@@ -25,6 +26,7 @@ from distributed.common import (  # noqa: E402
     X,
     Y,
     arguments,
+    bound_the_exit,
     gradcam_warnings,
     identity,
     write_result,
@@ -73,6 +75,11 @@ def main() -> None:
         sharded_losses=[float(v) for v in history.history["loss"]],
     )
     write_result(args.out, result, **arrays)
+    bound_the_exit()
+    # Process 0 runs the coordination service: every process gets here before any shuts its
+    # side down (shutdown itself is a barrier too, bounded by JAX's shutdown timeout).
+    multihost_utils.sync_global_devices("gradcam-callbacks tests: done")
+    jax.distributed.shutdown()
 
 
 if __name__ == "__main__":

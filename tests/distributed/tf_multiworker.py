@@ -22,6 +22,7 @@ from distributed.common import (  # noqa: E402
     X,
     Y,
     arguments,
+    bound_the_exit,
     identity,
     write_result,
 )
@@ -45,9 +46,22 @@ def main() -> None:
         result["fit_frames"] = [f"{Path(f.filename).name}:{f.name}"
                                 for f in traceback.extract_tb(error.__traceback__)]
         write_result(args.out, result)
-        return
-    write_result(args.out, result, **recorder.arrays(),
-                 **{f"final_{i}": w for i, w in enumerate(model.get_weights())})
+    else:
+        write_result(args.out, result, **recorder.arrays(),
+                     **{f"final_{i}": w for i, w in enumerate(model.get_weights())})
+    bound_the_exit()
+    barrier(strategy)
+
+
+def barrier(strategy: tf.distribute.Strategy) -> None:
+    """Every worker gets here before any exits: worker 0 leads the cluster's coordination
+    service, and a worker whose peer has gone can be stuck or aborted in its own ending.
+    An all-reduce over every replica is the barrier."""
+    one = strategy.run(lambda: tf.constant(1.0))
+    total = strategy.reduce(tf.distribute.ReduceOp.SUM, one, axis=None)
+    if int(total) != strategy.num_replicas_in_sync:
+        raise RuntimeError(f"closing barrier: {float(total)} of "
+                           f"{strategy.num_replicas_in_sync} replicas")
 
 
 if __name__ == "__main__":

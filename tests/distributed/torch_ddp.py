@@ -17,10 +17,12 @@ from models import small_cnn  # noqa: E402
 
 from distributed.common import (  # noqa: E402
     EPOCHS,
+    EXIT_S,
     Recorder,
     X,
     Y,
     arguments,
+    bound_the_exit,
     identity,
     write_result,
 )
@@ -55,6 +57,20 @@ def main() -> None:
     write_result(args.out, {**identity(), "before_init": before},
                  **recorder.arrays(),
                  **{f"final_{i}": w for i, w in enumerate(model.get_weights())})
+    bound_the_exit()
+    del trainer  # DDP holds the group: let it go before the group is torn down
+    leave_group()
+
+
+def leave_group() -> None:
+    """Tear the group down once every rank has got here, and never wait forever.
+
+    Rank 0 still computes and writes its last images when the others have finished their
+    steps; no rank may destroy its side of the group (and exit, closing rank 0's store and
+    the gloo connections) while another still has it in use. gloo's monitored barrier waits
+    at most ``EXIT_S / 3`` and then names the ranks that did not arrive.
+    """
+    dist.monitored_barrier(timeout=timedelta(seconds=EXIT_S / 3), wait_all_ranks=True)
     dist.destroy_process_group()
 
 
