@@ -136,7 +136,9 @@ def test_preprocessing_before_a_pooled_base_is_never_chosen():
     assert resolve_layer(transfer_model(), None).path == "tiny_base/feat"
     inputs = keras.Input((16, 16, 3))
     h = keras.layers.Rescaling(1 / 255)(inputs)
-    h = keras.layers.Normalization(mean=0.5, variance=0.1)(h)
+    per_pixel = keras.layers.Normalization(axis=(1, 2, 3))  # its weights have rank 3
+    per_pixel.adapt(images(4))
+    h = per_pixel(h)
     h = keras.layers.Resizing(12, 12)(h)
     h = keras.layers.CenterCrop(8, 8)(h)
     h = keras.layers.BatchNormalization()(h)  # learned, but no weight matrix or kernel
@@ -144,6 +146,26 @@ def test_preprocessing_before_a_pooled_base_is_never_chosen():
     with pytest.raises(ValueError, match=r"layer=None: walking back from output 0 of model .* "
                        r"no spatial feature map was found .*Pass layer= explicitly"):
         gc.explain_prediction(model, images(1))
+
+
+class Backbone(keras.Model):
+    """A subclassed model used as a layer: no graph inside, so it is taken whole."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(5, 3, strides=2, padding="same")
+
+    def call(self, x):
+        return keras.activations.relu(self.conv(x))
+
+
+def test_subclassed_model_inside_a_graph_is_taken_whole():
+    inputs = keras.Input((16, 16, 3))
+    h = Backbone(name="backbone")(keras.layers.Rescaling(2.0)(inputs))
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h))
+    model = set_numpy_weights(keras.Model(inputs, outputs))
+    explanation = gc.explain_prediction(model, images(1))
+    assert explanation.layer == "backbone" and explanation.targets[0].heatmap.shape == (8, 8)
 
 
 def residual(op: bool) -> keras.Model:
