@@ -229,7 +229,8 @@ class GradCamCallback(keras.callbacks.Callback):
             writer.add_image(tag, captioned(side_by_side([shown, overlay]), caption), step,
                              description=f"Probe {i}: the input (left) and its Grad-CAM "
                              "overlay (right); the caption names the step (completed epochs), "
-                             "the explained target and its score")
+                             "the explained target and its score. Layer: "
+                             f"`{self._plan.layer.path}`")
             writer.add_scalar(f"{tag}/score", float(scores[i]), step)
             if changes is not None:
                 writer.add_scalar(f"{tag}/change", float(changes[i]), step)

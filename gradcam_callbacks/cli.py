@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--out", required=True, metavar="DIR", help="output folder")
     explain.add_argument("--layer", metavar="NAME",
                          help="layer to explain at: a name, or a path 'base/layer' into a "
-                         "nested model (default: the last layer with a spatial output)")
+                         "nested model (default: the last spatial map larger than 1x1)")
     targets = explain.add_mutually_exclusive_group()
     targets.add_argument("--target", type=_non_negative_int, action="append", metavar="K",
                          help="class index to explain (repeatable; default: the top class)")

@@ -138,8 +138,8 @@ def plan(model: keras.Model, layer: layers.LayerSpec = None, output: OutputSpec 
         'mobilenetv2_1.00_224/out_relu'
     """
     _check_model(model)
-    choice = layers.resolve_layer(model, layer)
     index, classes = _resolve_output(model, output)
+    choice = layers.resolve_layer(model, layer, index)  # the automatic layer depends on it
     inputs = layers.input_rank(model)
     dtype = model.inputs[0].dtype if inputs is not None else "float32"
     if not str(dtype).startswith(("float", "bfloat")):

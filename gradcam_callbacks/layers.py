@@ -1,9 +1,10 @@
 """Which layer Grad-CAM looks at, and how its output is reached on any backend.
 
-A layer is found by the automatic rule (the last layer whose output has the input's rank,
-descending into nested models), by name, by a ``"outer/inner"`` path, by index or as an
-instance. Its output is reached by :func:`intercept`, which routes the layer's ``call``
-through a function for the duration of one traced call. That single mechanism works the same
+A layer is found by the automatic rule (:func:`auto_layer`: walking back along the computation
+from the explained output, the last spatial feature map larger than 1x1, descending into nested
+models), by name, by a ``"outer/inner"`` path, by index or as an instance. Its output is
+reached by :func:`intercept`, which routes the layer's ``call`` through a function for the
+duration of one traced call. That single mechanism works the same
 for Functional, Sequential, nested and subclassed models, and never rebuilds a sub-model.
 """
 
@@ -30,7 +31,7 @@ class LayerChoice:
         'mobilenetv2_1.00_224/out_relu'
     """
 
-    layer: keras.layers.Layer
+    layer: keras.Operation  # a Layer, or an operation of a Functional such as ``x + y``
     path: str
 
 
@@ -75,14 +76,16 @@ def data_format(model: keras.Model, layer: keras.layers.Layer) -> str:
     return found
 
 
-def resolve_layer(model: keras.Model, layer: LayerSpec) -> LayerChoice:
+def resolve_layer(model: keras.Model, layer: LayerSpec, output_index: int = 0) -> LayerChoice:
     """Find the layer to explain at.
 
     Args:
         model: A built Keras model.
-        layer: ``None`` (automatic), a name, a path such as ``"base/out_relu"`` into nested
-            models, an index into ``model.layers`` (negative allowed), or a layer instance
-            anywhere inside the model.
+        layer: ``None`` (automatic, see :func:`auto_layer`), a name, a path such as
+            ``"base/out_relu"`` into nested models, an index into ``model.layers`` (negative
+            allowed), or a layer instance anywhere inside the model.
+        output_index: Which of the model's (flattened) outputs is explained; the automatic
+            choice walks back from it.
 
     Returns:
         The layer and its path.
@@ -95,21 +98,9 @@ def resolve_layer(model: keras.Model, layer: LayerSpec) -> LayerChoice:
         >>> resolve_layer(model, None).path  # doctest: +SKIP
         'mobilenetv2_1.00_224/out_relu'
     """
-    rank = input_rank(model)
     if layer is None:
-        if rank is None:
-            raise ValueError(
-                f"layer=None needs a model with a symbolic input to pick a layer automatically; "
-                f"model {model.name!r} ({type(model).__name__}) has none. Pass layer= as a "
-                "layer instance, name or index."
-            )
-        found = _auto_layer(model, rank, "")
-        if found is None:
-            raise ValueError(
-                f"layer=None: no layer of model {model.name!r} has an output of rank {rank} "
-                "(the input's rank), so no spatial feature map was found. Pass layer= explicitly."
-            )
-        return found
+        return auto_layer(model, output_index)
+    rank = input_rank(model)
     if isinstance(layer, keras.layers.Layer):
         path = _path_of(model, layer, "")
         if path is None:
@@ -221,21 +212,185 @@ def walk(model: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
         yield from walk(sub)
 
 
-def _auto_layer(model: keras.layers.Layer, rank: int, prefix: str) -> LayerChoice | None:
-    for candidate in reversed(_sublayers(model)):
-        if output_rank(candidate) != rank:
+def auto_layer(model: keras.Model, output_index: int = 0) -> LayerChoice:
+    """The automatic layer: the last spatial feature map larger than 1x1 before the output.
+
+    Starting at the explained output, the computation is walked back towards the input
+    (Functional models by their graph, Sequential models by their layer order), stepping
+    into every nested Functional or Sequential model from its output, whatever that output's
+    rank. The first operation met (so the last one computed) whose output
+
+    - has the rank of the model's input (4 for images),
+    - has spatial dims that are not all 1 (unknown dims count as larger than 1), and
+    - comes after a layer that learns features, or is one: a layer holding a weight matrix
+      or kernel, a weight of rank >= 2 (``Conv2D``, ``DepthwiseConv2D``, ``Dense``, ...).
+      ``Normalization`` and weightless layers (``Rescaling``, ``Resizing``, ``CenterCrop``,
+      augmentation) do not count, so a map that only transforms the raw input is never
+      chosen,
+
+    is the choice. On a plain CNN this is ELI5's choice, the last layer whose output has the
+    input's rank. It differs where ``model.layers`` order is not the order of computation
+    (ConvNeXt's residual ``add`` comes after the branch it closes, but is not a layer) and on
+    1x1 heads (MobileNetV3's ``logits`` convolution): the map the global pooling reads is
+    taken. Where the walk forks before finding a map (a layer with several inputs, such as two
+    pooled branches concatenated), every branch is followed: branches that reach the same map
+    agree; branches that reach different maps are reported in a ValueError listing them.
+
+    Args:
+        model: A built Functional or Sequential model (possibly with nested models).
+        output_index: Which of the model's (flattened) outputs is explained.
+
+    Returns:
+        The layer (or Keras operation, such as ConvNeXt's ``add``) and its path from ``model``.
+
+    Raises:
+        ValueError: the model has no graph (subclassed), or no map or several maps qualify.
+
+    Example:
+        >>> auto_layer(model).path  # doctest: +SKIP
+        'mobilenetv2_1.00_96/out_relu'
+    """
+    rank, outputs = input_rank(model), _graph_outputs(model)
+    if rank is None or outputs is None:
+        raise ValueError(
+            f"layer=None needs a model with a symbolic input to pick a layer automatically; "
+            f"model {model.name!r} ({type(model).__name__}) has none. Pass layer= as a "
+            "layer instance, name or index."
+        )
+    found: dict[int, LayerChoice] = {}
+    seen: set[tuple[int, ...]] = set()
+    stack: list[_Site] = [(outputs[output_index], ())]
+    while stack:
+        site = _settle(stack.pop())
+        if site is None or _site_key(site) in seen:
             continue
-        path = prefix + candidate.name
-        if _sublayers(candidate):
-            inner = _auto_layer(candidate, rank, path + "/")
-            if inner is not None:
-                return inner
-        return LayerChoice(candidate, path)
-    return None
+        seen.add(_site_key(site))
+        if not _learned_before(site):
+            continue  # nothing before it learns features, so nothing before it qualifies
+        choice = _spatial_map(model, site, rank)
+        if choice is None:
+            stack.extend(_parents(site))
+        else:
+            found.setdefault(id(choice.layer), choice)
+    if len(found) == 1:
+        return next(iter(found.values()))
+    if not found:
+        raise ValueError(
+            f"layer=None: walking back from output {output_index} of model {model.name!r}, no "
+            f"layer has an output of rank {rank} (the input's rank) larger than 1x1 after a "
+            "layer with learned weights, so no spatial feature map was found (preprocessing of "
+            "the raw input, such as Rescaling, is never chosen). Pass layer= explicitly."
+        )
+    paths = ", ".join(repr(choice.path) for choice in found.values())
+    raise ValueError(
+        f"layer=None: output {output_index} of model {model.name!r} is reached from "
+        f"{len(found)} different spatial feature maps, one per branch: {paths}. Pass layer= "
+        "with the one to explain."
+    )
+
+
+# A point of the walk: a symbolic tensor and the nested models it lies in, outermost first,
+# each as (nested model, the outer node that called it).
+_Site = tuple[Any, tuple[tuple[Any, Any], ...]]
+
+
+def _graph_outputs(model: Any) -> list[Any] | None:
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return None
+    return keras.tree.flatten(outputs) if outputs else None
+
+
+def _node(tensor: Any) -> tuple[Any, Any, int] | None:
+    history = getattr(tensor, "_keras_history", None)
+    if history is None or history.operation is None:
+        return None
+    operation = history.operation
+    return operation, operation._inbound_nodes[history.node_index], history.tensor_index
+
+
+def _settle(site: _Site) -> _Site | None:
+    """Move the site to the operation that really computes it: into a nested model from its
+    output, out of a nested model from its input; ``None`` at the outer model's input."""
+    tensor, frames = site
+    while True:
+        made = _node(tensor)
+        if made is None:
+            return None
+        operation, node, index = made
+        inner = _graph_outputs(operation) if isinstance(operation, keras.Model) else None
+        if inner is not None:
+            tensor, frames = inner[index], (*frames, (operation, node))
+        elif node.is_input:
+            if not frames:
+                return None
+            nested, outer = frames[-1]
+            inputs = symbolic_inputs(nested) or []
+            position = next((i for i, t in enumerate(inputs) if t is tensor), 0)
+            if position >= len(outer.input_tensors):
+                return None
+            tensor, frames = outer.input_tensors[position], frames[:-1]
+        else:
+            return tensor, frames
+
+
+def _site_key(site: _Site) -> tuple[int, ...]:
+    tensor, frames = site
+    return (id(tensor), *(id(node) for _, node in frames))
+
+
+def _parents(site: _Site) -> list[_Site]:
+    tensor, frames = site
+    made = _node(tensor)
+    return [] if made is None else [(t, frames) for t in made[1].input_tensors]
+
+
+def _learns_features(operation: Any) -> bool:
+    if isinstance(operation, keras.layers.Normalization):
+        return False
+    return any(len(weight.shape) >= 2 for weight in getattr(operation, "weights", None) or [])
+
+
+def _learned_before(site: _Site) -> bool:
+    """Whether the site's operation, or one before it, learns features."""
+    stack, seen = [site], set()
+    while stack:
+        settled = _settle(stack.pop())
+        if settled is None or _site_key(settled) in seen:
+            continue
+        seen.add(_site_key(settled))
+        made = _node(settled[0])
+        if made is not None and _learns_features(made[0]):
+            return True
+        stack.extend(_parents(settled))
+    return False
+
+
+def _spatial_map(model: keras.Model, site: _Site, rank: int) -> LayerChoice | None:
+    """The site's operation if its (single) output is a spatial map larger than 1x1."""
+    tensor, frames = site
+    made = _node(tensor)
+    shape = tuple(tensor.shape)
+    if made is None or len(shape) != rank or len(made[1].output_tensors) != 1:
+        return None
+    operation = made[0]
+    spatial = shape[2:] if data_format(model, operation) == "channels_first" else shape[1:-1]
+    if all(size == 1 for size in spatial):
+        return None
+    return LayerChoice(operation, "/".join([*(m.name for m, _ in frames), operation.name]))
+
+
+def _members(model: Any) -> list[Any]:
+    """The layers of a model and its other Keras operations (``x + y`` in a Functional)."""
+    layers = _sublayers(model)
+    extra = [op for op in getattr(model, "operations", None) or []
+             if not isinstance(op, keras.layers.Layer)]
+    return layers + extra
 
 
 def _path_of(model: keras.layers.Layer, layer: keras.layers.Layer, prefix: str) -> str | None:
-    for sub in _sublayers(model):
+    for sub in _members(model):
         if sub is layer:
             return prefix + sub.name
         inner = _path_of(sub, layer, prefix + sub.name + "/")
@@ -247,7 +402,8 @@ def _path_of(model: keras.layers.Layer, layer: keras.layers.Layer, prefix: str) 
 def _layer_by_path(model: keras.Model, path: str) -> LayerChoice:
     current: keras.layers.Layer = model
     for depth, part in enumerate(path.split("/")):
-        names = [sub.name for sub in _sublayers(current)]
+        members = _members(current)
+        names = [sub.name for sub in members]
         if part not in names:
             where = model.name if depth == 0 else "/".join(path.split("/")[:depth])
             shown = ", ".join(repr(n) for n in names[-8:])
@@ -256,5 +412,5 @@ def _layer_by_path(model: keras.Model, path: str) -> LayerChoice:
                 f"layer {path!r} not found: {where!r} has no layer named {part!r}; its layers "
                 f"are {shown}{more}"
             )
-        current = _sublayers(current)[names.index(part)]
+        current = members[names.index(part)]
     return LayerChoice(current, path)
