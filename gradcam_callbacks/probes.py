@@ -198,14 +198,14 @@ def check_labels(y: np.ndarray) -> np.ndarray:
             first = int(np.flatnonzero(fractional)[0])
             raise ValueError(
                 f"probes labels must be whole class indices for targets='true'; received "
-                f"{values[first]!r} for probe {first}"
+                f"{values[first].item()!r} for probe {first}"
             )
         negative = values < 0
         if negative.any():
             first = int(np.flatnonzero(negative)[0])
             raise ValueError(
                 f"probes labels must be class indices >= 0 for targets='true'; received "
-                f"{values[first]!r} for probe {first}"
+                f"{values[first].item()!r} for probe {first}"
             )
         return y
     empty = ~(rows > 0).any(axis=1)
