@@ -94,9 +94,14 @@ class Plan:
 
     def run(
         self, docs: np.ndarray, targets: np.ndarray, counts: np.ndarray,
-        batch_size: int | None = None,
+        batch_size: int | None = None, *, name: str = "doc",
     ) -> RawExplanation:
-        """Run the compiled pass over validated docs and targets, ``batch_size`` at a time."""
+        """Run the compiled pass over validated docs and targets, ``batch_size`` at a time.
+
+        Raises:
+            NonFiniteError: the model gave NaN or inf for some docs (their indices are
+                named, as ``name(s) [i, ...]``: the callback passes ``name="probe"``).
+        """
         function = backends.gradient_function(
             self.model, self.layer.layer, self.layer.path, self.output_index
         )
@@ -114,7 +119,7 @@ class Plan:
         scores = np.take_along_axis(outputs, resolved.astype(np.intp), axis=-1)
         with np.errstate(over="ignore", invalid="ignore"):
             heatmaps = gradcam_maps(weights, activations[:, None])
-        _check_finite(self.model, scores, activations, grads, heatmaps, counts)
+        _check_finite(self.model, scores, activations, grads, heatmaps, counts, name)
         return RawExplanation(
             activations=activations, grads=grads, weights=weights,
             heatmaps=heatmaps, targets=resolved,
@@ -124,7 +129,8 @@ class Plan:
 
 
 def _check_finite(model: keras.Model, scores: np.ndarray, activations: np.ndarray,
-                  grads: np.ndarray, heatmaps: np.ndarray, counts: np.ndarray) -> None:
+                  grads: np.ndarray, heatmaps: np.ndarray, counts: np.ndarray,
+                  name: str = "doc") -> None:
     """Raise :class:`NonFiniteError` naming the docs whose numbers are not all finite."""
     count = len(scores)
     real = np.arange(scores.shape[1])[None, :] < np.asarray(counts)[:, None]  # (N, K)
@@ -147,8 +153,8 @@ def _check_finite(model: keras.Model, scores: np.ndarray, activations: np.ndarra
                    key=list(checks).index)
     raise NonFiniteError(
         f"model {model.name!r} produced non-finite values (NaN or inf: {', '.join(kinds)}) "
-        f"for doc(s) {index_list(indices)} of {count}, so their Grad-CAM maps cannot be "
-        f"scaled to [0, 1]: e.g. doc {indices[0]}: {', '.join(problems[indices[0]])}. A "
+        f"for {name}(s) {index_list(indices)} of {count}, so their Grad-CAM maps cannot be "
+        f"scaled to [0, 1]: e.g. {name} {indices[0]}: {', '.join(problems[indices[0]])}. A "
         "diverged model (NaN weights) or inputs far outside the training range do this",
         indices, problems,
     )
@@ -212,7 +218,8 @@ def explain_predictions(
     Args:
         model: A built Keras model (Functional, Sequential, nested or, with ``layer`` given,
             subclassed) on any Keras 3 backend.
-        docs: Inputs, shape ``(N,) + model.input_shape[1:]`` (``None`` dims take any size).
+        docs: Inputs, shape ``(N,) + model.input_shape[1:]`` (``None`` dims take any size):
+            a numpy array, a TensorFlow / JAX / PyTorch tensor or nested lists of numbers.
         images: Optional pictures to draw on, one per doc (Pillow images or uint8 arrays).
             By default each is derived from its doc like ``keras.utils.array_to_img``.
         targets: ``None`` (each doc's top class), a list of N class indices, or a list of N
@@ -224,6 +231,11 @@ def explain_predictions(
 
     Returns:
         One :class:`Explanation` per doc.
+
+    Raises:
+        TypeError, ValueError: bad arguments, named, before anything is computed.
+        NonFiniteError: (a ``ValueError``) the model produced NaN or inf for some docs,
+            named by index; no heatmap is returned rather than one outside [0, 1].
 
     Example:
         >>> expls = explain_predictions(model, x_test[:16])  # doctest: +SKIP
@@ -251,7 +263,8 @@ def explain_prediction(
 
     Args:
         model: A built Keras model.
-        doc: One input with a batch axis of 1: ``(1,) + model.input_shape[1:]``.
+        doc: One input with a batch axis of 1: ``(1,) + model.input_shape[1:]``; a numpy
+            array, a TensorFlow / JAX / PyTorch tensor or nested lists of numbers.
         image: The picture to draw on (Pillow image or uint8 array); pass the original image
             when ``doc`` is preprocessed, else it is derived from ``doc`` by a min-max stretch.
         targets: ``None`` (the top class) or a list of class indices, one
@@ -261,6 +274,10 @@ def explain_prediction(
 
     Returns:
         An :class:`Explanation` whose ``targets[k].heatmap`` is a 2D array in [0, 1].
+
+    Raises:
+        NonFiniteError: (a ``ValueError``) the model's score, activations or gradients for
+            ``doc`` are NaN or infinite (e.g. a diverged model), so no map in [0, 1] exists.
 
     Example:
         >>> expl = explain_prediction(model, x[:1], targets=[3])  # doctest: +SKIP
