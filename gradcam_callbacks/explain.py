@@ -18,7 +18,6 @@ from PIL import Image
 from . import backends, layers, methods
 from ._validation import (
     as_array,
-    check_int,
     check_pictures,
     check_real_array,
     index_list,
@@ -292,7 +291,7 @@ def explain_predictions(
         >>> [e.targets[0].target for e in expls][:3]  # doctest: +SKIP
         [7, 2, 1]
     """
-    check_int("batch_size", batch_size, minimum=1, none_ok=True)
+    methods.check_positive("batch_size", batch_size)
     methods.check_options(method, max_channels)
     settings = plan(model, layer, output)
     docs = check_docs(model, docs)
