@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import keras
 import numpy as np
 from PIL import Image, ImageDraw
 
-from . import backends, metrics
+from . import backends, logdirs, metrics
+from ._validation import check_bool, check_int
 from .distribute import is_chief
-from .explain import Plan, check_docs, derive_image, plan, to_pil
+from .explain import Plan, check_docs, derive_image, plan
 from .image import (
     Colormap,
     captioned,
@@ -24,6 +25,18 @@ from .image import (
     side_by_side,
 )
 from .layers import LayerSpec
+from .probes import (
+    check_against_model,
+    check_boxes,
+    check_class_names,
+    check_masks,
+    check_targets,
+    labels,
+    object_masks,
+    pictures,
+    take_probes,
+    warn_integer_probes,
+)
 from .tensorboard import EventWriter
 
 TargetsOption = str | Sequence[int] | np.ndarray | None
@@ -48,24 +61,38 @@ class GradCamCallback(keras.callbacks.Callback):
     next logged epoch tries again.
 
     Args:
-        probes: The model inputs to watch: an array ``(N, ...)``, an ``(x, y)`` tuple, or a
-            ``tf.data.Dataset`` / ``keras.utils.PyDataset`` / iterable of batches (``x`` or
-            ``(x, y[, weights])``), from which the first ``max_probes`` examples are taken.
+        probes: The model inputs to watch: an array ``(N, ...)`` (numpy, a TensorFlow / JAX /
+            PyTorch tensor, or nested lists), an ``(x, y)`` tuple, or a ``tf.data.Dataset`` /
+            ``keras.utils.PyDataset`` / iterable of batches (``x`` or ``(x, y[, weights])``),
+            from which the first ``max_probes`` examples are taken. Elements of rank 3 (an
+            unbatched dataset, a list of images) are read as single examples. Probes are fed
+            to the model as given: uint8 probes for a float model without a ``Rescaling``
+            layer get a ``UserWarning`` (pass them scaled as in training, and the originals
+            as ``images``).
         images: Pictures to draw on, one per probe (Pillow images or uint8 arrays), when
             the inputs are preprocessed; by default each input is min-max stretched.
         targets: ``None`` (each probe's predicted class, re-decided every logged epoch),
-            ``"true"`` (the labels from ``y``, sparse or one-hot) or a list of class indices.
-        class_names: Names of the classes, for captions.
+            ``"true"`` (the labels from ``y``: sparse whole non-negative indices or one-hot
+            rows, finite) or a list of class indices.
+        class_names: Names of the classes, for captions: one per class of the model (checked
+            when training begins). Any iterable of str; it is read once.
         layer: The layer to explain at (see :func:`~gradcam_callbacks.explain_prediction`).
         output: For models with several outputs: index or name (default the first).
-        log_dir: The run directory for the event files.
+        log_dir: The run directory for the event files. Default: a new directory per
+            callback, ``logs/gradcam/<YYYYmmdd-HHMMSS>`` (local time when the callback is
+            made). One callback writes a directory at a time in a process: a second callback
+            whose ``log_dir`` is held by a callback still training raises ``ValueError`` when
+            its training begins, before the first epoch. A callback releases its directory
+            when training ends; after a fit that raised, when it trains again or is deleted.
         freq: Log after every ``freq``-th epoch (when ``epoch % freq == 0``, 0-based, as
             Keras' ``histogram_freq``).
         log_initial: Also log the model's maps before the first epoch, at step 0.
         max_probes: At most this many probes are used.
         probe_boxes: ``(N, 4)`` object boxes ``(x0, y0, x1, y1)`` in image pixels
-            (``x1``/``y1`` exclusive), for localisation scalars.
-        probe_masks: ``(N, H, W)`` boolean object masks in image pixels, instead of boxes.
+            (``x1``/``y1`` exclusive, non-empty, inside the picture), for localisation
+            scalars.
+        probe_masks: ``(N, H, W)`` boolean object masks in image pixels (each the size of
+            its picture, each with a True pixel), instead of boxes.
         colormap: Matplotlib colormap (or name) of the overlays.
         alpha_limit: Maximum opacity of the overlays, in [0, 1].
         display_size: Pictures smaller than this (shorter side, pixels) are enlarged by a
@@ -85,7 +112,7 @@ class GradCamCallback(keras.callbacks.Callback):
         class_names: Sequence[str] | None = None,
         layer: LayerSpec = None,
         output: int | str | None = None,
-        log_dir: str | os.PathLike = "logs/gradcam",
+        log_dir: str | os.PathLike | None = None,
         freq: int = 1,
         log_initial: bool = True,
         max_probes: int = 16,
@@ -96,27 +123,28 @@ class GradCamCallback(keras.callbacks.Callback):
         display_size: int = 128,
     ) -> None:
         super().__init__()
-        for name, value in (("freq", freq), ("max_probes", max_probes),
-                            ("display_size", display_size)):
-            if not _is_int(value) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; received {name}={value!r}")
-        if not isinstance(log_initial, bool):
-            raise TypeError(f"log_initial must be a bool; received log_initial={log_initial!r}")
+        self.freq = check_int("freq", freq, minimum=1)
+        self.max_probes = check_int("max_probes", max_probes, minimum=1)
+        self.display_size = check_int("display_size", display_size, minimum=1)
+        self.log_initial = check_bool("log_initial", log_initial)
+        if log_dir is None:
+            log_dir = logdirs.default_log_dir()
         if not isinstance(log_dir, (str, os.PathLike)):
             raise TypeError(f"log_dir must be a path; received log_dir={log_dir!r}")
-        self.freq, self.log_initial, self.max_probes = int(freq), log_initial, int(max_probes)
-        self.display_size = int(display_size)
         self.log_dir = os.fspath(log_dir)
         self.layer, self.output = layer, output
         self.colormap = get_colormap(colormap)
         self.alpha_limit = check_alpha_limit(alpha_limit)
-        self.probe_x, self.probe_y = _take_probes(probes, self.max_probes)
+        self.probe_x, self.probe_y = take_probes(probes, self.max_probes)
         count = len(self.probe_x)
-        self.pictures = _pictures(images, count)
-        self.targets = _check_targets(targets, self.probe_y, count)
-        self.class_names = _check_class_names(class_names)
-        self.probe_masks = _object_masks(probe_boxes, probe_masks, self._picture_sizes(), count)
-        self.probe_boxes = None if probe_boxes is None else np.asarray(probe_boxes, int)
+        self.pictures = pictures(images, count)
+        self.targets = check_targets(targets, self.probe_y, count)
+        self.class_names = check_class_names(class_names)
+        self.probe_boxes = None if probe_boxes is None else check_boxes(probe_boxes, count)
+        self._given_masks = None if probe_masks is None else check_masks(probe_masks, count)
+        # sizes are certain only with given pictures; on_train_begin checks them again
+        self.probe_masks = object_masks(self.probe_boxes, self._given_masks,
+                                        None if self.pictures is None else self._picture_sizes())
         self._plan: Plan | None = None
         self._writer: EventWriter | None = None
         self._previous: np.ndarray | None = None
@@ -127,12 +155,19 @@ class GradCamCallback(keras.callbacks.Callback):
         """Check the probes against the model and build the Grad-CAM pass, before epoch 1."""
         model = self.model
         self._plan = plan(model, self.layer, self.output)
-        check_docs(model, self.probe_x)
+        check_docs(model, self.probe_x, name="probes")
+        check_against_model(model, self._plan.classes, self.class_names, self.probe_y,
+                            self.targets)
         self._plan.targets(self._requested_targets(), len(self.probe_x))
+        warn_integer_probes(model, self.probe_x, self._plan.input_dtype)
         if self.pictures is None:
             self.pictures = [derive_image(x, self._plan.data_format) for x in self.probe_x]
+        self.probe_masks = object_masks(self.probe_boxes, self._given_masks,
+                                        self._picture_sizes())
         backends.gradient_function(model, self._plan.layer.layer, self._plan.layer.path,
                                    self._plan.output_index)
+        if is_chief():
+            logdirs.claim(self, self.log_dir)
         if is_chief() and self._writer is None:
             self._writer = EventWriter(self.log_dir)
 
@@ -146,6 +181,7 @@ class GradCamCallback(keras.callbacks.Callback):
             self._log(epoch + 1)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        logdirs.release(self)
         if self._writer is not None:
             try:
                 self._writer.close()
@@ -187,7 +223,7 @@ class GradCamCallback(keras.callbacks.Callback):
         if self.targets is None:
             return None
         if isinstance(self.targets, str):
-            return [int(t) for t in _labels(self.probe_y)]
+            return [int(t) for t in labels(self.probe_y)]
         return [int(t) for t in self.targets]
 
     def _log(self, step: int) -> None:
@@ -276,131 +312,3 @@ class GradCamCallback(keras.callbacks.Callback):
     def _warn(self, message: str) -> None:
         warnings.warn(f"GradCamCallback {message}", RuntimeWarning, stacklevel=3)
 
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _take_probes(probes: Any, limit: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Probe inputs (and labels, if any) from an array, an (x, y) tuple or batches."""
-    if isinstance(probes, np.ndarray):
-        return _check_probe_array(probes[:limit]), None
-    if isinstance(probes, tuple) and len(probes) in (2, 3):
-        x, y = np.asarray(probes[0]), np.asarray(probes[1])
-        if len(x) != len(y):
-            raise ValueError(
-                f"probes as (x, y) must hold as many labels as inputs; received {len(x)} "
-                f"inputs and {len(y)} labels"
-            )
-        return _check_probe_array(x[:limit]), y[:limit]
-    if isinstance(probes, (str, bytes, dict)) or not isinstance(probes, Iterable) and not (
-        hasattr(probes, "__getitem__") and hasattr(probes, "__len__")
-    ):
-        raise TypeError(
-            "probes must be an array (N, ...), an (x, y) tuple, or a tf.data.Dataset / "
-            f"keras.utils.PyDataset / iterable of batches; received {type(probes).__name__}"
-        )
-    xs: list[np.ndarray] = []
-    ys: list[np.ndarray] = []
-    taken = 0
-    for batch in _batches(probes):
-        x, y = (batch[0], batch[1]) if isinstance(batch, (tuple, list)) else (batch, None)
-        x = np.asarray(x)
-        xs.append(x[:limit - taken])
-        if y is not None:
-            ys.append(np.asarray(y)[:limit - taken])
-        taken += len(xs[-1])
-        if taken >= limit:
-            break
-    if not xs:
-        raise ValueError("probes must yield at least one batch; received an empty source")
-    labels = np.concatenate(ys) if len(ys) == len(xs) else None
-    return _check_probe_array(np.concatenate(xs)), labels
-
-
-def _batches(source: Any) -> Iterable[Any]:
-    if isinstance(source, keras.utils.PyDataset):
-        return (source[i] for i in range(len(source)))
-    return iter(source)
-
-
-def _check_probe_array(x: np.ndarray) -> np.ndarray:
-    if x.ndim != 4 or len(x) == 0:
-        raise ValueError(
-            "probes must hold at least one image input of rank 3 (a batch of rank 4); "
-            f"received inputs of shape {x.shape}"
-        )
-    return x
-
-
-def _pictures(images: Any, count: int) -> list[Image.Image] | None:
-    if images is None:
-        return None
-    if isinstance(images, np.ndarray):
-        images = list(images)
-    if not isinstance(images, (list, tuple)) or len(images) != count:
-        got = len(images) if isinstance(images, (list, tuple)) else type(images).__name__
-        raise ValueError(f"images must hold one picture per probe ({count}); received {got}")
-    return [to_pil(p, f"images[{i}]") for i, p in enumerate(images)]
-
-
-def _labels(y: np.ndarray) -> np.ndarray:
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] > 1:
-        return y.argmax(axis=1)
-    return y.reshape(len(y)).astype(int)
-
-
-def _check_targets(targets: Any, y: np.ndarray | None, count: int) -> Any:
-    if targets is None:
-        return None
-    if isinstance(targets, str):
-        if targets != "true":
-            raise ValueError(f"targets must be None, 'true' or a list of class indices; "
-                             f"received targets={targets!r}")
-        if y is None:
-            raise ValueError("targets='true' needs labels: pass probes as (x, y) or batches "
-                             "of (x, y)")
-        labels = np.asarray(y)
-        if labels.ndim not in (1, 2) or not (
-            np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)
-        ):
-            raise ValueError(f"targets='true' needs sparse (N,) or one-hot (N, C) labels; "
-                             f"received labels of shape {labels.shape}")
-        return "true"
-    values = list(targets) if isinstance(targets, (list, tuple, np.ndarray)) else None
-    if values is None or len(values) != count or not all(_is_int(v) for v in values):
-        raise ValueError(
-            f"targets must be None, 'true' or a list of {count} class indices (one per probe); "
-            f"received {targets!r}"
-        )
-    return [int(v) for v in values]
-
-
-def _check_class_names(names: Any) -> list[str] | None:
-    if names is None:
-        return None
-    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
-        raise TypeError(f"class_names must be a list of str; received {names!r}")
-    return list(names)
-
-
-def _object_masks(boxes: Any, masks: Any, sizes: list[tuple[int, int]],
-                  count: int) -> np.ndarray | None:
-    if boxes is not None and masks is not None:
-        raise ValueError("pass probe_boxes or probe_masks, not both")
-    if boxes is not None:
-        boxes = np.asarray(boxes)
-        if boxes.shape != (count, 4):
-            raise ValueError(f"probe_boxes must have shape ({count}, 4), one (x0, y0, x1, y1) "
-                             f"per probe; received shape {boxes.shape}")
-        if len(set(sizes)) != 1:
-            raise ValueError("probe_boxes needs pictures of one size; use probe_masks")
-        return metrics.boxes_to_masks(boxes, sizes[0])
-    if masks is not None:
-        masks = np.asarray(masks)
-        if masks.ndim != 3 or len(masks) != count or masks.dtype != bool:
-            raise ValueError(f"probe_masks must be a boolean array ({count}, H, W); received "
-                             f"shape {masks.shape} and dtype {masks.dtype}")
-        return masks
-    return None

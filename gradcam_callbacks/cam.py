@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
+from ._validation import check_real_array
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -99,6 +101,10 @@ def gradcam(weights: np.ndarray, activations: np.ndarray) -> np.ndarray:
     Returns:
         A float64 array of shape ``(h, w)`` with values in [0, 1].
 
+    Raises:
+        ValueError: NaN or infinite weights or activations, or a weighted sum that
+            overflows (no map in [0, 1] exists then).
+
     Example:
         >>> import numpy as np
         >>> acts = np.zeros((2, 2, 1), dtype="float32"); acts[0, 1, 0] = 2.0
@@ -107,7 +113,15 @@ def gradcam(weights: np.ndarray, activations: np.ndarray) -> np.ndarray:
     """
     weights = _as_float_array(weights, "weights", ndim=1)
     activations = _as_float_array(activations, "activations", ndim=3)
-    return gradcam_maps(weights, activations)
+    with np.errstate(over="ignore", invalid="ignore"):
+        result = gradcam_maps(weights, activations)
+    if not np.isfinite(result).all():
+        raise ValueError(
+            "weights and activations must give a finite map; received values whose weighted "
+            f"sum overflows (largest |weight| {np.abs(weights).max()}, largest |activation| "
+            f"{np.abs(activations).max()})"
+        )
+    return result
 
 
 def gradcam_backend(
@@ -151,4 +165,4 @@ def _as_float_array(value: Any, name: str, ndim: int) -> np.ndarray:
         got = (f"an array of shape {array.shape} and dtype {array.dtype}" if array is not None
                else type(value).__name__)
         raise TypeError(f"{name} must be a real numeric array of rank {ndim}; received {got}")
-    return array
+    return check_real_array(name, array)

@@ -17,6 +17,8 @@ from typing import Literal, NamedTuple
 import numpy as np
 from PIL import Image
 
+from ._validation import check_int, check_number
+
 __all__ = ["ClutteredDigits", "TEST_FRACTION", "make_cluttered_digits"]
 
 #: Share of each class of ``load_digits()`` held out for ``split="test"``.
@@ -115,22 +117,19 @@ def make_cluttered_digits(
         >>> float(data.x[0, y0:y1, x0:x1].max()) > 0.5
         True
     """
-    _check_int("n", n, minimum=0)
-    _check_int("canvas_size", canvas_size, minimum=8)
-    _check_int("digit_size", digit_size, minimum=8)
+    check_int("n", n, minimum=0)
+    check_int("canvas_size", canvas_size, minimum=8)
+    check_int("digit_size", digit_size, minimum=8)
     if digit_size > canvas_size:
         raise ValueError(
-            "Expected digit_size <= canvas_size. "
-            f"Received: digit_size={digit_size}, canvas_size={canvas_size}"
+            "digit_size must be <= canvas_size; "
+            f"received digit_size={digit_size}, canvas_size={canvas_size}"
         )
-    _check_int("clutter", clutter, minimum=0)
-    if isinstance(noise, bool) or not isinstance(noise, (int, float, np.floating, np.integer)):
-        raise TypeError(f"Expected noise to be a number. Received: noise={noise!r}")
-    if not 0.0 <= float(noise) <= 1.0:
-        raise ValueError(f"Expected noise in [0, 1]. Received: noise={noise}")
-    _check_int("seed", seed, minimum=0)
+    check_int("clutter", clutter, minimum=0)
+    check_number("noise", noise, 0, 1)
+    check_int("seed", seed, minimum=0)
     if split not in _SPLITS:
-        raise ValueError(f"Expected split to be 'train' or 'test'. Received: split={split!r}")
+        raise ValueError(f"split must be 'train' or 'test'; received split={split!r}")
 
     stamps, labels, boxes_in_stamp = _digit_stamps(digit_size)
     pool = _split_indices(split)
@@ -156,13 +155,6 @@ def make_cluttered_digits(
         boxes=boxes.astype(np.int64),
         source_index=source_index.astype(np.int64),
     )
-
-
-def _check_int(name: str, value: object, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"Expected {name} to be an int. Received: {name}={value!r}")
-    if value < minimum:
-        raise ValueError(f"Expected {name} >= {minimum}. Received: {name}={value}")
 
 
 @functools.lru_cache(maxsize=1)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import backends
+from ._validation import is_int
 
 # TF_CONFIG task types in the order their processes are counted: the chief (if any) is
 # process 0, else worker 0; parameter servers and evaluators never come first.
@@ -147,12 +148,15 @@ def _indices(value: Any, kind: str) -> list[int]:
 
 
 def _integer(value: Any, name: str) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer; received {value!r}")
+    """An int from an int or the text of one (environment variables, JSON)."""
+    if is_int(value):
+        return int(value)
     try:
-        return int(str(value).strip())
+        if isinstance(value, str):
+            return int(value.strip())
     except ValueError:
-        raise ValueError(f"{name} must be an integer; received {value!r}") from None
+        pass
+    raise ValueError(f"{name} must be an integer; received {value!r}")
 
 
 def _checked(index: int, count: int, source: str) -> tuple[int, int]:

@@ -16,10 +16,40 @@ import numpy as np
 from PIL import Image
 
 from . import backends, layers, methods
+from ._validation import (
+    as_array,
+    check_pictures,
+    check_real_array,
+    index_list,
+    is_int,
+    to_picture,
+)
 from .explanation import Explanation, TargetExplanation
 
 TargetsSpec = Sequence[Any] | np.ndarray | None
 OutputSpec = int | str | None
+
+
+class NonFiniteError(ValueError):
+    """The model produced NaN or infinite values for some inputs, so their Grad-CAM maps
+    cannot be normalised to [0, 1].
+
+    ``indices`` are the positions of the affected inputs in the batch passed, ``problems``
+    says per input what was not finite (``"score"``, ``"activations"``, ``"gradients"``,
+    ``"heatmap"``).
+
+    Example:
+        >>> try:  # doctest: +SKIP
+        ...     explain_predictions(diverged_model, docs)
+        ... except NonFiniteError as error:
+        ...     print(error.indices)
+        [0, 1, 2]
+    """
+
+    def __init__(self, message: str, indices: list[int], problems: dict[int, list[str]]):
+        super().__init__(message)
+        self.indices = indices
+        self.problems = problems
 
 
 @dataclass
@@ -68,10 +98,14 @@ class Plan:
     def run(
         self, docs: np.ndarray, targets: np.ndarray, counts: np.ndarray,
         batch_size: int | None = None, method: str | methods.Method = methods.DEFAULT,
-        max_channels: int | None = None,
+        max_channels: int | None = None, *, name: str = "doc",
     ) -> RawExplanation:
         """Run the compiled pass over validated docs and targets, ``batch_size`` at a time,
         then ``method`` (a name in :data:`gradcam_callbacks.methods.METHODS`) on its numbers.
+
+        Raises:
+            NonFiniteError: the model gave NaN or inf for some docs (their indices are
+                named, as ``name(s) [i, ...]``: the callback passes ``name="probe"``).
         """
         chosen = methods.check_options(method, max_channels)
         function = backends.gradient_function(
@@ -88,8 +122,10 @@ class Plan:
         if self.classes is None:
             _check_target_range(targets, outputs.shape[-1])
         scores = np.take_along_axis(outputs, resolved.astype(np.intp), axis=-1)
-        heatmaps, weights = self._method_maps(
-            chosen, activations, grads, docs, resolved, batch_size, max_channels)
+        with np.errstate(over="ignore", invalid="ignore"):
+            heatmaps, weights = self._method_maps(
+                chosen, activations, grads, docs, resolved, batch_size, max_channels)
+        _check_finite(self.model, scores, activations, grads, heatmaps, counts, name)
         return RawExplanation(
             activations=activations, grads=grads, weights=weights, heatmaps=heatmaps,
             targets=resolved, scores=scores, outputs=outputs, counts=counts, layer=self.layer,
@@ -127,6 +163,38 @@ class Plan:
         """The model's selected output on ``inputs``: one compiled score-only forward."""
         return backends.score_function(
             self.model, self.layer.layer, self.layer.path, self.output_index)(inputs)
+
+
+def _check_finite(model: keras.Model, scores: np.ndarray, activations: np.ndarray,
+                  grads: np.ndarray, heatmaps: np.ndarray, counts: np.ndarray,
+                  name: str = "doc") -> None:
+    """Raise :class:`NonFiniteError` naming the docs whose numbers are not all finite."""
+    count = len(scores)
+    real = np.arange(scores.shape[1])[None, :] < np.asarray(counts)[:, None]  # (N, K)
+
+    def bad(values: np.ndarray, per_slot: bool) -> np.ndarray:
+        flat = values.reshape(values.shape[:2 if per_slot else 1] + (-1,))
+        finite = np.isfinite(flat).all(axis=-1)
+        return ~(finite | ~real).all(axis=1) if per_slot else ~finite
+
+    checks = {"score": bad(scores[..., None], True), "activations": bad(activations, False),
+              "gradients": bad(grads, True), "heatmap": bad(heatmaps, True)}
+    flagged = np.zeros(count, bool)
+    for found in checks.values():
+        flagged |= found
+    if not flagged.any():
+        return
+    indices = [int(n) for n in np.flatnonzero(flagged)]
+    problems = {n: [what for what, found in checks.items() if found[n]] for n in indices}
+    kinds = sorted({what for whats in problems.values() for what in whats},
+                   key=list(checks).index)
+    raise NonFiniteError(
+        f"model {model.name!r} produced non-finite values (NaN or inf: {', '.join(kinds)}) "
+        f"for {name}(s) {index_list(indices)} of {count}, so their Grad-CAM maps cannot be "
+        f"scaled to [0, 1]: e.g. {name} {indices[0]}: {', '.join(problems[indices[0]])}. A "
+        "diverged model (NaN weights) or inputs far outside the training range do this",
+        indices, problems,
+    )
 
 
 def plan(model: keras.Model, layer: layers.LayerSpec = None, output: OutputSpec = None) -> Plan:
@@ -193,7 +261,8 @@ def explain_predictions(
     Args:
         model: A built Keras model (Functional, Sequential, nested or, with ``layer`` given,
             subclassed) on any Keras 3 backend.
-        docs: Inputs, shape ``(N,) + model.input_shape[1:]`` (``None`` dims take any size).
+        docs: Inputs, shape ``(N,) + model.input_shape[1:]`` (``None`` dims take any size):
+            a numpy array, a TensorFlow / JAX / PyTorch tensor or nested lists of numbers.
         images: Optional pictures to draw on, one per doc (Pillow images or uint8 arrays).
             By default each is derived from its doc like ``keras.utils.array_to_img``.
         targets: ``None`` (each doc's top class), a list of N class indices, or a list of N
@@ -212,6 +281,11 @@ def explain_predictions(
     Returns:
         One :class:`Explanation` per doc.
 
+    Raises:
+        TypeError, ValueError: bad arguments, named, before anything is computed.
+        NonFiniteError: (a ``ValueError``) the model produced NaN or inf for some docs,
+            named by index; no heatmap is returned rather than one outside [0, 1].
+
     Example:
         >>> expls = explain_predictions(model, x_test[:16])  # doctest: +SKIP
         >>> [e.targets[0].target for e in expls][:3]  # doctest: +SKIP
@@ -221,7 +295,7 @@ def explain_predictions(
     methods.check_options(method, max_channels)
     settings = plan(model, layer, output)
     docs = check_docs(model, docs)
-    pictures = _check_images(images, len(docs))
+    pictures = check_pictures(images, len(docs), "images", per="doc")
     slots, counts = settings.targets(targets, len(docs))
     raw = settings.run(docs, slots, counts, batch_size, method, max_channels)
     return explanations_from_raw(model, docs, raw, pictures)
@@ -244,7 +318,8 @@ def explain_prediction(
 
     Args:
         model: A built Keras model.
-        doc: One input with a batch axis of 1: ``(1,) + model.input_shape[1:]``.
+        doc: One input with a batch axis of 1: ``(1,) + model.input_shape[1:]``; a numpy
+            array, a TensorFlow / JAX / PyTorch tensor or nested lists of numbers.
         image: The picture to draw on (Pillow image or uint8 array); pass the original image
             when ``doc`` is preprocessed, else it is derived from ``doc`` by a min-max stretch.
         targets: ``None`` (the top class) or a list of class indices, one
@@ -258,6 +333,10 @@ def explain_prediction(
     Returns:
         An :class:`Explanation` whose ``targets[k].heatmap`` is a 2D array in [0, 1].
 
+    Raises:
+        NonFiniteError: (a ``ValueError``) the model's score, activations or gradients for
+            ``doc`` are NaN or infinite (e.g. a diverged model), so no map in [0, 1] exists.
+
     Example:
         >>> expl = explain_prediction(model, x[:1], targets=[3])  # doctest: +SKIP
         >>> expl.targets[0].target, expl.targets[0].heatmap.shape  # doctest: +SKIP
@@ -267,7 +346,7 @@ def explain_prediction(
     methods.check_positive("batch_size", batch_size)
     settings = plan(model, layer, output)
     doc = check_docs(model, doc, single=True)
-    pictures = _check_images(None if image is None else [image], 1, name="image")
+    pictures = None if image is None else [to_picture(image, "image")]
     if targets is not None and (
         not isinstance(targets, (list, tuple, np.ndarray)) or np.ndim(targets) != 1
     ):
@@ -345,16 +424,22 @@ def derive_image(doc: np.ndarray, data_format: str = "channels_last") -> Image.I
     return keras.utils.array_to_img(doc, data_format=data_format)
 
 
-def check_docs(model: keras.Model, docs: Any, *, single: bool = False) -> np.ndarray:
-    """Validate model inputs: an ndarray of the model's rank and shape, finite, real.
+def check_docs(model: keras.Model, docs: Any, *, single: bool = False,
+               name: str | None = None) -> np.ndarray:
+    """Validate model inputs: an array of the model's rank and shape, finite, real; numpy
+    arrays, backend tensors (TensorFlow, JAX, PyTorch) and nested lists are accepted and
+    returned as numpy. ``name`` is the argument named in errors (default ``doc``/``docs``).
 
     Raises:
-        TypeError: not a numpy array, or not a real numeric dtype.
+        TypeError: not an array or array-like, or not a real numeric dtype.
         ValueError: wrong rank, wrong shape, batch other than 1 (``single``), NaN or inf.
+
+    Example:
+        >>> check_docs(model, x[:2].tolist()).shape  # doctest: +SKIP
+        (2, 16, 16, 3)
     """
-    name = "doc" if single else "docs"
-    if not isinstance(docs, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray; received {type(docs).__name__}")
+    name = name or ("doc" if single else "docs")
+    docs = as_array(docs, name)
     if docs.dtype == bool or not (
         np.issubdtype(docs.dtype, np.integer) or np.issubdtype(docs.dtype, np.floating)
     ):
@@ -384,10 +469,7 @@ def check_docs(model: keras.Model, docs: Any, *, single: bool = False) -> np.nda
         )
     if len(docs) == 0:
         raise ValueError(f"{name} must hold at least one input; received shape {docs.shape}")
-    if np.issubdtype(docs.dtype, np.floating) and not np.isfinite(docs).all():
-        bad = int(np.size(docs) - np.count_nonzero(np.isfinite(docs)))
-        raise ValueError(f"{name} must be finite; received {bad} NaN or infinite value(s)")
-    return docs
+    return check_real_array(name, docs)
 
 
 def _check_model(model: Any) -> None:
@@ -414,7 +496,7 @@ def _resolve_output(model: keras.Model, output: OutputSpec) -> tuple[int, int | 
     structure, flat = _symbolic_outputs(model)
     if output is None:
         index = 0
-    elif isinstance(output, (int, np.integer)) and not isinstance(output, bool):
+    elif is_int(output):
         index = int(output)
         if flat is not None and not -len(flat) <= index < len(flat):
             raise ValueError(
@@ -471,10 +553,6 @@ def _output_names(model: keras.Model, structure: Any, flat: list[Any] | None) ->
     return names
 
 
-def _is_index(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
 def _normalise_targets(
     targets: TargetsSpec, count: int, classes: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -497,7 +575,7 @@ def _normalise_targets(
         if not row:
             raise ValueError(f"targets[{n}] must not be empty; received {entry!r}")
         for value in row:
-            if not _is_index(value):
+            if not is_int(value):
                 raise TypeError(
                     f"targets[{n}] must hold integer class indices; received "
                     f"{type(value).__name__}: {value!r}"
@@ -523,36 +601,3 @@ def _check_target_range(targets: np.ndarray, classes: int | None) -> None:
         raise ValueError(
             f"targets must be class indices in [0, {classes}); received {int(bad.flat[0])}"
         )
-
-
-def _check_images(images: Any, count: int, name: str = "images") -> list[Image.Image] | None:
-    if images is None:
-        return None
-    if not isinstance(images, (list, tuple)):
-        raise TypeError(
-            f"{name} must be None or a list of Pillow images or uint8 arrays; received "
-            f"{type(images).__name__}"
-        )
-    if len(images) != count:
-        raise ValueError(
-            f"{name} must have one entry per doc ({count}); received {len(images)}"
-        )
-    return [to_pil(picture, f"{name}[{i}]" if name == "images" else name)
-            for i, picture in enumerate(images)]
-
-
-def to_pil(picture: Any, name: str = "image") -> Image.Image:
-    """A Pillow image from a Pillow image or an HxW / HxWx{1,3,4} uint8 array."""
-    if isinstance(picture, Image.Image):
-        return picture
-    if isinstance(picture, np.ndarray) and picture.dtype == np.uint8 and (
-        picture.ndim == 2 or (picture.ndim == 3 and picture.shape[-1] in (1, 3, 4))
-    ):
-        return Image.fromarray(picture[..., 0] if picture.ndim == 3 and picture.shape[-1] == 1
-                               else picture)
-    got = (f"array of shape {picture.shape} and dtype {picture.dtype}"
-           if isinstance(picture, np.ndarray) else type(picture).__name__)
-    raise TypeError(
-        f"{name} must be a Pillow image or a uint8 array of shape (H, W) or (H, W, 1|3|4); "
-        f"received {got}"
-    )

@@ -11,6 +11,8 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ._validation import check_number
+
 if TYPE_CHECKING:  # explanation.py draws through this module: no runtime import back
     from .explanation import Explanation
 
@@ -41,17 +43,13 @@ def get_colormap(colormap: Colormap) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def check_alpha_limit(alpha_limit: Any) -> float | None:
-    """Validate ``alpha_limit``: None or a number in [0, 1]."""
-    if alpha_limit is None:
-        return None
-    if isinstance(alpha_limit, bool) or not isinstance(alpha_limit, (int, float, np.number)):
-        raise TypeError(
-            f"alpha_limit must be a number in [0, 1] or None; received "
-            f"{type(alpha_limit).__name__}: {alpha_limit!r}"
-        )
-    if not 0 <= alpha_limit <= 1:
-        raise ValueError(f"alpha_limit must be in [0, 1]; received {alpha_limit!r}")
-    return float(alpha_limit)
+    """Validate ``alpha_limit``: None or a number in [0, 1].
+
+    Example:
+        >>> check_alpha_limit(1)
+        1.0
+    """
+    return check_number("alpha_limit", alpha_limit, 0, 1, none_ok=True)
 
 
 def heatmap_overlay(

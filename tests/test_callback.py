@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -158,7 +159,9 @@ def test_get_config():
     config = cam.get_config()
     assert config["targets"] == [1, 2] and config["layer"] == "feat" and config["freq"] == 3
     assert config["colormap"] == "jet" and config["num_probes"] == 2
-    assert config["log_dir"] == "logs/gradcam"
+    # the default run directory is new per callback: logs/gradcam/<YYYYmmdd-HHMMSS>[-k]
+    assert re.fullmatch(r"logs/gradcam/\d{8}-\d{6}(-\d+)?", config["log_dir"])
+    assert gc.GradCamCallback(X[:2]).log_dir != config["log_dir"]
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
@@ -187,7 +190,8 @@ def test_bad_probe_sources_raise_in_init():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(probes=images(2, shape=(12, 12, 3))),
-     r"docs shape must match the model's input \(N, 16, 16, 3\); received shape \(2, 12, 12, 3\)"),
+     r"probes shape must match the model's input \(N, 16, 16, 3\); "
+     r"received shape \(2, 12, 12, 3\)"),
     (dict(probes=X[:2], layer="missing"), r"layer 'missing' not found"),
     (dict(probes=X[:2], targets=[1, 9]), r"targets must be class indices in \[0, 5\); received 9"),
 ])

@@ -1,0 +1,397 @@
+"""What :class:`~gradcam_callbacks.GradCamCallback` is asked to watch, checked before any
+epoch: probe inputs and labels, pictures, targets, class names, object boxes and masks.
+
+Everything here is a pure function of the arguments (and, for the checks against the model,
+of numbers read off it); errors name the argument the user passed, what was expected and
+what was received.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+import keras
+import numpy as np
+from PIL import Image
+
+from . import metrics
+from ._validation import (
+    as_array,
+    check_names,
+    check_pictures,
+    check_real_array,
+    describe,
+    index_list,
+    is_array_like,
+    is_int,
+)
+
+PROBE_SOURCES = ("an array (N, H, W, C), an (x, y) tuple, or a tf.data.Dataset / "
+                 "keras.utils.PyDataset / iterable of batches")
+
+
+def take_probes(probes: Any, limit: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Probe inputs (and labels, if any) from an array, a backend tensor, an ``(x, y)``
+    tuple, a list of images, or a source of batches (batched or not), at most ``limit``.
+
+    A source whose elements are single examples (an unbatched ``tf.data.Dataset``, a list of
+    images of rank 3) is read example by example: every element of a probe source is either a
+    batch (rank 4) or one example (rank 3), never ambiguous for an image model.
+
+    Example:
+        >>> x, y = take_probes(np.zeros((5, 8, 8, 3), "float32"), 3)
+        >>> x.shape, y
+        ((3, 8, 8, 3), None)
+    """
+    if isinstance(probes, tuple) and len(probes) in (2, 3) and not _is_example(probes[0]):
+        x, y = (as_array(probes[0], "probes x"), as_array(probes[1], "probes labels"))
+        if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
+            raise ValueError(
+                f"probes as (x, y) must hold as many labels as inputs; received x of shape "
+                f"{x.shape} and labels of shape {y.shape}"
+            )
+        return check_probe_array(x[:limit]), y[:limit]
+    if is_array_like(probes):
+        array = _stacked(probes)
+        if array is not None:
+            return check_probe_array(array[:limit]), None
+    if isinstance(probes, (str, bytes, dict)) or not isinstance(probes, Iterable) and not (
+        hasattr(probes, "__getitem__") and hasattr(probes, "__len__")
+    ):
+        raise TypeError(f"probes must be {PROBE_SOURCES}; received {type(probes).__name__}")
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    taken = 0
+    for number, element in enumerate(_batches(probes)):
+        x, y = _split(element, number)
+        if x.ndim == 3:  # one example (an unbatched dataset), not a batch
+            x = x[None]
+            y = None if y is None else y[None]
+        elif x.ndim != 4:
+            raise ValueError(
+                f"probes must yield batches of images (rank 4: batch, height, width, "
+                f"channels) or single images (rank 3); received element {number} with "
+                f"inputs of shape {x.shape}"
+            )
+        if y is not None and (y.ndim == 0 or len(y) != len(x)):
+            raise ValueError(
+                f"probes element {number} must hold one label per input; received inputs of "
+                f"shape {x.shape} and labels of shape {y.shape}"
+            )
+        if xs and x.shape[1:] != xs[0].shape[1:]:
+            raise ValueError(
+                f"probes must all have one shape; received element 0 with inputs of shape "
+                f"{xs[0].shape[1:]} and element {number} with {x.shape[1:]}"
+            )
+        if xs and (y is not None) != bool(ys):
+            raise ValueError(f"probes must yield labels with every element or with none; "
+                             f"element {number} differs from element 0")
+        xs.append(x[:limit - taken])
+        if y is not None:
+            ys.append(y[:limit - taken])
+        taken += len(xs[-1])
+        if taken >= limit:
+            break
+    if not xs:
+        raise ValueError("probes must yield at least one batch; received an empty source")
+    labels = np.concatenate(ys) if ys else None
+    return check_probe_array(np.concatenate(xs)), labels
+
+
+def _is_example(x: Any) -> bool:
+    """True when ``x`` of an ``(x, y)`` pair is one image (rank 3): then the tuple is not an
+    ``(x, y)`` pair of arrays but, e.g., a tuple of images."""
+    return is_array_like(x) and np.ndim(x) == 3 and not isinstance(x, tuple)
+
+
+def _stacked(probes: Any) -> np.ndarray | None:
+    """An array of probes from an array-like, or None for a list/tuple of batches."""
+    if isinstance(probes, (list, tuple)):
+        try:
+            array = np.asarray(probes)
+        except (ValueError, TypeError, RuntimeError):
+            return None  # ragged: batches of different sizes, (x, y) pairs, ...
+        if array.dtype == object or array.ndim != 4:
+            return None  # not a stack of images; read as a list of batches / examples
+        return array
+    return as_array(probes, "probes")
+
+
+def _split(element: Any, number: int) -> tuple[np.ndarray, np.ndarray | None]:
+    if isinstance(element, dict):
+        raise TypeError(f"probes must yield x or (x, y[, weights]) elements; received a dict "
+                        f"at element {number}")
+    if isinstance(element, (tuple, list)) and len(element) in (1, 2, 3) and (
+        is_array_like(element[0]) and np.ndim(element[0]) in (3, 4)
+        and (len(element) == 1 or np.ndim(element[1]) <= np.ndim(element[0]) - 2)
+    ):  # (x,), (x, y) or (x, y, sample_weights): labels have no image axes
+        x = as_array(element[0], f"probes element {number} x")
+        y = as_array(element[1], f"probes element {number} labels") if len(element) > 1 else None
+        return x, y
+    return as_array(element, f"probes element {number}"), None
+
+
+def _batches(source: Any) -> Iterable[Any]:
+    if isinstance(source, keras.utils.PyDataset):
+        return (source[i] for i in range(len(source)))
+    return iter(source)
+
+
+def check_probe_array(x: np.ndarray) -> np.ndarray:
+    """``x`` if it is a non-empty rank-4 batch of finite real numbers.
+
+    Example:
+        >>> check_probe_array(np.zeros((1, 4, 4, 1))).shape
+        (1, 4, 4, 1)
+    """
+    if x.ndim != 4 or len(x) == 0:
+        raise ValueError(
+            "probes must hold at least one image input of rank 3 (a batch of rank 4); "
+            f"received inputs of shape {x.shape}"
+        )
+    return check_real_array("probes", x)
+
+
+def pictures(images: Any, count: int) -> list[Image.Image] | None:
+    """One Pillow image per probe, or None to derive them from the probes."""
+    return check_pictures(images, count, per="probe")
+
+
+def labels(y: np.ndarray) -> np.ndarray:
+    """Class indices from checked sparse ``(N,)``/``(N, 1)`` or one-hot ``(N, C)`` labels."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:
+        return y.argmax(axis=1)
+    return y.reshape(len(y)).astype(int)
+
+
+def check_labels(y: np.ndarray) -> np.ndarray:
+    """``y`` if usable as ``targets="true"``: sparse class indices ``(N,)`` / ``(N, 1)``
+    (whole, non-negative) or one-hot / probability rows ``(N, C)`` (finite, not all zero).
+
+    Example:
+        >>> check_labels(np.array([0, 2])).tolist()
+        [0, 2]
+    """
+    y = np.asarray(y)
+    if y.dtype == bool:
+        y = y.astype(np.int64)
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+        raise TypeError(
+            f"probes labels must be numbers (sparse class indices (N,) or one-hot (N, C)) for "
+            f"targets='true'; received labels of dtype {y.dtype}"
+        )
+    if y.ndim not in (1, 2):
+        raise ValueError(f"probes labels must be sparse (N,) or one-hot (N, C) for "
+                         f"targets='true'; received labels of shape {y.shape}")
+    rows = y.reshape(len(y), -1)
+    bad = ~np.isfinite(rows).all(axis=1) if np.issubdtype(y.dtype, np.floating) else None
+    if bad is not None and bad.any():
+        raise ValueError(f"probes labels must be finite for targets='true'; received NaN or "
+                         f"inf in the labels of probe(s) {index_list(np.flatnonzero(bad))}")
+    if rows.shape[1] == 1:
+        values = rows[:, 0]
+        fractional = values != np.round(values)
+        if fractional.any():
+            first = int(np.flatnonzero(fractional)[0])
+            raise ValueError(
+                f"probes labels must be whole class indices for targets='true'; received "
+                f"{values[first].item()!r} for probe {first}"
+            )
+        negative = values < 0
+        if negative.any():
+            first = int(np.flatnonzero(negative)[0])
+            raise ValueError(
+                f"probes labels must be class indices >= 0 for targets='true'; received "
+                f"{values[first].item()!r} for probe {first}"
+            )
+        return y
+    empty = ~(rows > 0).any(axis=1)
+    if empty.any():
+        raise ValueError(
+            f"probes labels as one-hot rows must mark a class (an entry > 0) for "
+            f"targets='true'; received all-zero rows for probe(s) "
+            f"{index_list(np.flatnonzero(empty))}"
+        )
+    return y
+
+
+def check_targets(targets: Any, y: np.ndarray | None, count: int) -> Any:
+    """``None``, ``"true"`` (with checked labels) or a list of ``count`` class indices."""
+    if targets is None:
+        return None
+    if isinstance(targets, str):
+        if targets != "true":
+            raise ValueError(f"targets must be None, 'true' or a list of class indices; "
+                             f"received targets={targets!r}")
+        if y is None:
+            raise ValueError("targets='true' needs labels: pass probes as (x, y) or batches "
+                             "of (x, y)")
+        check_labels(y)
+        return "true"
+    values = list(targets) if isinstance(targets, (list, tuple, np.ndarray)) else None
+    if values is None or len(values) != count or not all(is_int(v) for v in values):
+        raise ValueError(
+            f"targets must be None, 'true' or a list of {count} class indices (one per probe); "
+            f"received {targets!r}"
+        )
+    negative = [v for v in values if v < 0]
+    if negative:
+        raise ValueError(f"targets must be class indices >= 0; received {negative[0]}")
+    return [int(v) for v in values]
+
+
+def check_class_names(names: Any) -> list[str] | None:
+    """``None`` or the names as a list of str (an iterator is read once, into the list)."""
+    return None if names is None else check_names("class_names", names)
+
+
+def check_against_model(model: keras.Model, classes: int | None, class_names: list[str] | None,
+                        y: np.ndarray | None, targets: Any) -> None:
+    """Checks that need the model's class count: class names and ``targets="true"`` labels.
+
+    Example:
+        >>> check_against_model(model, 5, list("abcde"), None, None)  # doctest: +SKIP
+    """
+    if classes is None:
+        return
+    if class_names is not None and len(class_names) != classes:
+        raise ValueError(
+            f"class_names must hold one name per class of model {model.name!r} ({classes}); "
+            f"received {len(class_names)} names"
+        )
+    if targets != "true" or y is None:
+        return
+    if y.ndim == 2 and y.shape[1] > 1 and y.shape[1] != classes:
+        raise ValueError(
+            f"probes labels as one-hot rows must have one column per class of model "
+            f"{model.name!r} ({classes}); received labels of shape {y.shape}"
+        )
+    indices = labels(y)
+    beyond = np.flatnonzero(indices >= classes)
+    if beyond.size:
+        first = int(beyond[0])
+        raise ValueError(
+            f"probes labels must be class indices in [0, {classes}) for model "
+            f"{model.name!r}; received {int(indices[first])} for probe {first}"
+        )
+
+
+def warn_integer_probes(model: keras.Model, x: np.ndarray, input_dtype: str) -> None:
+    """One UserWarning when uint8/integer probes go into a float model without a
+    ``Rescaling`` layer: they are fed as-is (0..255), which is rarely what a model trained
+    on 0..1 inputs expects."""
+    if not np.issubdtype(x.dtype, np.integer) or not input_dtype.startswith(("float", "bfloat")):
+        return
+    if any(isinstance(layer, keras.layers.Rescaling) for layer in _all_layers(model)):
+        return
+    warnings.warn(
+        f"GradCamCallback probes are {x.dtype} (values {int(x.min())}..{int(x.max())}) and are "
+        f"fed to model {model.name!r} as-is, cast to {input_dtype}, without scaling. If the "
+        f"model was trained on scaled inputs, pass the probes as the model sees them, e.g. "
+        f"probes=x.astype('float32') / 255, and images=x to draw on the originals",
+        UserWarning, stacklevel=3,
+    )
+
+
+def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    found = []
+    for layer in getattr(model, "layers", []):
+        found.append(layer)
+        if isinstance(layer, keras.Model):
+            found.extend(_all_layers(layer))
+    return found
+
+
+def check_boxes(boxes: Any, count: int) -> np.ndarray:
+    """``(count, 4)`` int boxes ``(x0, y0, x1, y1)`` with ``x0 < x1`` and ``y0 < y1``.
+
+    Example:
+        >>> check_boxes([[0, 0, 4, 4]], 1).tolist()
+        [[0, 0, 4, 4]]
+    """
+    array = as_array(boxes, "probe_boxes")
+    if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer)
+                                   or np.issubdtype(array.dtype, np.floating)):
+        raise TypeError(f"probe_boxes must hold integer pixel coordinates; received dtype "
+                        f"{array.dtype}")
+    if array.shape != (count, 4):
+        raise ValueError(f"probe_boxes must have shape ({count}, 4), one (x0, y0, x1, y1) "
+                         f"per probe; received shape {array.shape}")
+    whole = np.isfinite(array) & (array == np.round(array)) if array.dtype.kind == "f" \
+        else np.ones(array.shape, bool)
+    if not whole.all():
+        first = int(np.flatnonzero(~whole.all(axis=1))[0])
+        raise ValueError(f"probe_boxes must hold whole pixel coordinates; received "
+                         f"{array[first].tolist()} for probe {first}")
+    array = array.astype(np.int64)
+    x0, y0, x1, y1 = array.T
+    bad = ~((x0 < x1) & (y0 < y1))
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"probe_boxes[{first}] must satisfy x0 < x1 and y0 < y1 (x1, y1 "
+                         f"exclusive); received {array[first].tolist()}")
+    return array
+
+
+def check_masks(masks: Any, count: int) -> np.ndarray:
+    """``(count, H, W)`` boolean masks, each with at least one True pixel.
+
+    Example:
+        >>> check_masks(np.ones((1, 2, 2), bool), 1).shape
+        (1, 2, 2)
+    """
+    array = as_array(masks, "probe_masks")
+    if array.dtype != bool:
+        raise TypeError(f"probe_masks must be a boolean array ({count}, H, W); received "
+                        f"{describe(array)}")
+    if array.ndim != 3:
+        raise ValueError(f"probe_masks must be a boolean array ({count}, H, W); received "
+                         f"shape {array.shape}")
+    if len(array) != count:
+        raise ValueError(f"probe_masks must hold one mask per probe ({count}); received "
+                         f"{len(array)} masks")
+    empty = np.flatnonzero(~array.any(axis=(1, 2)))
+    if empty.size:
+        raise ValueError(f"probe_masks[{int(empty[0])}] must mark the probe's object with at "
+                         f"least one True pixel; received an all-False mask (empty masks: "
+                         f"probe(s) {index_list(empty)})")
+    return array
+
+
+def object_masks(boxes: np.ndarray | None, masks: np.ndarray | None,
+                 sizes: list[tuple[int, int]] | None) -> np.ndarray | None:
+    """Object masks in picture pixels from checked boxes or masks, checked against the
+    pictures' ``(height, width)`` sizes when known (``None``: not known yet).
+
+    Example:
+        >>> object_masks(np.array([[0, 0, 2, 1]]), None, [(2, 4)]).astype(int).tolist()
+        [[[1, 1, 0, 0], [0, 0, 0, 0]]]
+    """
+    if boxes is not None and masks is not None:
+        raise ValueError("pass probe_boxes or probe_masks, not both")
+    if boxes is None and masks is None:
+        return None
+    if sizes is None:
+        return masks
+    if masks is not None:
+        for i, (mask, size) in enumerate(zip(masks, sizes)):
+            if mask.shape != tuple(size):
+                raise ValueError(
+                    f"probe_masks[{i}] must have its picture's size (height, width) = "
+                    f"{tuple(size)}; received shape {mask.shape}"
+                )
+        return masks
+    assert boxes is not None
+    for i, ((x0, y0, x1, y1), (height, width)) in enumerate(zip(boxes, sizes)):
+        if not (0 <= x0 and x1 <= width and 0 <= y0 and y1 <= height):
+            raise ValueError(
+                f"probe_boxes[{i}] must lie inside its {height}x{width} picture (0 <= x0 < "
+                f"x1 <= {width}, 0 <= y0 < y1 <= {height}); received "
+                f"{[int(v) for v in (x0, y0, x1, y1)]}"
+            )
+    if len(set(map(tuple, sizes))) != 1:
+        raise ValueError("probe_boxes needs pictures of one size; use probe_masks")
+    return metrics.boxes_to_masks(boxes, sizes[0])
