@@ -138,7 +138,7 @@ class Pipeline:
             self._raise_errors()
         except KeyboardInterrupt:
             self._stop.set()
-            writer.join(1.0)  # the input being written is finished, the rest dropped
+            writer.join(0.5)  # the input being written is finished, the rest dropped
             raise Interrupted from None
         finally:
             self._stop.set()
