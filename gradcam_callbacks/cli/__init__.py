@@ -30,6 +30,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 from .interrupt import InterruptWatchdog
 from .parse import (
@@ -50,8 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Args:
         argv: The arguments after the program name (default: ``sys.argv[1:]``). Without
-            ``argv`` (run as a program), an interrupted run ends the process at once with
-            status 130 rather than wait for threads or the backend's clean-up.
+            ``argv`` (run as a program), Ctrl-C ends the process within about a second
+            (see :mod:`.interrupt`), and an interrupted run ends it at once with status 130
+            rather than wait for threads or the backend's clean-up.
 
     Returns:
         0 on success, 1 if some input or file failed, 2 for a usage error, 130 when
@@ -66,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["demo"]:
         return run_demo(argv[1:])
     args = build_parser().parse_args(argv)
-    with InterruptWatchdog(args.command):
+    with InterruptWatchdog(args.command) if as_program else nullcontext():
         status = _run(args)
     if status == EXIT_INTERRUPTED and as_program:
         sys.stdout.flush()

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
+from . import interrupt
 from .images import Geometry
 from .inputs import collect_inputs, read_class_names
 from .parse import (
@@ -64,7 +65,9 @@ def run_explain(args: argparse.Namespace) -> int:
     jobs = collect_inputs([Path(p) for p in args.inputs], out_dir)
     Image.MAX_IMAGE_PIXELS = None  # read_image applies --max-pixels itself
 
-    # Only now pay for Keras and the backend.
+    # Only now pay for Keras and the backend; nothing is written yet, so Ctrl-C can end the
+    # process at once even while the main thread is inside a native call.
+    interrupt.loading()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     from ..explain import plan
 
@@ -82,6 +85,7 @@ def run_explain(args: argparse.Namespace) -> int:
         model=model, plan=settings, geometry=geometry, targets=args.target, top=args.top,
         class_names=names, preprocess=args.preprocess, colormap=colormap,
         alpha_limit=alpha_limit, side_by_side=args.side_by_side, max_pixels=args.max_pixels)
+    interrupt.working()  # outputs from here on: Ctrl-C stops the run in order
     terminal = sys.stderr.isatty()
     progress = Progress(len(jobs), enabled=not args.quiet and terminal)
     try:

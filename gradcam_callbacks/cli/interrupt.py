@@ -1,10 +1,19 @@
-"""Ctrl-C within a second, whatever the main thread is doing.
+"""Ctrl-C within a second, whatever the main thread is doing (when run as a program).
 
 Python runs its SIGINT handler (raising ``KeyboardInterrupt``) only between bytecodes of the
-main thread, so a long native call (loading a model, compiling a pass) would delay it. A
-watchdog thread learns of the signal through :func:`signal.set_wakeup_fd` the moment it
-arrives; if the process is still running :data:`GRACE` seconds later (or on a second
-Ctrl-C), it prints one line and ends the process with status 130.
+main thread, and no Python thread runs while the main thread holds the GIL in a native call
+(``dlopen`` of a backend's libraries while Keras is imported can take seconds). So:
+
+- While nothing has been written (:func:`loading`: importing Keras, loading the model),
+  SIGINT keeps the operating system's default action: the process ends at once, killed by
+  the signal, which a shell reports as status 130.
+- Once outputs are written (:func:`working`), Ctrl-C raises ``KeyboardInterrupt`` so that the
+  run stops in order (the PNG being written is finished, every JSON line is whole), and a
+  watchdog thread, told of the signal through :func:`signal.set_wakeup_fd`, ends the process
+  with status 130 if it still runs :data:`GRACE` seconds later or on a second Ctrl-C.
+
+Called in-process (``main(argv)``, e.g. from a notebook), nothing here changes Python's
+own Ctrl-C handling.
 """
 
 from __future__ import annotations
@@ -22,9 +31,35 @@ from .parse import EXIT_INTERRUPTED, PROG
 GRACE = 1.0
 
 
+_program: InterruptWatchdog | None = None
+
+
+def loading() -> None:
+    """From here on (until :func:`working`), Ctrl-C ends the process at once.
+
+    Only when running as a program (inside :class:`InterruptWatchdog`); else a no-op.
+
+    Example:
+        >>> loading()
+    """
+    if _program is not None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def working() -> None:
+    """From here on, Ctrl-C raises ``KeyboardInterrupt``, with the watchdog behind it.
+
+    Example:
+        >>> working()
+    """
+    if _program is not None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 class InterruptWatchdog:
-    """A context manager that arms the watchdog in the main thread (elsewhere it does
-    nothing); leaving it disarms the watchdog.
+    """A context manager for a run as a program: arms the watchdog in the main thread
+    (elsewhere it does nothing) and enables :func:`loading` and :func:`working`; leaving it
+    disarms the watchdog and restores Python's handler.
 
     Example:
         >>> with InterruptWatchdog("explain"):
@@ -52,6 +87,8 @@ class InterruptWatchdog:
             os.close(self._write_fd)
             return self
         self._armed = True
+        global _program
+        _program = self
         threading.Thread(target=self._watch, name="gradcam-ctrl-c", daemon=True).start()
         return self
 
@@ -59,6 +96,9 @@ class InterruptWatchdog:
                  traceback: TracebackType | None) -> None:
         if not self._armed:
             return
+        global _program
+        _program = None
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         self._disarm.set()
         signal.set_wakeup_fd(self._previous_fd)
         self._armed = False
