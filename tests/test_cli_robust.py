@@ -469,3 +469,37 @@ def test_the_installed_console_script_runs_explain(models, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert records(tmp_path / "out")["a.png"]["output"] == "a.gradcam.png"
     assert f"{PROG} explain: explained 1, failed 0" in done.stderr
+
+
+def test_a_batch_whose_pass_raises_is_retried_one_input_at_a_time():
+    """The engine may raise for a whole batch (e.g. a ValueError naming the docs whose
+    output is not finite): each input is then explained alone, and fails alone."""
+    from gradcam_callbacks.cli.images import Geometry
+    from gradcam_callbacks.cli.pipeline import Explained, ExplainOptions, explain_batch
+    from gradcam_callbacks.explain import plan
+
+    class RefusesBatches(keras.layers.Layer):
+        def call(self, x):
+            if x.shape[0] is not None and x.shape[0] > 1:
+                raise ValueError("docs [1] gave outputs that are not finite")
+            return x
+
+    inputs = keras.Input((None, None, 3))
+    h = keras.layers.Conv2D(4, 3, name="conv")(RefusesBatches()(inputs))
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(h))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(h))
+    options = ExplainOptions(
+        model=model, plan=plan(model), geometry=Geometry(3, None, None, False), targets=None,
+        top=None, class_names=None, preprocess="none", colormap="viridis", alpha_limit=0.5,
+        side_by_side=False, max_pixels=0)
+    rng = np.random.RandomState(0)
+    docs = {i: (rng.rand(9, 9, 3).astype("float32") * 255, Image.new("RGB", (9, 9)))
+            for i in range(3)}
+    outcomes = explain_batch(([None, "unreadable", None, None], {0: docs[0], 2: docs[1],
+                                                                 3: docs[2]}), options)
+    assert outcomes[1] == "unreadable"
+    assert all(isinstance(outcomes[i], Explained) for i in (0, 2, 3)), outcomes
+    # a single input whose pass raises fails with the engine's reason
+    tiny = {0: (np.zeros((2, 2, 3), "float32"), Image.new("RGB", (2, 2)))}
+    (reason,) = explain_batch(([None], tiny), options)
+    assert isinstance(reason, str) and "does not fit model" in reason and "2x2" in reason
