@@ -33,16 +33,21 @@ BACKEND = keras.backend.backend()
 PROG = "gradcam-callbacks"
 
 
-def _env(backend: str = BACKEND) -> dict[str, str]:
+def _env(backend: str = BACKEND, home: Path | None = None) -> dict[str, str]:
+    """The environment of a CLI run; ``home``: a writable folder for Keras' and matplotlib's
+    caches (a user other than root cannot write root's)."""
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": path}
+    caches = {} if home is None else {"KERAS_HOME": str(home / ".keras"),
+                                      "MPLCONFIGDIR": str(home / ".matplotlib")}
+    return {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": path, **caches}
 
 
 def cli(*args: object, prefix: tuple[str, ...] = (), timeout: float = 300,
-        cwd: Path | None = None) -> subprocess.CompletedProcess:
+        cwd: Path | None = None, home: Path | None = None) -> subprocess.CompletedProcess:
     """``python -m gradcam_callbacks ARGS``, optionally behind ``prefix`` (setpriv)."""
     return subprocess.run([*prefix, sys.executable, "-m", "gradcam_callbacks", *map(str, args)],
-                          capture_output=True, text=True, env=_env(), timeout=timeout, cwd=cwd)
+                          capture_output=True, text=True, env=_env(home=home), timeout=timeout,
+                          cwd=cwd)
 
 
 def records(out: Path) -> dict[str, dict]:
@@ -160,7 +165,8 @@ def _unprivileged(folder: Path) -> tuple[str, ...]:
         for prefix in (nobody, capless):
             folder.chmod(0o777)
             done = subprocess.run([*prefix, sys.executable, "-c", probe, str(locked)],
-                                  capture_output=True, text=True, env=_env(), timeout=120)
+                                  capture_output=True, text=True, env=_env(home=folder),
+                                  timeout=120)
             if done.returncode == 0:
                 return prefix
     finally:
@@ -184,7 +190,7 @@ def test_a_folder_that_cannot_be_listed_is_reported_not_skipped(models):
             path.chmod(0o777 if path.is_dir() else 0o666)
         (work / "in" / "locked").chmod(0o000)
         done = cli("explain", work / "plain.keras", work / "in", "--out", work / "out",
-                   prefix=prefix)
+                   prefix=prefix, home=work)
         (work / "in" / "locked").chmod(0o755)
         assert done.returncode == 1, done.stderr[-3000:]
         assert "Traceback" not in done.stderr
@@ -353,8 +359,8 @@ def test_sheet_with_corrupt_or_unreadable_event_files_fails_in_one_line(log_dir,
         shutil.copytree(log_dir, work / "logs")
         for path in [work, *work.rglob("*")]:
             path.chmod(0o777 if path.is_dir() else 0o000)
-        _one_error_line(cli("sheet", work / "logs", "--out", work / "s.png", prefix=prefix),
-                        1, "cannot read", "Permission denied")
+        _one_error_line(cli("sheet", work / "logs", "--out", work / "s.png", prefix=prefix,
+                            home=work), 1, "cannot read", "Permission denied")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
