@@ -17,14 +17,16 @@ from PIL import Image
 from .image import grid
 from .tensorboard import read_events
 
-__all__ = ["contact_sheet", "probe_frames", "probe_gifs"]
+__all__ = ["contact_sheet", "draw_sheet", "probe_frames", "probe_gifs", "write_gifs"]
 
 PROBE_PREFIX = "gradcam/probe_"
+#: ``(tags, steps, images)`` as :func:`probe_frames` returns them.
+Frames = tuple[list[str], list[int], dict[tuple[str, int], Image.Image]]
 
 
 def probe_frames(
     log_dir: str | os.PathLike, every: int = 1, tag_prefix: str = PROBE_PREFIX
-) -> tuple[list[str], list[int], dict[tuple[str, int], Image.Image]]:
+) -> Frames:
     """The probe images of a run: probe tags, the steps kept, and one image per (tag, step).
 
     Tags are those that start with ``tag_prefix`` and hold nothing after the probe's number
@@ -95,7 +97,18 @@ def contact_sheet(
         >>> sheet = contact_sheet("logs/gradcam", every=2)  # doctest: +SKIP
         >>> sheet.save("sheet.png")  # doctest: +SKIP
     """
-    tags, steps, images = probe_frames(log_dir, every, tag_prefix)
+    return draw_sheet(probe_frames(log_dir, every, tag_prefix))
+
+
+def draw_sheet(frames: Frames) -> Image.Image:
+    """The contact sheet of frames read by :func:`probe_frames` (see :func:`contact_sheet`).
+
+    Example:
+        >>> frames = probe_frames("logs/gradcam")  # doctest: +SKIP
+        >>> draw_sheet(frames).mode  # doctest: +SKIP
+        'RGB'
+    """
+    tags, steps, images = frames
     rows = [[images.get((tag, step)) for step in steps] for tag in tags]
     return grid(rows, row_labels=[tag.rsplit("/", 1)[-1] for tag in tags],
                 column_labels=[f"epoch {step}" for step in steps])
@@ -132,11 +145,24 @@ def probe_gifs(
         >>> [p.name for p in probe_gifs("logs/gradcam", "gifs")]  # doctest: +SKIP
         ['gradcam_probe_00.gif', 'gradcam_probe_01.gif']
     """
-    if isinstance(duration_ms, bool) or not isinstance(duration_ms, int) or duration_ms < 1:
-        raise ValueError(
-            f"duration_ms must be a positive integer; received duration_ms={duration_ms!r}"
-        )
-    tags, steps, images = probe_frames(log_dir, every, tag_prefix)
+    _check_duration(duration_ms)
+    return write_gifs(probe_frames(log_dir, every, tag_prefix), out_dir, duration_ms)
+
+
+def write_gifs(frames: Frames, out_dir: str | os.PathLike, duration_ms: int = 500) -> list[Path]:
+    """One animated GIF per probe of frames read by :func:`probe_frames` (see
+    :func:`probe_gifs`).
+
+    Raises:
+        ValueError: ``duration_ms`` is not a positive integer.
+        OSError: ``out_dir`` cannot be created or written.
+
+    Example:
+        >>> write_gifs(probe_frames("logs/gradcam"), "gifs")  # doctest: +SKIP
+        [PosixPath('gifs/gradcam_probe_00.gif')]
+    """
+    _check_duration(duration_ms)
+    tags, steps, images = frames
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -171,6 +197,13 @@ def save_atomically(image: Image.Image, path: Path, **save_options: object) -> N
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def _check_duration(duration_ms: int) -> None:
+    if isinstance(duration_ms, bool) or not isinstance(duration_ms, int) or duration_ms < 1:
+        raise ValueError(
+            f"duration_ms must be a positive integer; received duration_ms={duration_ms!r}"
+        )
 
 
 def _hint(path: Path) -> str:

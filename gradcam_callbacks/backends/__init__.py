@@ -32,10 +32,11 @@ RawOutputs = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 class GradientFunction:
     """A compiled Grad-CAM pass for one (model, layer, output).
 
-    Calling it with ``docs (N, ...)`` and ``targets (N, K)`` (int32, ``-1`` = the doc's top
-    class) returns numpy arrays ``activations (N, *A)``, ``grads (N, K, *A)`` (gradient of each
-    target's score with respect to the activations), ``outputs (N, classes)`` (the selected
-    model output) and the resolved ``targets (N, K)``.
+    Calling it with ``docs (N, ...)`` and ``targets (N, K)`` (int32; ``-r`` = the doc's r-th
+    highest-scoring class, so ``-1`` is its top class) returns numpy arrays
+    ``activations (N, *A)``, ``grads (N, K, *A)`` (gradient of each target's score with
+    respect to the activations), ``outputs (N, classes)`` (the selected model output) and the
+    resolved ``targets (N, K)``.
 
     ``traces`` counts how often the backend traced (compiled) the pass; repeated calls with
     the same shapes do not add to it.

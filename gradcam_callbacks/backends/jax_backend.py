@@ -43,8 +43,10 @@ def build(
             jnp.zeros(shape.shape, shape.dtype),
             has_aux=True,
         )
-        top = jnp.argmax(scores, axis=-1).astype(jnp.int32)
-        resolved = jnp.where(targets < 0, top[:, None], targets)
+        # -r asks for the doc's r-th highest-scoring class (ties: the lower index first)
+        ranked = jnp.argsort(-scores, axis=-1, stable=True).astype(jnp.int32)
+        rank = jnp.clip(-targets - 1, 0, scores.shape[-1] - 1)
+        resolved = jnp.where(targets < 0, jnp.take_along_axis(ranked, rank, axis=-1), targets)
         cotangents = jax.nn.one_hot(resolved, scores.shape[-1], dtype=scores.dtype)
         grads = jax.vmap(lambda c: vjp(c * spec.score_scale)[0], in_axes=1, out_axes=1)(
             cotangents

@@ -30,8 +30,11 @@ def build(
                 outputs = spec.model(docs, training=False)
             activations = single_activation(captured, spec.path)
             scores = spec.select(outputs)
-        top = tf.argmax(scores, axis=-1, output_type=tf.int32)
-        resolved = tf.where(targets < 0, top[:, None], targets)
+        # -r asks for the doc's r-th highest-scoring class (ties: the lower index first)
+        ranked = tf.math.top_k(scores, k=tf.shape(scores)[-1]).indices
+        rank = tf.minimum(-targets - 1, tf.shape(scores)[-1] - 1)
+        resolved = tf.where(targets < 0, tf.gather(ranked, tf.maximum(rank, 0), batch_dims=1),
+                            targets)
         grads = [
             tape.gradient(
                 scores,

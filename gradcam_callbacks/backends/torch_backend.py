@@ -30,8 +30,10 @@ def build(
             activations = single_activation(captured, spec.path)
             scores = spec.select(outputs)
             requested = torch.as_tensor(targets, dtype=torch.long, device=scores.device)
-            top = torch.argmax(scores, dim=-1)
-            resolved = torch.where(requested < 0, top[:, None], requested)
+            # -r asks for the doc's r-th highest-scoring class (ties: the lower index first)
+            ranked = torch.argsort(scores.detach(), dim=-1, descending=True, stable=True)
+            rank = (-requested - 1).clamp(0, scores.shape[-1] - 1)
+            resolved = torch.where(requested < 0, torch.gather(ranked, 1, rank), requested)
             slots = resolved.shape[1]
             grads = [] if not scores.requires_grad else [  # else: output ignores the layer
                 torch.autograd.grad(
