@@ -183,8 +183,8 @@ def grid(rows: Sequence[Sequence[Image.Image | None]], gap: int = 4,
 
 
 def explanation_strip(expl: Explanation, class_names: Sequence[str] | None = None,
-                      *, labels: bool = True, min_panel_width: int = 128,
-                      **overlay_kwargs: Any) -> Image.Image:
+                      *, labels: bool = True, include_image: bool = True,
+                      min_panel_width: int = 128, **overlay_kwargs: Any) -> Image.Image:
     """The explanation's image followed by one overlay per target, in one row, each panel
     labelled below with what it shows: ``"input"``, then each target's class (``"3: cat"``
     with ``class_names``, else ``"class 3"``) and score.
@@ -197,6 +197,7 @@ def explanation_strip(expl: Explanation, class_names: Sequence[str] | None = Non
         expl: An explanation whose ``image`` is a Pillow image.
         class_names: Names of the model's classes, indexed by class; optional.
         labels: Whether to draw the labels.
+        include_image: Whether the row starts with the input image itself.
         min_panel_width: Smallest panel width, in pixels, when ``labels`` is true.
         **overlay_kwargs: Passed to :func:`format_as_image` (``colormap``, ``alpha_limit``...).
 
@@ -212,16 +213,19 @@ def explanation_strip(expl: Explanation, class_names: Sequence[str] | None = Non
         )
     overlays = [format_as_image(expl, target_index=k, **overlay_kwargs)
                 for k in range(len(expl.targets))]
-    panels = [expl.image, *overlays]
+    panels = [expl.image, *overlays] if include_image else overlays
+    if not panels:
+        raise ValueError("explanation_strip needs an explanation with targets or "
+                         "include_image=True; received no targets and include_image=False")
     if not labels:
         return side_by_side(panels)
     if expl.image.width < min_panel_width:
         scale = -(-min_panel_width // max(expl.image.width, 1))
         panels = [im.resize((im.width * scale, im.height * scale), Image.NEAREST)
                   for im in panels]
-    captions = [["input", ""]] + [
-        [target_label(t.target, class_names), f"score {t.score:.3g}"] for t in expl.targets
-    ]
+    captions = [["input", ""]] if include_image else []
+    captions += [[target_label(t.target, class_names), f"score {t.score:.3g}"]
+                 for t in expl.targets]
     return side_by_side([captioned(im, lines) for im, lines in zip(panels, captions)])
 
 

@@ -265,11 +265,17 @@ def test_explain_top3_names_nested_layer_h5_side_by_side_in_place(models, tmp_pa
             ["zero", "one", "two", "three"][t] for t in top]
         assert line["target"] == top[0] and line["class_name"] == ["zero", "one", "two",
                                                                    "three"][top[0]]
-        sheet = picture(folder / line["output"])  # the input, then one overlay per target
-        assert sheet.shape == (40, 4 * 50 + 3 * GAP, 3)
+        # the input, then one overlay per target, each enlarged 3x (50 px is under the
+        # 128 px a labelled panel needs) and labelled below with its class and score
+        sheet = picture(folder / line["output"])
+        assert sheet.shape[1] == 4 * 150 + 3 * GAP and sheet.shape[0] > 120 + 2 * 12
         shown = np.asarray(Image.open(folder / name).convert("RGB")).astype(int)
-        assert np.array_equal(sheet[:, :50], shown)
-        differs |= any(not np.array_equal(sheet[:, k * 54:k * 54 + 50], shown)
+        shown = shown.repeat(3, axis=0).repeat(3, axis=1)
+        assert np.array_equal(sheet[:120, :150], shown)
+        for k in range(4):
+            caption = sheet[122:, k * (150 + GAP):k * (150 + GAP) + 150]
+            assert (caption.mean(axis=-1) < 128).sum() > 30, f"panel {k} has no label"
+        differs |= any(not np.array_equal(sheet[:120, k * 154:k * 154 + 150], shown)
                        for k in (1, 2, 3))
     assert differs, "no overlay shows a heatmap"
     assert not (folder / "old.gradcam.gradcam.png").exists()

@@ -278,20 +278,20 @@ class Pipeline:
 
 def draw(expl: Any, options: ExplainOptions) -> Image.Image:
     """The PNG of one explanation: the input and its overlays (``--side-by-side``), or the
-    overlays alone, in one row.
+    overlays alone, in one row. A picture of several panels names each panel's class (with
+    ``--class-names``) and score below it; a single overlay is drawn bare, at the image's size.
 
     Example:
         >>> draw(explanation, options).mode  # doctest: +SKIP
         'RGB'
     """
-    from ..image import explanation_strip, format_as_image, side_by_side
+    from ..image import explanation_strip, format_as_image
 
     style = {"colormap": options.colormap, "alpha_limit": options.alpha_limit}
-    if options.side_by_side:
-        return explanation_strip(expl, **style)
-    overlays = [format_as_image(expl, target_index=k, **style)
-                for k in range(len(expl.targets))]
-    return overlays[0].convert("RGB") if len(overlays) == 1 else side_by_side(overlays)
+    if not options.side_by_side and len(expl.targets) == 1:
+        return format_as_image(expl, **style).convert("RGB")
+    return explanation_strip(expl, options.class_names, include_image=options.side_by_side,
+                             **style)
 
 
 def class_name(names: list[str] | None, target: int) -> str | None:
