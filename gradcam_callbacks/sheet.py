@@ -15,11 +15,10 @@ from pathlib import Path
 from PIL import Image
 
 from .image import grid
+from .tags import PROBE_PREFIX
 from .tensorboard import read_events
 
 __all__ = ["contact_sheet", "probe_frames", "probe_gifs"]
-
-PROBE_PREFIX = "gradcam/probe_"
 
 
 def probe_frames(

@@ -50,16 +50,19 @@ def test_logs_each_probe_per_logged_epoch(tmp_path):
     for i in range(3):
         tag = f"gradcam/probe_{i:02d}"
         shots = events[(tag, "image")]
-        assert [r.step for r in shots] == [0, 1, 2, 3]
+        assert [r.step for r in shots] == [-1, 0, 1, 2]  # untrained, then Keras' epoch steps
         for record in shots:
             picture = Image.open(io.BytesIO(record.value))
             # 16 px probes are shown 8x (display_size 128): input and overlay, 4 px apart,
             # with a two-line caption below
             assert picture.size == (128 * 2 + 4, 128 + 2 + 2 * 12)
         for scalar in ("score", "box_mass", "pointing_hit"):
-            assert [r.step for r in events[(f"{tag}/{scalar}", "scalar")]] == [0, 1, 2, 3]
-        assert [r.step for r in events[(f"{tag}/change", "scalar")]] == [1, 2, 3]
-    assert [r.step for r in events[("gradcam/grid", "image")]] == [0, 1, 2, 3]
+            assert [r.step for r in events[(f"{tag}/{scalar}", "scalar")]] == [-1, 0, 1, 2]
+        assert [r.step for r in events[(f"{tag}/change", "scalar")]] == [0, 1, 2]
+        assert [r.step for r in events[(f"gradcam/timeline/probe_{i:02d}", "image")]] == [
+            -1, 0, 1, 2]
+    assert [r.step for r in events[("gradcam/grid", "image")]] == [-1, 0, 1, 2]
+    assert [r.value for r in events[("gradcam/nonfinite", "scalar")]] == [0, 0, 0, 0]
     for scalar in ("pointing_game", "mean_box_mass"):
         assert len(events[(f"gradcam/{scalar}", "scalar")]) == 4
     # The last step's scalars are the final model's numbers.
@@ -76,11 +79,16 @@ def test_logs_each_probe_per_logged_epoch(tmp_path):
         metrics.mask_pointing_hits(heatmaps, masks).mean())
 
 
-def test_freq_and_log_initial_steps(tmp_path):
+@pytest.mark.parametrize("freq, epochs, log_initial, steps", [
+    (2, 5, False, [0, 2, 4]),
+    (3, 7, True, [-1, 0, 3, 6]),  # as histogram_freq=3 logs [0, 3, 6]
+    (3, 8, False, [0, 3, 6, 7]),  # the last epoch of a fit is always logged
+])
+def test_freq_and_log_initial_steps(tmp_path, freq, epochs, log_initial, steps):
     model = compiled()
-    cam = gc.GradCamCallback(X[:2], log_dir=tmp_path, freq=2, log_initial=False)
-    model.fit(X, Y, epochs=5, batch_size=16, callbacks=[cam], verbose=0)
-    assert [r.step for r in by_tag(tmp_path)[("gradcam/probe_00", "image")]] == [1, 3, 5]
+    cam = gc.GradCamCallback(X[:2], log_dir=tmp_path, freq=freq, log_initial=log_initial)
+    model.fit(X[:16], Y[:16], epochs=epochs, batch_size=16, callbacks=[cam], verbose=0)
+    assert [r.step for r in by_tag(tmp_path)[("gradcam/probe_00", "image")]] == steps
 
 
 def test_one_compiled_pass_for_all_epochs(tmp_path):
@@ -211,7 +219,7 @@ def test_unwritable_log_dir_warns_and_training_goes_on(tmp_path):
         history = model.fit(X, Y, epochs=3, batch_size=8, callbacks=[cam], verbose=0)
     assert len(history.history["loss"]) == 3
     messages = [str(w.message) for w in caught if "GradCamCallback" in str(w.message)]
-    assert len(messages) == 4  # one per logged step (0..3), none lost silently
+    assert len(messages) == 4  # one per logged step (-1..2), none lost silently
     assert all("training goes on" in m for m in messages)
 
 
@@ -221,15 +229,19 @@ def test_log_dir_removed_mid_run_recovers(tmp_path):
     log_dir = tmp_path / "run"
     model = compiled()
     cam = gc.GradCamCallback(X[:2], log_dir=log_dir)
-    remover = keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda epoch, logs: shutil.rmtree(log_dir) if epoch == 1 else None)
+    def remove(epoch, logs):
+        if epoch == 1:
+            cam.flush()  # steps -1 and 0 are written (in the background) before the removal
+            shutil.rmtree(log_dir)
+
+    remover = keras.callbacks.LambdaCallback(on_epoch_end=remove)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model.fit(X, Y, epochs=4, batch_size=8, callbacks=[remover, cam], verbose=0)
     messages = [str(w.message) for w in caught if "GradCamCallback" in str(w.message)]
-    assert len(messages) == 1 and "step 2" in messages[0]
+    assert len(messages) == 1 and "step 1" in messages[0]
     # after the failure the callback started a new file in a re-created directory
-    assert [r.step for r in by_tag(log_dir)[("gradcam/probe_00", "image")]] == [3, 4]
+    assert [r.step for r in by_tag(log_dir)[("gradcam/probe_00", "image")]] == [2, 3]
 
 
 def test_shares_a_log_dir_with_keras_tensorboard(tmp_path):
