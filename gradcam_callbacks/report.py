@@ -152,11 +152,12 @@ class ProbeReport:
         step, finite = maps.step, maps.finite
         changes = masses = hits = None
         ok = np.flatnonzero(finite)
-        if maps.previous is not None:
+        if maps.previous is not None and len(ok):
             both = ok[np.isfinite(maps.previous[ok].reshape(len(ok), -1)).all(axis=1)]
-            changes = dict(zip(both, metrics.heatmap_changes(maps.previous[both],
-                                                             maps.heatmaps[both])))
-        if self.masks is not None:
+            if len(both):
+                changes = dict(zip(both, metrics.heatmap_changes(maps.previous[both],
+                                                                 maps.heatmaps[both])))
+        if self.masks is not None and len(ok):
             masses = dict(zip(ok, metrics.mask_masses(maps.heatmaps[ok], self.masks[ok])))
             hits = dict(zip(ok, metrics.mask_pointing_hits(maps.heatmaps[ok], self.masks[ok])))
         panels = []
