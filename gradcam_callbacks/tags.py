@@ -22,6 +22,7 @@ __all__ = [
     "NONFINITE",
     "POINTING_GAME",
     "PROBE_PREFIX",
+    "SAMPLES_PER_PLUGIN",
     "TIMELINE_PREFIX",
     "probe_scalar_tag",
     "probe_tag",
@@ -40,6 +41,12 @@ MEAN_BOX_MASS = "gradcam/mean_box_mass"
 POINTING_GAME = "gradcam/pointing_game"
 NONFINITE = "gradcam/nonfinite"
 """How many probes had a NaN or infinite heatmap or score at a step (a diverging model)."""
+
+SAMPLES_PER_PLUGIN = "images=1000"
+"""The ``tensorboard --samples_per_plugin`` value that makes TensorBoard keep every step of
+every image tag, for runs of up to 1000 logged epochs. Its default keeps 10 per tag (chosen
+at random but always the latest); ``images=0``, documented upstream as "keep all", served no
+image at all with TensorBoard 2.21."""
 
 INITIAL_STEP = -1
 """The step of the untrained model's maps: before epoch 0, whose maps are at step 0."""
