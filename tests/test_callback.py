@@ -340,6 +340,18 @@ def test_terminate_on_nan_still_decides(tmp_path):
     assert by_tag(tmp_path)[("gradcam/probe_00", "image")][-1].step == stopped - 1
 
 
+def test_a_fit_stopped_early_logs_its_last_epoch(tmp_path):
+    def stop(epoch, logs):
+        if epoch == 2:
+            model.stop_training = True  # as EarlyStopping does, listed before the callback
+
+    model = compiled()
+    cam = gc.GradCamCallback(X[:2], log_dir=tmp_path, freq=10)
+    model.fit(X[:16], Y[:16], epochs=20, batch_size=8, verbose=0,
+              callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=stop), cam])
+    assert [r.step for r in by_tag(tmp_path)[("gradcam/probe_00", "image")]] == [-1, 0, 2]
+
+
 def test_extreme_probes_do_not_end_the_fit(tmp_path):
     model = compiled()
     cam = gc.GradCamCallback(X[:2] * 1e37, log_dir=tmp_path)
