@@ -151,7 +151,8 @@ def test_default_tensorboard_reaches_every_epoch_through_the_timelines(long_run)
                 for r in read_events(long_run / "gradcam") if r.kind == "image"}
     # 31 logged steps, at most 12 columns: every 4th from the first, and the latest
     columns = [-1, 3, 7, 11, 15, 19, 23, 27, 29]
-    with running_tensorboard(long_run, samples_per_plugin=None, load_fast=None) as tb:
+    with running_tensorboard(long_run, samples_per_plugin=None, load_fast=None,
+                             startup_timeout=300) as tb:
         for i in range(LONG_PROBES):
             tag = f"gradcam/timeline/probe_{i:02d}"
             entries = tb.wait_for(lambda tag=tag: [
@@ -176,7 +177,7 @@ def test_documented_samples_per_plugin_serves_every_step(long_run):
     image_tags = [f"gradcam/{kind}{i:02d}" for kind in ("probe_", "timeline/probe_")
                   for i in range(LONG_PROBES)] + ["gradcam/grid"]
     with running_tensorboard(long_run, samples_per_plugin=SAMPLES_PER_PLUGIN,
-                             load_fast=None) as tb:
+                             load_fast=None, startup_timeout=300) as tb:
         for tag in image_tags:
             assert tb.wait_for(lambda tag=tag: served_steps(tb, "gradcam", tag) == logged,
                                timeout=90), tag
