@@ -1,6 +1,13 @@
 """GradCamCallback's cost: time per logged epoch vs the epoch's training time, and resident
 memory over many logged epochs, on the demo model with 16 probes.
 
+The time counted is what the callback takes on the training thread at an epoch end: the
+Grad-CAM pass, plus any wait for the background writer to finish the previous epoch
+(back-pressure). Drawing and PNG encoding overlap the next epoch's training on another
+thread; on a machine with spare cores that costs the training thread nothing, on a busy one
+it competes for CPU, which the epoch time shows. Before printing, the benchmark counts the
+images in the event files: every logged epoch must have written all of them.
+
 Usage: KERAS_BACKEND=jax python benchmarks/bench_callback.py [--epochs 4] [--logs 200]
 Prints a markdown table row.
 """
@@ -17,6 +24,7 @@ import time
 import keras
 
 from gradcam_callbacks import GradCamCallback, demo
+from gradcam_callbacks.tensorboard import read_events
 
 
 def rss_mb() -> float:
@@ -52,6 +60,14 @@ class EpochTimer(keras.callbacks.Callback):
         self.durations: list[float] = []
 
 
+def count_images(log_dir: str, expected: int) -> None:
+    """Fail unless the event files hold exactly ``expected`` images: no number without them."""
+    found = sum(1 for record in read_events(log_dir) if record.kind == "image")
+    if found != expected:
+        raise SystemExit(f"expected {expected} images in {log_dir}, found {found}: "
+                         "the callback did not write what it timed")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=4)
@@ -67,12 +83,19 @@ def main() -> None:
         demo.train(model, train_set, epochs=args.epochs, callbacks=[timer, cam], verbose=0)
         epoch = statistics.median(timer.durations[1:])  # the first epoch compiles
         logged = statistics.median(cam.seconds[1:])
+        images_per_step = 2 * 16 + 1  # probe image and timeline per probe, and the grid
+        count_images(log_dir, args.epochs * images_per_step)
         # Memory: many more logged epochs on the trained model, no training in between.
+        cam._start_fit()
         cam._log(args.epochs + 1)
+        cam.flush()
         before = rss_mb()
         for step in range(args.logs):
             cam._log(args.epochs + 2 + step)
+        cam.flush()
         after = rss_mb()
+        cam.on_train_end()
+        count_images(log_dir, (args.epochs + 1 + args.logs) * images_per_step)
     print(f"Machine: {platform.machine()}, {os.cpu_count()} cores; demo model, 16 probes, "
           f"{len(train_set)} training images per epoch")
     print("| backend | epoch (s) | callback per logged epoch (ms) | share | "

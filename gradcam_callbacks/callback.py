@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Sequence
@@ -9,21 +10,13 @@ from typing import Any
 
 import keras
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from . import backends, logdirs, metrics
+from . import backends, logdirs, tags
 from ._validation import check_bool, check_int
 from .distribute import is_chief
 from .explain import Plan, check_docs, derive_image, plan
-from .image import (
-    Colormap,
-    captioned,
-    check_alpha_limit,
-    get_colormap,
-    grid,
-    heatmap_overlay,
-    side_by_side,
-)
+from .image import Colormap, check_alpha_limit, get_colormap
 from .layers import LayerSpec
 from .probes import (
     check_against_model,
@@ -37,6 +30,8 @@ from .probes import (
     take_probes,
     warn_integer_probes,
 )
+from .report import EpochMaps, ProbeReport
+from .sinks import BackgroundWriter, Sink
 from .tensorboard import EventWriter
 
 TargetsOption = str | Sequence[int] | np.ndarray | None
@@ -47,18 +42,41 @@ class GradCamCallback(keras.callbacks.Callback):
     to TensorBoard at epoch ends.
 
     For each probe and logged epoch it writes an image ``gradcam/probe_00`` (the input and
-    its overlay side by side, described with target, class name and score) and one grid of
-    all probes (``gradcam/grid``), plus scalars per probe: the target's score, the heatmap's
-    change since the last logged epoch (1 - cosine similarity) and, with ``probe_boxes`` or
+    its overlay side by side, described with target, class name and score), a timeline
+    ``gradcam/timeline/probe_00`` (the probe's overlays at every logged epoch so far, thinned
+    evenly to at most 12 labelled columns, first and latest kept) and one grid of all probes
+    (``gradcam/grid``), plus scalars per probe: the target's score, the heatmap's change since
+    the last logged epoch (1 - cosine similarity) and, with ``probe_boxes`` or
     ``probe_masks``, the share of heatmap mass on the object and the pointing game, with
-    their means over probes. Steps count completed epochs: step 0 is the untrained model.
+    their means over probes; ``gradcam/nonfinite`` counts probes whose map or score was NaN
+    or infinite. Tag names are in :mod:`gradcam_callbacks.tags`.
+
+    Steps are those of ``keras.callbacks.TensorBoard``: the maps after epoch ``e`` (0-based)
+    are at step ``e``, the step of that epoch's ``epoch_loss``, so one slider position is one
+    model state. The untrained model's maps (``log_initial``) are at step -1. With
+    ``freq``, epochs with ``epoch % freq == 0`` are logged, as with ``histogram_freq``, and
+    the last epoch of a fit always is.
+
+    TensorBoard keeps only 10 steps per image tag unless told otherwise; the timeline's
+    latest image shows the whole history in any TensorBoard. To browse every step of
+    every probe tag, start it as (checked with TensorBoard 2.21, which serves every step
+    up to N; ``images=0`` served none)::
+
+        tensorboard --logdir logs --samples_per_plugin images=1000
 
     Event files are written with the ``tensorboard`` package alone (no TensorFlow import),
     so the callback works the same on the TensorFlow, JAX and PyTorch backends, and can
     share a parent log directory with ``keras.callbacks.TensorBoard``. It never changes
-    training: inference mode, no random draws, no state changes. A write that fails (log
-    directory removed, read-only, disk full) becomes one warning; training goes on and the
-    next logged epoch tries again.
+    training: inference mode, no random draws, no state changes. Grad-CAM runs on the
+    training thread (it needs the current weights); drawing and PNG encoding run on a
+    background thread while the next epoch trains, one logged epoch at a time, so a killed
+    process loses at most the epoch being written. ``on_train_end`` waits for it.
+
+    Nothing it does at an epoch end can end the fit: a failure to compute, draw or write
+    (log directory removed, read-only, disk full, a broken model) becomes one warning naming
+    the step and the cause, and the next logged epoch tries again. Non-finite maps or scores
+    (a diverging model) are logged as such, with a warning, never drawn as overlays. One
+    instance can serve several fits, of different models: each ``fit`` starts afresh.
 
     Args:
         probes: The model inputs to watch: an array ``(N, ...)`` (numpy, a TensorFlow / JAX /
@@ -85,8 +103,9 @@ class GradCamCallback(keras.callbacks.Callback):
             its training begins, before the first epoch. A callback releases its directory
             when training ends; after a fit that raised, when it trains again or is deleted.
         freq: Log after every ``freq``-th epoch (when ``epoch % freq == 0``, 0-based, as
-            Keras' ``histogram_freq``).
-        log_initial: Also log the model's maps before the first epoch, at step 0.
+            Keras' ``histogram_freq``), and after the last epoch of the fit.
+        log_initial: Also log the model's maps before the first epoch, at step -1 (one
+            before the first epoch's step; ``initial_epoch - 1`` when resuming).
         max_probes: At most this many probes are used.
         probe_boxes: ``(N, 4)`` object boxes ``(x0, y0, x1, y1)`` in image pixels
             (``x1``/``y1`` exclusive, non-empty, inside the picture), for localisation
@@ -146,7 +165,7 @@ class GradCamCallback(keras.callbacks.Callback):
         self.probe_masks = object_masks(self.probe_boxes, self._given_masks,
                                         None if self.pictures is None else self._picture_sizes())
         self._plan: Plan | None = None
-        self._writer: EventWriter | None = None
+        self._writer: BackgroundWriter | None = None
         self._previous: np.ndarray | None = None
         self._initial_logged = False
 
@@ -168,25 +187,42 @@ class GradCamCallback(keras.callbacks.Callback):
                                    self._plan.output_index)
         if is_chief():
             logdirs.claim(self, self.log_dir)
-        if is_chief() and self._writer is None:
-            self._writer = EventWriter(self.log_dir)
+        self._start_fit()
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self.log_initial and not self._initial_logged:
             self._initial_logged = True
-            self._log(epoch)
+            self._log(epoch - 1)  # the model before this epoch: -1 for a fresh fit
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if epoch % self.freq == 0:
-            self._log(epoch + 1)
+        last = epoch == (self.params or {}).get("epochs", 0) - 1 or bool(
+            getattr(self.model, "stop_training", False))
+        if epoch % self.freq == 0 or last:
+            self._log(epoch)
+        else:
+            self._report_writer_errors()
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         logdirs.release(self)
-        if self._writer is not None:
-            try:
-                self._writer.close()
-            except OSError as error:
-                self._warn(f"could not close its event file: {error}")
+        self._stop_writer()
+
+    def flush(self) -> None:
+        """Wait until everything logged so far is written and synced to disk.
+
+        Logged epochs are drawn and written on a background thread; the event files are
+        complete after ``fit`` returns without this. Failures become warnings, as in ``fit``.
+
+        Example:
+            >>> cam.flush()  # doctest: +SKIP
+        """
+        if self._writer is None:
+            return
+        self._writer.drain()
+        try:
+            self._writer.sink.flush()
+        except OSError as error:
+            self._warn(f"could not sync its event file ({error})")
+        self._report_writer_errors()
 
     def get_config(self) -> dict[str, Any]:
         """The callback's settings (the probe data itself is not included)."""
@@ -226,81 +262,65 @@ class GradCamCallback(keras.callbacks.Callback):
             return [int(t) for t in labels(self.probe_y)]
         return [int(t) for t in self.targets]
 
+    def _start_fit(self) -> None:
+        """Per-fit state, reset so that one callback serves several fits and models."""
+        self._stop_writer()
+        self._previous = None
+        self._initial_logged = False
+        if not is_chief():  # only one process of a distributed run writes
+            return
+        assert self.pictures is not None
+        report = ProbeReport(self.pictures, self.colormap, self.alpha_limit, self.display_size,
+                             self.probe_boxes, self.probe_masks, self.class_names,
+                             self._plan.layer.path if self._plan is not None else "")
+        self._writer = BackgroundWriter(EventWriter(self.log_dir, png_compress_level=1))
+        self._report = report
+
+    def _stop_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        try:
+            writer.close()
+        except OSError as error:
+            self._warn(f"could not close its event file ({error})")
+        self._report_writer_errors(writer)
+
     def _log(self, step: int) -> None:
+        """Grad-CAM of the probes now (on the training thread: it needs these weights), then
+        hand the drawing and writing of ``step`` to the background writer."""
+        self._report_writer_errors()
         if self._writer is None:  # not the chief process, or on_train_begin not run
             return
         try:
             heatmaps, targets, scores = self.explain_probes()
         except Exception as error:  # a monitoring hiccup must never end a training run
-            self._warn(f"could not compute Grad-CAM at step {step}: "
-                       f"{type(error).__name__}: {error}")
+            self._warn(f"could not compute Grad-CAM at step {step} ({type(error).__name__}: "
+                       f"{error}); {_GOES_ON}")
             return
+        maps = EpochMaps(step, heatmaps, targets, scores, self._previous)
+        self._previous = maps.carried()
+        broken = int((~maps.finite).sum())
+        if broken:
+            self._warn(f"found the Grad-CAM map or score of {broken} of {len(maps.finite)} "
+                       f"probes not finite (NaN or inf) at step {step}: the model may be "
+                       "diverging; those probes are logged without overlay or scores and "
+                       f"counted in {tags.NONFINITE!r}")
         try:
-            self._write(step, heatmaps, targets, scores)
-        except OSError as error:
-            self._warn(f"could not write to {self.log_dir!r} at step {step} ({error}); "
-                       "training goes on and the next logged epoch tries again")
+            self._writer.submit(functools.partial(self._write, maps),
+                                f"step {step} to {self.log_dir!r}")
+        except Exception as error:  # noqa: BLE001 - e.g. the writer thread is gone
+            self._warn(f"could not queue step {step} ({type(error).__name__}: {error}); "
+                       f"{_GOES_ON}")
 
-    def _write(self, step: int, heatmaps: np.ndarray, targets: np.ndarray,
-               scores: np.ndarray) -> None:
-        writer = self._writer
-        assert writer is not None and self.pictures is not None
-        sizes = self._picture_sizes()
-        changes = None if self._previous is None else metrics.heatmap_changes(
-            self._previous, heatmaps)
-        masses = hits = None
-        if self.probe_masks is not None:
-            masses = metrics.mask_masses(heatmaps, self.probe_masks)
-            hits = metrics.mask_pointing_hits(heatmaps, self.probe_masks)
-        panels = []
-        for i, picture in enumerate(self.pictures):
-            shown, overlay = self._panel(i, picture, heatmaps[i], sizes[i])
-            panels.append(overlay)
-            caption = [f"step {step}: target {int(targets[i])}"
-                       f"{self._class_name(int(targets[i]))}, score {float(scores[i]):.3f}"]
-            if masses is not None and hits is not None:
-                caption.append(f"mass on object {masses[i]:.2f}, "
-                               f"peak {'on' if hits[i] else 'off'} it")
-            tag = f"gradcam/probe_{i:02d}"
-            writer.add_image(tag, captioned(side_by_side([shown, overlay]), caption), step,
-                             description=f"Probe {i}: the input (left) and its Grad-CAM "
-                             "overlay (right); the caption names the step (completed epochs), "
-                             "the explained target and its score. Layer: "
-                             f"`{self._plan.layer.path}`")
-            writer.add_scalar(f"{tag}/score", float(scores[i]), step)
-            if changes is not None:
-                writer.add_scalar(f"{tag}/change", float(changes[i]), step)
-            if masses is not None and hits is not None:
-                writer.add_scalar(f"{tag}/box_mass", float(masses[i]), step)
-                writer.add_scalar(f"{tag}/pointing_hit", float(hits[i]), step)
-        columns = int(np.ceil(np.sqrt(len(panels))))
-        writer.add_image("gradcam/grid", grid(
-            [panels[r:r + columns] for r in range(0, len(panels), columns)]), step,
-            description=f"All {len(panels)} probes at step {step}")
-        if changes is not None:
-            writer.add_scalar("gradcam/mean_change", float(changes.mean()), step)
-        if masses is not None and hits is not None:
-            writer.add_scalar("gradcam/mean_box_mass", float(masses.mean()), step)
-            writer.add_scalar("gradcam/pointing_game", float(hits.mean()), step)
-        writer.flush()
-        self._previous = heatmaps
+    def _write(self, maps: EpochMaps, sink: Sink) -> None:
+        """Draw and write one step (on the writer thread)."""
+        self._report.write(maps, sink)
 
-    def _panel(self, index: int, picture: Image.Image, heatmap: np.ndarray,
-               size: tuple[int, int]) -> tuple[Image.Image, Image.Image]:
-        factor = max(1, int(np.ceil(self.display_size / max(1, min(size)))))
-        shown = picture.convert("RGB").resize((size[1] * factor, size[0] * factor),
-                                              Image.NEAREST)
-        if self.probe_boxes is not None:
-            x0, y0, x1, y1 = (int(v) * factor for v in self.probe_boxes[index])
-            ImageDraw.Draw(shown).rectangle((x0, y0, x1 - 1, y1 - 1), outline=(255, 0, 0))
-        overlay = heatmap_overlay(shown, heatmap, colormap=self.colormap,
-                                  alpha_limit=self.alpha_limit)
-        return shown, overlay
-
-    def _class_name(self, target: int) -> str:
-        if self.class_names is None or not 0 <= target < len(self.class_names):
-            return ""
-        return f" ({self.class_names[target]})"
+    def _report_writer_errors(self, writer: BackgroundWriter | None = None) -> None:
+        writer = writer or self._writer
+        for message in writer.take_errors() if writer is not None else []:
+            self._warn(f"{message}; {_GOES_ON}")
 
     def _picture_sizes(self) -> list[tuple[int, int]]:
         """(height, width) of each picture drawn on, known before the model is seen."""
@@ -312,3 +332,5 @@ class GradCamCallback(keras.callbacks.Callback):
     def _warn(self, message: str) -> None:
         warnings.warn(f"GradCamCallback {message}", RuntimeWarning, stacklevel=3)
 
+
+_GOES_ON = "training goes on and the next logged epoch tries again"

@@ -2,7 +2,8 @@
 
 Everything is read back with :func:`~gradcam_callbacks.tensorboard.read_events`, so neither
 TensorFlow nor Keras is needed. A row is one probe (tag ``gradcam/probe_00``, ...), a column
-is one logged step (steps count completed epochs; step 0 is the model before training).
+is one logged step (step ``e`` is the model after epoch ``e``, 0-based, as Keras' TensorBoard
+counts; step -1 is the model before training).
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from pathlib import Path
 from PIL import Image
 
 from .image import grid
+from .tags import PROBE_PREFIX, step_label
 from .tensorboard import read_events
 
 __all__ = ["contact_sheet", "draw_sheet", "probe_frames", "probe_gifs", "write_gifs"]
 
-PROBE_PREFIX = "gradcam/probe_"
 #: ``(tags, steps, images)`` as :func:`probe_frames` returns them.
 Frames = tuple[list[str], list[int], dict[tuple[str, int], Image.Image]]
 
@@ -78,8 +79,9 @@ def contact_sheet(
     """One picture of a whole run: a row per probe, a column per logged step, labelled.
 
     Cells are the callback's probe images (input and overlay, with their caption) as
-    logged; rows are labelled with the probe's tag, columns with ``epoch N`` (completed
-    epochs). The cell layout is :func:`~gradcam_callbacks.image.grid`'s, with 4-pixel gaps.
+    logged; rows are labelled with the probe's tag, columns with ``untrained`` and ``epoch N``
+    (as ``fit`` prints epochs, from 1). The cell layout is
+    :func:`~gradcam_callbacks.image.grid`'s, with 4-pixel gaps.
 
     Args:
         log_dir: The callback's run directory, or one event file.
@@ -111,7 +113,7 @@ def draw_sheet(frames: Frames) -> Image.Image:
     tags, steps, images = frames
     rows = [[images.get((tag, step)) for step in steps] for tag in tags]
     return grid(rows, row_labels=[tag.rsplit("/", 1)[-1] for tag in tags],
-                column_labels=[f"epoch {step}" for step in steps])
+                column_labels=[step_label(step) for step in steps])
 
 
 def probe_gifs(

@@ -82,7 +82,7 @@ def _iter_records(path: Path) -> Iterator[bytes]:
             return
 
 
-def _encode_png(image: ImageLike) -> tuple[bytes, int, int]:
+def _encode_png(image: ImageLike, compress_level: int = 6) -> tuple[bytes, int, int]:
     """PNG bytes, width and height of a PIL image or an HxW / HxWx{1,3,4} uint8 array."""
     if not isinstance(image, Image.Image):
         array = np.asarray(image)
@@ -102,7 +102,7 @@ def _encode_png(image: ImageLike) -> tuple[bytes, int, int]:
         has_alpha = "A" in image.mode or "transparency" in image.info
         image = image.convert("RGBA" if has_alpha else "RGB")
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue(), image.width, image.height
 
 
@@ -128,6 +128,8 @@ class EventWriter:
 
     Args:
         log_dir: The run directory; created (with its parents) on the first write.
+        png_compress_level: zlib level of the PNG images, 0 (fastest, largest) to 9; 1
+            encodes several times faster than Pillow's default 6 for a slightly larger file.
 
     Example:
         >>> import tempfile, numpy as np
@@ -139,7 +141,12 @@ class EventWriter:
         [('probe/0', 'image', 1), ('probe/0/score', 'scalar', 1)]
     """
 
-    def __init__(self, log_dir: str | os.PathLike) -> None:
+    def __init__(self, log_dir: str | os.PathLike, png_compress_level: int = 6) -> None:
+        if (isinstance(png_compress_level, bool) or not isinstance(png_compress_level, int)
+                or not 0 <= png_compress_level <= 9):
+            raise ValueError("png_compress_level must be an integer in [0, 9]; received "
+                             f"png_compress_level={png_compress_level!r}")
+        self._png_compress_level = png_compress_level
         self._log_dir = Path(log_dir)
         self._file: io.FileIO | None = None
         self._lock = threading.Lock()
@@ -205,7 +212,7 @@ class EventWriter:
             >>> with EventWriter(tempfile.mkdtemp()) as writer:
             ...     writer.add_images("batch", np.zeros((2, 4, 4, 3), np.uint8), step=0)
         """
-        encoded = [_encode_png(image) for image in images]
+        encoded = [_encode_png(image, self._png_compress_level) for image in images]
         if not encoded:
             raise ValueError(f"Expected at least one image. Received: images={images!r}")
         sizes = {(width, height) for _, width, height in encoded}

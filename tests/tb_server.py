@@ -112,12 +112,15 @@ class _Died(RuntimeError):
 @contextlib.contextmanager
 def running_tensorboard(
     logdir: str | os.PathLike,
-    samples_per_plugin: str = "images=1000,scalars=10000",
+    samples_per_plugin: str | None = "images=1000,scalars=10000",
     startup_timeout: float = 120.0,
+    load_fast: str | None = "false",
 ) -> Iterator[TensorBoardServer]:
     """Runs `python -m tensorboard.main` on `logdir` for the duration of the block.
 
-    Serves on 127.0.0.1 at a free port, with `--load_fast false --reload_interval 1`. Yields
+    Serves on 127.0.0.1 at a free port, with `--load_fast false --reload_interval 1`
+    (`samples_per_plugin=None` / `load_fast=None` leave those flags at TensorBoard's
+    defaults, as a user's plain `tensorboard --logdir` has them). Yields
     once `/data/runs` answers; data loads asynchronously after that, so poll with
     `server.wait_for`. The server is always stopped at exit (terminate, then kill).
 
@@ -131,10 +134,12 @@ def running_tensorboard(
             sys.executable, "-m", "tensorboard.main",
             "--logdir", os.fspath(logdir),
             "--host", "127.0.0.1", "--port", "0",
-            "--load_fast", "false",
             "--reload_interval", "1",
-            "--samples_per_plugin", samples_per_plugin,
         ]  # fmt: skip
+        if load_fast is not None:
+            command += ["--load_fast", load_fast]
+        if samples_per_plugin is not None:
+            command += ["--samples_per_plugin", samples_per_plugin]
         # TensorBoard imports TensorFlow when installed: keep it quiet and off any GPU.
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
         with open(log_path, "wb") as log:

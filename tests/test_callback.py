@@ -51,16 +51,19 @@ def test_logs_each_probe_per_logged_epoch(tmp_path):
     for i in range(3):
         tag = f"gradcam/probe_{i:02d}"
         shots = events[(tag, "image")]
-        assert [r.step for r in shots] == [0, 1, 2, 3]
+        assert [r.step for r in shots] == [-1, 0, 1, 2]  # untrained, then Keras' epoch steps
         for record in shots:
             picture = Image.open(io.BytesIO(record.value))
             # 16 px probes are shown 8x (display_size 128): input and overlay, 4 px apart,
             # with a two-line caption below
             assert picture.size == (128 * 2 + 4, 128 + 2 + 2 * 12)
         for scalar in ("score", "box_mass", "pointing_hit"):
-            assert [r.step for r in events[(f"{tag}/{scalar}", "scalar")]] == [0, 1, 2, 3]
-        assert [r.step for r in events[(f"{tag}/change", "scalar")]] == [1, 2, 3]
-    assert [r.step for r in events[("gradcam/grid", "image")]] == [0, 1, 2, 3]
+            assert [r.step for r in events[(f"{tag}/{scalar}", "scalar")]] == [-1, 0, 1, 2]
+        assert [r.step for r in events[(f"{tag}/change", "scalar")]] == [0, 1, 2]
+        assert [r.step for r in events[(f"gradcam/timeline/probe_{i:02d}", "image")]] == [
+            -1, 0, 1, 2]
+    assert [r.step for r in events[("gradcam/grid", "image")]] == [-1, 0, 1, 2]
+    assert [r.value for r in events[("gradcam/nonfinite", "scalar")]] == [0, 0, 0, 0]
     for scalar in ("pointing_game", "mean_box_mass"):
         assert len(events[(f"gradcam/{scalar}", "scalar")]) == 4
     # The last step's scalars are the final model's numbers.
@@ -77,11 +80,16 @@ def test_logs_each_probe_per_logged_epoch(tmp_path):
         metrics.mask_pointing_hits(heatmaps, masks).mean())
 
 
-def test_freq_and_log_initial_steps(tmp_path):
+@pytest.mark.parametrize("freq, epochs, log_initial, steps", [
+    (2, 5, False, [0, 2, 4]),
+    (3, 7, True, [-1, 0, 3, 6]),  # as histogram_freq=3 logs [0, 3, 6]
+    (3, 8, False, [0, 3, 6, 7]),  # the last epoch of a fit is always logged
+])
+def test_freq_and_log_initial_steps(tmp_path, freq, epochs, log_initial, steps):
     model = compiled()
-    cam = gc.GradCamCallback(X[:2], log_dir=tmp_path, freq=2, log_initial=False)
-    model.fit(X, Y, epochs=5, batch_size=16, callbacks=[cam], verbose=0)
-    assert [r.step for r in by_tag(tmp_path)[("gradcam/probe_00", "image")]] == [1, 3, 5]
+    cam = gc.GradCamCallback(X[:2], log_dir=tmp_path, freq=freq, log_initial=log_initial)
+    model.fit(X[:16], Y[:16], epochs=epochs, batch_size=16, callbacks=[cam], verbose=0)
+    assert [r.step for r in by_tag(tmp_path)[("gradcam/probe_00", "image")]] == steps
 
 
 def test_one_compiled_pass_for_all_epochs(tmp_path):
@@ -215,7 +223,7 @@ def test_unwritable_log_dir_warns_and_training_goes_on(tmp_path):
         history = model.fit(X, Y, epochs=3, batch_size=8, callbacks=[cam], verbose=0)
     assert len(history.history["loss"]) == 3
     messages = [str(w.message) for w in caught if "GradCamCallback" in str(w.message)]
-    assert len(messages) == 4  # one per logged step (0..3), none lost silently
+    assert len(messages) == 4  # one per logged step (-1..2), none lost silently
     assert all("training goes on" in m for m in messages)
 
 
@@ -225,15 +233,19 @@ def test_log_dir_removed_mid_run_recovers(tmp_path):
     log_dir = tmp_path / "run"
     model = compiled()
     cam = gc.GradCamCallback(X[:2], log_dir=log_dir)
-    remover = keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda epoch, logs: shutil.rmtree(log_dir) if epoch == 1 else None)
+    def remove(epoch, logs):
+        if epoch == 1:
+            cam.flush()  # steps -1 and 0 are written (in the background) before the removal
+            shutil.rmtree(log_dir)
+
+    remover = keras.callbacks.LambdaCallback(on_epoch_end=remove)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model.fit(X, Y, epochs=4, batch_size=8, callbacks=[remover, cam], verbose=0)
     messages = [str(w.message) for w in caught if "GradCamCallback" in str(w.message)]
-    assert len(messages) == 1 and "step 2" in messages[0]
+    assert len(messages) == 1 and "step 1" in messages[0]
     # after the failure the callback started a new file in a re-created directory
-    assert [r.step for r in by_tag(log_dir)[("gradcam/probe_00", "image")]] == [3, 4]
+    assert [r.step for r in by_tag(log_dir)[("gradcam/probe_00", "image")]] == [2, 3]
 
 
 def test_shares_a_log_dir_with_keras_tensorboard(tmp_path):
@@ -273,3 +285,146 @@ print("TF", "tensorflow" in sys.modules)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "TF False" in done.stdout
     assert len(by_tag(tmp_path)[("gradcam/probe_00", "image")]) == 3
+
+
+# -- failure policy: nothing at an epoch end ends the fit (issue 9) ---------------------------
+def gradcam_messages(caught):
+    return [str(w.message) for w in caught if "GradCamCallback" in str(w.message)]
+
+
+ONE_HOT = np.eye(5)[Y]
+
+
+def diverging(seed=0):
+    """Linear scores, squared error and a huge learning rate: the loss is inf or NaN within
+    the first epoch on every backend (a softmax cross-entropy saturates on some instead)."""
+    keras.utils.set_random_seed(seed)
+    model = small_cnn(seed=seed, activation="linear")
+    model.compile(keras.optimizers.SGD(1e6), "mse")
+    return model
+
+
+def test_a_diverging_model_trains_to_the_end_and_is_reported(tmp_path):
+    model = diverging()
+    cam = gc.GradCamCallback((X[:3], Y[:3]), targets="true", probe_boxes=[[0, 0, 8, 8]] * 3,
+                             log_dir=tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(X, ONE_HOT, epochs=4, batch_size=8, callbacks=[cam], verbose=0)
+    losses = history.history["loss"]
+    assert len(losses) == 4 and not np.isfinite(losses[-1])  # it did diverge, and ran on
+    events = by_tag(tmp_path)
+    nonfinite = {r.step: r.value for r in events[("gradcam/nonfinite", "scalar")]}
+    assert sorted(nonfinite) == [-1, 0, 1, 2, 3] and nonfinite[-1] == 0 and nonfinite[3] == 3
+    broken = [s for s, n in nonfinite.items() if n]
+    messages = gradcam_messages(caught)
+    assert len(messages) == len(broken)  # one warning per step with non-finite maps
+    for step, message in zip(broken, messages):
+        assert f"at step {step}" in message and "not finite" in message
+    # every logged step still has its images; broken probes have no scores at those steps
+    for i in range(3):
+        assert [r.step for r in events[(f"gradcam/probe_{i:02d}", "image")]] == [
+            -1, 0, 1, 2, 3]
+        assert [r.step for r in events[(f"gradcam/timeline/probe_{i:02d}", "image")]] == [
+            -1, 0, 1, 2, 3]
+        scored = [r.step for r in events[(f"gradcam/probe_{i:02d}/score", "scalar")]]
+        assert 3 not in scored and -1 in scored
+        assert all(np.isfinite(r.value) for r in events[(f"gradcam/probe_{i:02d}/score",
+                                                          "scalar")])
+    last = Image.open(io.BytesIO(events[("gradcam/probe_00", "image")][-1].value))
+    overlay = np.asarray(last.convert("RGB"))[:128, 128 + 4:]
+    assert (overlay == 128).all(axis=-1).mean() > 0.9  # a grey "not finite" panel, no colours
+
+
+def test_terminate_on_nan_still_decides(tmp_path):
+    model = diverging()
+    cam = gc.GradCamCallback(X[:2], log_dir=tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        history = model.fit(X, ONE_HOT, epochs=6, batch_size=8, verbose=0,
+                            callbacks=[keras.callbacks.TerminateOnNaN(), cam])
+    stopped = len(history.history["loss"])
+    assert stopped < 6  # TerminateOnNaN ended the fit, not the callback
+    # the epoch it stopped in is the fit's last: logged, as the last epoch always is
+    assert by_tag(tmp_path)[("gradcam/probe_00", "image")][-1].step == stopped - 1
+
+
+def test_a_fit_stopped_early_logs_its_last_epoch(tmp_path):
+    def stop(epoch, logs):
+        if epoch == 2:
+            model.stop_training = True  # as EarlyStopping does, listed before the callback
+
+    model = compiled()
+    cam = gc.GradCamCallback(X[:2], log_dir=tmp_path, freq=10)
+    model.fit(X[:16], Y[:16], epochs=20, batch_size=8, verbose=0,
+              callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=stop), cam])
+    assert [r.step for r in by_tag(tmp_path)[("gradcam/probe_00", "image")]] == [-1, 0, 2]
+
+
+def test_extreme_probes_do_not_end_the_fit(tmp_path):
+    model = compiled()
+    cam = gc.GradCamCallback(X[:2] * 1e37, log_dir=tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(X, Y, epochs=2, batch_size=8, callbacks=[cam], verbose=0)
+    assert len(history.history["loss"]) == 2
+    messages = gradcam_messages(caught)
+    assert messages and "at step -1" in messages[0] and "not finite" in messages[0]
+    assert [r.step for r in by_tag(tmp_path)[("gradcam/probe_00", "image")]] == [-1, 0, 1]
+
+
+def test_a_failure_to_draw_or_compute_is_one_warning_and_the_next_epoch_tries_again(tmp_path):
+    import matplotlib
+
+    viridis, calls = matplotlib.colormaps["viridis"], []
+
+    def flaky_colormap(values):
+        calls.append(1)
+        if len(calls) == 3:  # the first probe of step 0 (after 2 probes at step -1)
+            raise RuntimeError("colormap broke")
+        return viridis(values)
+
+    class FlakyPass(gc.GradCamCallback):
+        def explain_probes(self):
+            if self.model.optimizer.iterations.numpy() == 8:  # after epoch 1 (4 batches each)
+                raise MemoryError("out of memory")
+            return super().explain_probes()
+
+    model = compiled()
+    cam = FlakyPass(X[:2], log_dir=tmp_path, colormap=flaky_colormap)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(X, Y, epochs=4, batch_size=8, callbacks=[cam], verbose=0)
+    assert len(history.history["loss"]) == 4
+    messages = gradcam_messages(caught)
+    assert len(messages) == 2, messages
+    assert "could not draw step 0" in messages[0] and "RuntimeError: colormap broke" in messages[0]
+    assert "could not compute Grad-CAM at step 1" in messages[1] and "MemoryError" in messages[1]
+    assert all("training goes on" in m for m in messages)
+    assert [r.step for r in by_tag(tmp_path)[("gradcam/grid", "image")]] == [-1, 2, 3]
+
+
+def test_one_callback_serves_two_fits_of_different_models(tmp_path):
+    def wide_model():
+        inputs = keras.Input((16, 16, 3))
+        h = keras.layers.Conv2D(6, 3, padding="same", name="conv1")(inputs)
+        h = keras.layers.ReLU(name="feat")(h)  # 16x16x6, where small_cnn's is 8x8x12
+        h = keras.layers.GlobalAveragePooling2D()(h)
+        model = keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(h))
+        model.compile("adam", "sparse_categorical_crossentropy")
+        return model
+
+    cam = gc.GradCamCallback((X[:2], Y[:2]), targets="true", log_dir=tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compiled().fit(X[:16], Y[:16], epochs=2, batch_size=8, callbacks=[cam], verbose=0)
+        first = cam.explain_probes()[0]
+        wide_model().fit(X[:16], Y[:16], epochs=2, batch_size=8, callbacks=[cam], verbose=0)
+        second = cam.explain_probes()[0]
+    assert gradcam_messages(caught) == []
+    assert first.shape == (2, 8, 8) and second.shape == (2, 16, 16)
+    events = by_tag(tmp_path)
+    assert [r.step for r in events[("gradcam/probe_00", "image")]] == [-1, 0, 1] * 2
+    # each fit compares with its own previous maps only: no change at its first step
+    assert [r.step for r in events[("gradcam/probe_00/change", "scalar")]] == [0, 1] * 2
+    assert len({r.file for r in events[("gradcam/probe_00", "image")]}) == 2

@@ -273,11 +273,13 @@ def assert_one_device_numbers(arrays: dict[str, np.ndarray], prefix: str = "") -
 
 
 def assert_one_image_per_probe(log_dir: Path) -> None:
-    """Exactly one image per probe (and one grid) per logged step: 0 .. EPOCHS."""
+    """Exactly one image per probe (its timeline, and one grid) per logged step: -1 (the
+    untrained model) .. EPOCHS - 1."""
     images = Counter((r.tag, r.step) for r in read_events(log_dir) if r.kind == "image")
-    tags = {f"gradcam/probe_{i:02d}" for i in range(PROBES)} | {"gradcam/grid"}
+    tags = ({f"gradcam/probe_{i:02d}" for i in range(PROBES)} | {"gradcam/grid"}
+            | {f"gradcam/timeline/probe_{i:02d}" for i in range(PROBES)})
     assert {tag for tag, _ in images} == tags
-    assert sorted(images) == sorted((t, s) for t in tags for s in range(EPOCHS + 1))
+    assert sorted(images) == sorted((t, s) for t in tags for s in range(-1, EPOCHS))
     assert set(images.values()) == {1}, images
 
 

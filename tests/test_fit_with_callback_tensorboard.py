@@ -15,6 +15,7 @@ from PIL import Image
 from tb_server import open_images_dashboard, running_tensorboard
 
 import gradcam_callbacks as gc
+from gradcam_callbacks.tensorboard import read_events
 
 PROBES = 3
 EPOCHS = 2
@@ -39,7 +40,8 @@ def test_tensorboard_serves_every_probe_image_and_scalar(trained_run):
         tags = tb.wait_for(
             lambda: tb.get_json("data/plugin/images/tags").get("gradcam") or None, timeout=60)
         probe_tags = [f"gradcam/probe_{i:02d}" for i in range(PROBES)]
-        assert set(probe_tags + ["gradcam/grid"]) <= set(tags)
+        timeline_tags = [f"gradcam/timeline/probe_{i:02d}" for i in range(PROBES)]
+        assert set(probe_tags + timeline_tags + ["gradcam/grid"]) <= set(tags)
         assert "input (left)" in tags["gradcam/probe_00"]["description"]
         for tag in probe_tags:
             def all_steps(tag=tag):
@@ -48,7 +50,7 @@ def test_tensorboard_serves_every_probe_image_and_scalar(trained_run):
                 return found if len(found) == EPOCHS + 1 else None
 
             entries = tb.wait_for(all_steps)
-            assert [e["step"] for e in entries] == list(range(EPOCHS + 1))
+            assert [e["step"] for e in entries] == list(range(-1, EPOCHS))
             for entry in entries:
                 png = tb.get_bytes("data/plugin/images/individualImage?" + entry["query"])
                 picture = Image.open(io.BytesIO(png))
@@ -63,7 +65,7 @@ def test_tensorboard_serves_every_probe_image_and_scalar(trained_run):
         assert expected <= set(scalar_tags)
         series = tb.get_json("data/plugin/scalars/scalars", run="gradcam",
                              tag="gradcam/probe_00/score")
-        assert [point[1] for point in series] == list(range(EPOCHS + 1))
+        assert [point[1] for point in series] == list(range(-1, EPOCHS))
         assert all(0 <= point[2] <= 1 for point in series)
 
 
@@ -85,3 +87,159 @@ def test_images_dashboard_in_chromium(trained_run, tmp_path):
     if kept:
         os.makedirs(kept, exist_ok=True)
         shutil.copy(screenshot, os.path.join(kept, f"dashboard-{keras.backend.backend()}.png"))
+
+
+# -- steps, timelines and TensorBoard's defaults (issue 11) -----------------------------------
+def served_steps(tb, run, tag):
+    return [e["step"] for e in tb.get_json("data/plugin/images/images", run=run, tag=tag,
+                                           sample=0)]
+
+
+def test_maps_share_the_step_of_keras_epoch_loss(tmp_path):
+    """One slider position, one model state: the maps after epoch e are at the step of that
+    epoch's epoch_loss in keras.callbacks.TensorBoard; freq means histogram_freq."""
+    x, y = images(16, seed=4), np.arange(16) % 5
+    model = small_cnn()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    cam = gc.GradCamCallback((x[:2], y[:2]), targets="true", freq=3,
+                             log_dir=tmp_path / "gradcam")
+    losses, scores = {}, {}
+
+    def record(epoch, logs):  # after the callback: the epoch's loss and its maps' scores
+        losses[epoch] = logs["loss"]
+        scores[epoch] = float(cam.explain_probes()[2][0])
+
+    model.fit(x, y, epochs=7, batch_size=8, verbose=0, callbacks=[
+        keras.callbacks.TensorBoard(tmp_path), cam,
+        keras.callbacks.LambdaCallback(on_epoch_end=record)])
+    with running_tensorboard(tmp_path) as tb:
+        def scalars(run, tag, count):
+            found = tb.get_json("data/plugin/scalars/scalars", run=run, tag=tag)
+            return found if len(found) == count else None
+
+        keras_loss = {step: value for _, step, value in
+                      tb.wait_for(lambda: scalars("train", "epoch_loss", 7), timeout=60)}
+        maps = {step: value for _, step, value in
+                tb.wait_for(lambda: scalars("gradcam", "gradcam/probe_00/score", 4))}
+        assert sorted(maps) == [-1, 0, 3, 6]  # untrained, then histogram_freq=3's epochs
+        assert served_steps(tb, "gradcam", "gradcam/probe_00") == [-1, 0, 3, 6]
+        for step in (0, 3, 6):
+            assert keras_loss[step] == pytest.approx(losses[step], rel=1e-5)
+            assert maps[step] == pytest.approx(scores[step], rel=1e-4)
+
+
+LONG_EPOCHS = 30
+LONG_PROBES = 2
+CELL = 64  # display_size: each overlay (and timeline cell) is 64 x 64
+
+
+@pytest.fixture(scope="module")
+def long_run(tmp_path_factory):
+    log_root = tmp_path_factory.mktemp("long")
+    x, y = images(8, seed=5), np.arange(8) % 5
+    model = small_cnn()
+    model.compile(keras.optimizers.Adam(3e-2), "sparse_categorical_crossentropy")
+    cam = gc.GradCamCallback(x[:LONG_PROBES], display_size=CELL, log_dir=log_root / "gradcam")
+    model.fit(x, y, epochs=LONG_EPOCHS, batch_size=8, callbacks=[cam], verbose=0)
+    return log_root
+
+
+def test_default_tensorboard_reaches_every_epoch_through_the_timelines(long_run):
+    logged = list(range(-1, LONG_EPOCHS))
+    overlays = {(r.tag, r.step): np.asarray(Image.open(io.BytesIO(r.value)).convert("RGB"))
+                [:CELL, CELL + 4:2 * CELL + 4]
+                for r in read_events(long_run / "gradcam") if r.kind == "image"}
+    # 31 logged steps, at most 12 columns: every 4th from the first, and the latest
+    columns = [-1, 3, 7, 11, 15, 19, 23, 27, 29]
+    with running_tensorboard(long_run, samples_per_plugin=None, load_fast=None,
+                             startup_timeout=300) as tb:
+        for i in range(LONG_PROBES):
+            tag = f"gradcam/timeline/probe_{i:02d}"
+            entries = tb.wait_for(lambda tag=tag: [
+                e for e in tb.get_json("data/plugin/images/images", run="gradcam", tag=tag,
+                                       sample=0) if e["step"] == logged[-1]], timeout=90)
+            timeline = np.asarray(Image.open(io.BytesIO(tb.get_bytes(
+                "data/plugin/images/individualImage?" + entries[0]["query"]))).convert("RGB"))
+            top = 12 + 4  # the epoch labels
+            assert timeline.shape == (top + CELL, len(columns) * (CELL + 4) - 4, 3)
+            for c, step in enumerate(columns):
+                cell = timeline[top:, c * (CELL + 4):c * (CELL + 4) + CELL]
+                assert np.array_equal(cell, overlays[(f"gradcam/probe_{i:02d}", step)]), step
+                assert (timeline[:top - 4, c * (CELL + 4):(c + 1) * (CELL + 4) - 4] < 100).any()
+            # why the timeline exists: a default TensorBoard drops most steps of a probe tag
+            assert len(served_steps(tb, "gradcam", f"gradcam/probe_{i:02d}")) <= 10
+
+
+def test_documented_samples_per_plugin_serves_every_step(long_run):
+    from gradcam_callbacks.tags import SAMPLES_PER_PLUGIN
+
+    logged = list(range(-1, LONG_EPOCHS))
+    image_tags = [f"gradcam/{kind}{i:02d}" for kind in ("probe_", "timeline/probe_")
+                  for i in range(LONG_PROBES)] + ["gradcam/grid"]
+    with running_tensorboard(long_run, samples_per_plugin=SAMPLES_PER_PLUGIN,
+                             load_fast=None, startup_timeout=300) as tb:
+        for tag in image_tags:
+            assert tb.wait_for(lambda tag=tag: served_steps(tb, "gradcam", tag) == logged,
+                               timeout=90), tag
+
+
+KILLED_RUN = """
+import sys
+import numpy as np
+import keras
+sys.path.insert(0, {tests!r})
+from models import images, small_cnn
+import gradcam_callbacks as gc
+from gradcam_callbacks.tensorboard import read_events
+x, y = images(64, seed=6), np.arange(64) % 5
+model = small_cnn()
+model.compile("adam", "sparse_categorical_crossentropy")
+cam = gc.GradCamCallback((x[:4], y[:4]), targets="true", probe_boxes=[[0, 0, 8, 8]] * 4,
+                         log_dir={log_dir!r}, freq=1)
+said = keras.callbacks.LambdaCallback(
+    on_epoch_end=lambda epoch, logs: print("ended", epoch, flush=True))
+model.fit(x, y, epochs=200, batch_size=8, callbacks=[cam, said], verbose=0)
+"""
+
+
+def test_sigkill_mid_run_keeps_every_epoch_logged_before_it(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from tensorboard.backend.event_processing import event_accumulator
+
+    from gradcam_callbacks.sheet import probe_frames
+
+    log_dir = tmp_path / "gradcam"
+    script = KILLED_RUN.format(tests=os.path.dirname(__file__), log_dir=str(log_dir))
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    ended = -1
+    try:
+        for line in process.stdout:
+            ended = int(line.split()[1])
+            if ended == 4:
+                process.send_signal(signal.SIGKILL)  # while step 4 is being written
+                break
+    finally:
+        process.kill()
+        rest = process.communicate(timeout=60)[0]
+    ended = max([ended] + [int(line.split()[1]) for line in rest.splitlines()])
+    assert process.returncode == -signal.SIGKILL and ended >= 4
+    # when epoch e's end was printed, the callback had finished writing step e - 1
+    written = list(range(-1, ended))
+    accumulator = event_accumulator.EventAccumulator(
+        str(log_dir), size_guidance={event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    for i in range(4):
+        for tag in (f"gradcam/probe_{i:02d}", f"gradcam/timeline/probe_{i:02d}",
+                    f"gradcam/probe_{i:02d}/score", f"gradcam/probe_{i:02d}/box_mass"):
+            steps = [event.step for event in accumulator.Tensors(tag)]
+            assert steps[:len(written)] == written, tag
+    tags, steps, frames = probe_frames(log_dir)
+    assert tags == [f"gradcam/probe_{i:02d}" for i in range(4)]
+    assert steps[:len(written)] == written
+    for (_, step), frame in frames.items():
+        if step in written:
+            frame.load()  # every image before the kill decodes

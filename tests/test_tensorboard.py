@@ -501,3 +501,52 @@ def test_event_record_is_plain_data():
     with pytest.raises(AttributeError):
         record.step = 3
     assert record.sample == 0
+
+
+def test_png_compress_level_changes_size_not_pixels(tmp_path):
+    rng = np.random.default_rng(3)
+    picture = np.repeat(random_image(rng, (64, 64, 3)), 2, axis=0)  # compressible
+    for level in (1, 9):
+        with EventWriter(tmp_path / str(level), png_compress_level=level) as writer:
+            writer.add_image("p", picture, step=0)
+    fast, small = (next(iter(read_events(tmp_path / str(level)))).value for level in (1, 9))
+    assert len(fast) > len(small)
+    np.testing.assert_array_equal(pixels_of(fast), picture)
+    np.testing.assert_array_equal(pixels_of(small), picture)
+    for bad in (10, -1, 1.0, True):
+        with pytest.raises(ValueError, match=rf"png_compress_level must be an integer in "
+                                             rf"\[0, 9\]; received png_compress_level={bad!r}"):
+            EventWriter(tmp_path, png_compress_level=bad)
+
+
+def test_background_writer_back_pressure_order_and_errors(tmp_path):
+    import threading
+    import time
+
+    from gradcam_callbacks.sinks import BackgroundWriter, Sink
+
+    writer = EventWriter(tmp_path)
+    assert isinstance(writer, Sink)
+    background = BackgroundWriter(writer)
+    done, submitter = [], threading.current_thread()
+
+    def slow(sink):
+        assert threading.current_thread() is not submitter  # written off the caller's thread
+        time.sleep(0.3)
+        sink.add_scalar("x", 1.0, 0)
+        done.append("slow")
+
+    def failing(sink):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    background.submit(slow, "step 0")
+    background.submit(failing, "step 1")
+    assert done == ["slow"]  # submit waited for the previous job: at most one pending
+    background.submit(lambda sink: sink.add_scalar("x", 2.0, 2), "step 2")
+    background.close()
+    assert background.take_errors() == [
+        "could not write step 1 ([Errno 28] No space left on device)"]
+    assert background.take_errors() == []
+    assert [(r.step, r.value) for r in read_events(tmp_path)] == [(0, 1.0), (2, 2.0)]
+    with pytest.raises(RuntimeError, match="closed"):
+        background.submit(slow, "step 3")

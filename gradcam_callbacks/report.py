@@ -1,0 +1,244 @@
+"""What :class:`GradCamCallback` logs for one step: the images and scalars, drawn from the maps.
+
+Pure drawing and arithmetic, no I/O of its own: :meth:`ProbeReport.write` sends everything to
+a :class:`~gradcam_callbacks.sinks.Sink`. Each probe's overlay is drawn once per step and
+reused for the probe image, the grid and the probe's timeline. Probes whose map or score is
+not finite (a diverging model) are drawn as the input beside a "not finite" panel, and get no
+scores; the ``gradcam/nonfinite`` scalar counts them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from . import metrics, tags
+from .image import Colormap, captioned, grid, heatmap_overlay, side_by_side
+from .sinks import Sink
+
+__all__ = ["EpochMaps", "ProbeReport", "Timeline"]
+
+TIMELINE_COLUMNS = 12
+"""A timeline shows at most this many steps, the first and the latest included."""
+THUMBNAIL_SIZE = 96
+"""Timeline cells are overlays shrunk to this shorter side (never enlarged)."""
+
+
+@dataclass(frozen=True)
+class EpochMaps:
+    """Grad-CAM of every probe at one step, as computed on the training thread.
+
+    Attributes:
+        step: The TensorBoard step (see :mod:`gradcam_callbacks.tags`).
+        heatmaps: ``(N, h, w)`` maps.
+        targets: ``(N,)`` explained class indices.
+        scores: ``(N,)`` the targets' scores.
+        previous: The maps of the previous logged step (``None`` at the first), for the
+            change scalars; rows that were never finite are NaN.
+
+    Example:
+        >>> maps = EpochMaps(0, np.full((2, 1, 1), [[[1.0]], [[np.nan]]]), np.array([0, 1]),
+        ...                  np.array([0.5, 0.5]))
+        >>> maps.finite.tolist()
+        [True, False]
+    """
+
+    step: int
+    heatmaps: np.ndarray
+    targets: np.ndarray
+    scores: np.ndarray
+    previous: np.ndarray | None = None
+
+    @property
+    def finite(self) -> np.ndarray:
+        """Per probe: its map and score are finite (and so will be drawn and scored)."""
+        flat = self.heatmaps.reshape(len(self.heatmaps), -1)
+        return np.isfinite(flat).all(axis=1) & np.isfinite(self.scores)
+
+    def carried(self) -> np.ndarray:
+        """The maps the next step compares with: these, with each non-finite row replaced by
+        the previous step's row (NaN if there is none)."""
+        finite = self.finite
+        if finite.all():
+            return self.heatmaps
+        keep = np.full_like(self.heatmaps, np.nan, dtype=np.float64) if self.previous is None \
+            else self.previous.astype(np.float64)
+        keep[finite] = self.heatmaps[finite]
+        return keep
+
+
+@dataclass
+class Timeline:
+    """One probe's cells over the logged steps, thinned evenly to stay readable.
+
+    Keeps every ``stride``-th logged step, counted from the first, plus the latest; when more
+    than ``columns`` would be kept, the stride doubles. So the first step is always kept, the
+    latest too, and a cell once dropped is never needed again: each is drawn once.
+
+    Example:
+        >>> line = Timeline(columns=4)
+        >>> for step in range(-1, 9):
+        ...     line.add(step, Image.new("RGB", (4, 4)))
+        >>> [step for step, _ in line.kept]
+        [-1, 3, 7, 8]
+    """
+
+    columns: int = TIMELINE_COLUMNS
+    kept: list[tuple[int, Image.Image]] = field(default_factory=list)
+    _ordinals: list[int] = field(default_factory=list)
+    _stride: int = 1
+    _count: int = 0
+
+    def add(self, step: int, cell: Image.Image) -> None:
+        """Append the cell of a new logged step."""
+        if self._ordinals and self._ordinals[-1] % self._stride:  # the old latest goes
+            self.kept.pop()
+            self._ordinals.pop()
+        self.kept.append((step, cell))
+        self._ordinals.append(self._count)
+        self._count += 1
+        while len(self.kept) > self.columns:
+            self._stride *= 2
+            last = len(self.kept) - 1
+            pairs = [(o, k) for i, (o, k) in enumerate(zip(self._ordinals, self.kept))
+                     if o % self._stride == 0 or i == last]
+            self._ordinals = [o for o, _ in pairs]
+            self.kept = [k for _, k in pairs]
+
+    def image(self) -> Image.Image:
+        """The kept cells in one row, labelled with their epochs."""
+        return grid([[cell for _, cell in self.kept]],
+                    column_labels=[tags.step_label(step) for step, _ in self.kept])
+
+
+class ProbeReport:
+    """Draws and scores the probes at each logged step and writes the result to a sink.
+
+    Holds the drawing settings and the probes' timelines; one report serves one fit, its
+    steps written in order on one thread.
+
+    Args:
+        pictures: One picture per probe, to draw on.
+        colormap: The overlays' colormap (a callable from :func:`~gradcam_callbacks.image.
+            get_colormap`).
+        alpha_limit: The overlays' maximum opacity.
+        display_size: Pictures with a shorter side below this are enlarged by a whole factor.
+        boxes: ``(N, 4)`` object boxes drawn on the pictures, or None.
+        masks: ``(N, H, W)`` object masks for the localisation scalars, or None.
+        class_names: Names for the captions, or None.
+
+    Example:
+        >>> report = ProbeReport([Image.new("RGB", (8, 8))], "viridis", 0.6, 16)
+        >>> report.write(EpochMaps(0, np.ones((1, 2, 2)), np.array([1]), np.array([0.9])),
+        ...              sink)  # doctest: +SKIP
+    """
+
+    def __init__(self, pictures: Sequence[Image.Image], colormap: Colormap,
+                 alpha_limit: float | None, display_size: int,
+                 boxes: np.ndarray | None = None, masks: np.ndarray | None = None,
+                 class_names: Sequence[str] | None = None, layer_path: str = "") -> None:
+        self.pictures = list(pictures)
+        self.layer_path = layer_path
+        self.colormap, self.alpha_limit = colormap, alpha_limit
+        self.display_size = display_size
+        self.boxes, self.masks, self.class_names = boxes, masks, class_names
+        self.timelines = [Timeline() for _ in self.pictures]
+        self._shown = [self._enlarged(i) for i in range(len(self.pictures))]
+
+    def write(self, maps: EpochMaps, sink: Sink) -> None:
+        """Draw step ``maps.step`` and send its images and scalars to ``sink``, then flush."""
+        step, finite = maps.step, maps.finite
+        changes = masses = hits = None
+        ok = np.flatnonzero(finite)
+        if maps.previous is not None and len(ok):
+            both = ok[np.isfinite(maps.previous[ok].reshape(len(ok), -1)).all(axis=1)]
+            if len(both):
+                changes = dict(zip(both, metrics.heatmap_changes(maps.previous[both],
+                                                                 maps.heatmaps[both])))
+        if self.masks is not None and len(ok):
+            masses = dict(zip(ok, metrics.mask_masses(maps.heatmaps[ok], self.masks[ok])))
+            hits = dict(zip(ok, metrics.mask_pointing_hits(maps.heatmaps[ok], self.masks[ok])))
+        panels = []
+        for i, shown in enumerate(self._shown):
+            target, score = int(maps.targets[i]), float(maps.scores[i])
+            heading = (f"{tags.step_label(step)} (step {step}): target {target}"
+                       f"{self._class_name(target)}")
+            tag = tags.probe_tag(i)
+            if finite[i]:
+                overlay = heatmap_overlay(shown, maps.heatmaps[i], colormap=self.colormap,
+                                          alpha_limit=self.alpha_limit)
+                caption = [f"{heading}, score {score:.3f}"]
+                if masses is not None and hits is not None:
+                    caption.append(f"mass on object {masses[i]:.2f}, "
+                                   f"peak {'on' if hits[i] else 'off'} it")
+                sink.add_scalar(tags.probe_scalar_tag(i, "score"), score, step)
+                if changes is not None and i in changes:
+                    sink.add_scalar(tags.probe_scalar_tag(i, "change"), float(changes[i]), step)
+                if masses is not None and hits is not None:
+                    sink.add_scalar(tags.probe_scalar_tag(i, "box_mass"), float(masses[i]),
+                                    step)
+                    sink.add_scalar(tags.probe_scalar_tag(i, "pointing_hit"), float(hits[i]),
+                                    step)
+            else:
+                overlay = _not_finite_panel(shown.size)
+                caption = [f"{heading}: Grad-CAM not finite (score {score:.3g})",
+                           "the model may be diverging; no overlay drawn"]
+            panels.append(overlay)
+            sink.add_image(tag, captioned(side_by_side([shown, overlay]), caption), step,
+                           description=f"Probe {i}: the input (left) and its Grad-CAM overlay "
+                           "(right); the caption names the epoch (step = 0-based epoch, as "
+                           "Keras' TensorBoard; step -1 is the untrained model), the explained "
+                           f"target and its score. Layer: `{self.layer_path}`")
+            self.timelines[i].add(step, _thumbnail(overlay))
+            sink.add_image(tags.timeline_tag(i), self.timelines[i].image(), step,
+                           description=f"Probe {i}'s Grad-CAM overlay at every logged epoch so "
+                           f"far, thinned evenly to at most {TIMELINE_COLUMNS} columns (the "
+                           "first and the latest always shown): the latest step holds the whole "
+                           "history, so it needs no --samples_per_plugin")
+        columns = int(np.ceil(np.sqrt(len(panels))))
+        sink.add_image(tags.GRID, grid([panels[r:r + columns]
+                                        for r in range(0, len(panels), columns)]), step,
+                       description=f"The Grad-CAM overlays of all {len(panels)} probes, "
+                       "left to right and top to bottom by probe index. Layer: "
+                       f"`{self.layer_path}`")
+        sink.add_scalar(tags.NONFINITE, float(len(finite) - len(ok)), step,
+                        description="Probes whose Grad-CAM map or score was NaN or infinite")
+        if changes:
+            sink.add_scalar(tags.MEAN_CHANGE, float(np.mean(list(changes.values()))), step)
+        if masses and hits:
+            sink.add_scalar(tags.MEAN_BOX_MASS, float(np.mean(list(masses.values()))), step)
+            sink.add_scalar(tags.POINTING_GAME, float(np.mean(list(hits.values()))), step)
+        sink.flush()
+
+    def _enlarged(self, index: int) -> Image.Image:
+        """The picture as shown: enlarged to ``display_size``, with its box drawn."""
+        picture = self.pictures[index]
+        factor = max(1, int(np.ceil(self.display_size / max(1, min(picture.size)))))
+        shown = picture.convert("RGB").resize((picture.width * factor, picture.height * factor),
+                                              Image.NEAREST)
+        if self.boxes is not None:
+            x0, y0, x1, y1 = (int(v) * factor for v in self.boxes[index])
+            ImageDraw.Draw(shown).rectangle((x0, y0, x1 - 1, y1 - 1), outline=(255, 0, 0))
+        return shown
+
+    def _class_name(self, target: int) -> str:
+        if self.class_names is None or not 0 <= target < len(self.class_names):
+            return ""
+        return f" ({self.class_names[target]})"
+
+
+def _not_finite_panel(size: tuple[int, int]) -> Image.Image:
+    panel = Image.new("RGB", size, (128, 128, 128))
+    ImageDraw.Draw(panel).text((4, size[1] // 2 - 6), "not finite", fill=(255, 255, 255))
+    return panel
+
+
+def _thumbnail(image: Image.Image) -> Image.Image:
+    shorter = min(image.size)
+    if shorter <= THUMBNAIL_SIZE:
+        return image
+    return image.resize((image.width * THUMBNAIL_SIZE // shorter,
+                         image.height * THUMBNAIL_SIZE // shorter), Image.BILINEAR)
