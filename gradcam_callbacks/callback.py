@@ -31,7 +31,7 @@ from .probes import (
     warn_integer_probes,
 )
 from .report import EpochMaps, ProbeReport
-from .sinks import BackgroundWriter, Sink
+from .sinks import BackgroundWriter
 from .tensorboard import EventWriter
 
 TargetsOption = str | Sequence[int] | np.ndarray | None
@@ -248,11 +248,13 @@ class GradCamCallback(keras.callbacks.Callback):
     # -- work ------------------------------------------------------------------------------
     def explain_probes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Grad-CAM of every probe now: heatmaps ``(N, h, w)``, targets ``(N,)``, scores
-        ``(N,)``. Uses the pass built in ``on_train_begin``."""
+        ``(N,)``, NaN or inf where the model gave such values. Uses the pass built in
+        ``on_train_begin``."""
         if self._plan is None:
             raise RuntimeError("explain_probes() needs on_train_begin() (model.fit) first")
         targets, counts = self._plan.targets(self._requested_targets(), len(self.probe_x))
-        raw = self._plan.run(self.probe_x, targets, counts)
+        # non-finite maps come back as they are: _log reports them per probe
+        raw = self._plan.run(self.probe_x, targets, counts, name="probe", check_finite=False)
         return raw.heatmaps[:, 0], raw.targets[:, 0], raw.scores[:, 0]
 
     def _requested_targets(self) -> list[int] | None:
@@ -307,15 +309,13 @@ class GradCamCallback(keras.callbacks.Callback):
                        "diverging; those probes are logged without overlay or scores and "
                        f"counted in {tags.NONFINITE!r}")
         try:
-            self._writer.submit(functools.partial(self._write, maps),
+            # the job holds the report, not the callback: a callback whose fit raised stays
+            # collectable (and frees its log directory) while its last step is written
+            self._writer.submit(functools.partial(self._report.write, maps),
                                 f"step {step} to {self.log_dir!r}")
         except Exception as error:  # noqa: BLE001 - e.g. the writer thread is gone
             self._warn(f"could not queue step {step} ({type(error).__name__}: {error}); "
                        f"{_GOES_ON}")
-
-    def _write(self, maps: EpochMaps, sink: Sink) -> None:
-        """Draw and write one step (on the writer thread)."""
-        self._report.write(maps, sink)
 
     def _report_writer_errors(self, writer: BackgroundWriter | None = None) -> None:
         writer = writer or self._writer

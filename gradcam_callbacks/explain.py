@@ -98,14 +98,17 @@ class Plan:
     def run(
         self, docs: np.ndarray, targets: np.ndarray, counts: np.ndarray,
         batch_size: int | None = None, method: str | methods.Method = methods.DEFAULT,
-        max_channels: int | None = None, *, name: str = "doc",
+        max_channels: int | None = None, *, name: str = "doc", check_finite: bool = True,
     ) -> RawExplanation:
         """Run the compiled pass over validated docs and targets, ``batch_size`` at a time,
         then ``method`` (a name in :data:`gradcam_callbacks.methods.METHODS`) on its numbers.
 
+        ``check_finite=False`` returns non-finite numbers as they are, for a caller that
+        reports them per doc itself (the callback draws such probes as "not finite").
+
         Raises:
             NonFiniteError: the model gave NaN or inf for some docs (their indices are
-                named, as ``name(s) [i, ...]``: the callback passes ``name="probe"``).
+                named, as ``name(s) [i, ...]``), unless ``check_finite`` is false.
         """
         chosen = methods.check_options(method, max_channels)
         function = backends.gradient_function(
@@ -125,7 +128,8 @@ class Plan:
         with np.errstate(over="ignore", invalid="ignore"):
             heatmaps, weights = self._method_maps(
                 chosen, activations, grads, docs, resolved, batch_size, max_channels)
-        _check_finite(self.model, scores, activations, grads, heatmaps, counts, name)
+        if check_finite:
+            _check_finite(self.model, scores, activations, grads, heatmaps, counts, name)
         return RawExplanation(
             activations=activations, grads=grads, weights=weights, heatmaps=heatmaps,
             targets=resolved, scores=scores, outputs=outputs, counts=counts, layer=self.layer,

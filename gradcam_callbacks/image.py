@@ -17,6 +17,8 @@ if TYPE_CHECKING:  # explanation.py draws through this module: no runtime import
     from .explanation import Explanation
 
 Colormap = Callable[[np.ndarray], np.ndarray] | str
+#: Height in pixels of a grid's column-label strip (12 px DejaVu Sans), above its gap.
+LABEL_HEIGHT = 15
 
 
 def get_colormap(colormap: Colormap) -> Callable[[np.ndarray], np.ndarray]:
@@ -157,7 +159,7 @@ def grid(rows: Sequence[Sequence[Image.Image | None]], gap: int = 4,
     cell_h = max(im.height for im in cells)
     columns = max(len(row) for row in rows)
     left = 0 if not row_labels else max(_text_width(t) for t in row_labels) + gap
-    top = 0 if not column_labels else 15 + gap
+    top = 0 if not column_labels else LABEL_HEIGHT + gap
     sheet = Image.new(
         "RGB",
         (left + columns * cell_w + (columns - 1) * gap, top + len(rows) * cell_h

@@ -118,6 +118,9 @@ class BackgroundWriter:
                     with self._lock:
                         self._errors.append(_describe(what, error))
             finally:
+                # drop the job while waiting for the next: it holds its callback, which must
+                # stay collectable (and so free its log directory) after a fit that raised
+                item = job = None
                 self._jobs.task_done()
 
 
