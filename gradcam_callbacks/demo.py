@@ -413,13 +413,14 @@ def main(argv: list[str] | None = None) -> int:
         _, train_accuracy = model.evaluate(train_set.x, train_set.y, verbose=0)
         scores = shortcut_scores(model, test_set)
         print(f"training accuracy: {train_accuracy:.3f} on {len(train_set)} training images "
-              "(marker gives the label away)")
+              f"(marker at the label's spot in {args.shortcut_rate:.0%})")
         print(f"test accuracy: {scores['accuracy']:.3f} on {len(test_set)} held-out images "
               "(marker at random)")
         print(f"Grad-CAM of the predicted class: peak on the digit {scores['pointing_game']:.3f}"
               f", on the marker {scores['marker_pointing']:.3f}; mass on the digit "
               f"{scores['digit_mass']:.2f}, on the marker {scores['marker_mass']:.2f} (the "
-              f"marker covers {scores['marker_area']:.3f} of the image)")
+              f"marker and its {MARKER_REACH} px surround cover {scores['marker_area']:.3f} "
+              "of the image)")
     else:
         _, accuracy = model.evaluate(test_set.x, test_set.y, verbose=0)
         expls = explain_predictions(model, test_set.x, targets=[int(t) for t in test_set.y],

@@ -53,11 +53,12 @@ def runs() -> dict[str, dict]:
 
 def test_shortcut_model_scores_in_training_and_not_in_test(runs):
     shortcut, clean = runs["shortcut"], runs["clean"]
-    assert shortcut["train_accuracy"] >= 0.8
+    # Two short epochs: the marker is learned, the digits are not yet.
+    assert shortcut["train_accuracy"] >= 0.5
     assert shortcut["accuracy"] <= 0.3  # chance is 0.1: the marker says nothing here
+    assert shortcut["train_accuracy"] - shortcut["accuracy"] >= 0.35
     # The clean model generalises as well as it fits: no such gap.
-    assert shortcut["train_accuracy"] - shortcut["accuracy"] >= 0.5
-    assert clean["train_accuracy"] - clean["accuracy"] < 0.2
+    assert clean["train_accuracy"] - clean["accuracy"] < 0.15
 
 
 def test_shortcut_heatmaps_sit_on_the_marker_not_the_digit(runs):
