@@ -43,7 +43,7 @@ def _fit(marker: float | None) -> dict:
     rows = monitor.rows
     print(f"{'shortcut' if marker is not None else 'clean'}: train accuracy "
           f"{train_accuracy:.3f}", *(demo.format_shortcut_row(row) for row in rows), sep="\n")
-    return {"train_accuracy": float(train_accuracy), "rows": rows, **rows[-1]}
+    return {**rows[-1], "train_accuracy": float(train_accuracy), "rows": rows}
 
 
 @pytest.fixture(scope="module")
