@@ -32,7 +32,7 @@ NUM_TRAIN = 4000
 NUM_TEST = 1000
 #: Shortcut demo: share of training images whose marker sits at the label's spot (test
 #: images get a marker at a random spot).
-SHORTCUT_RATE = 0.9
+SHORTCUT_RATE = 0.95
 #: Test images the shortcut demo scores after each epoch.
 SHORTCUT_WATCH = 300
 #: Pixels around the marker that count as on it: one cell of the 12x12 map Grad-CAM

@@ -165,7 +165,7 @@ def test_shortcut_demo_prints_its_table_and_writes_a_sheet(tmp_path, capsys):
     assert demo.main(["--shortcut", "--epochs", "1", "--train-size", "64", "--probes", "2",
                       "--log-dir", str(log_dir)]) == 0
     out = capsys.readouterr().out
-    assert "in 90% of the training images" in out
+    assert "in 95% of the training images" in out
     assert "step 0 | acc train   -   test" in out and "step 1 | acc train" in out
     for line in ("training accuracy:", "test accuracy:", "on the marker", "contact sheet:",
                  f"tensorboard --logdir {log_dir}"):
