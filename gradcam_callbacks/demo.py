@@ -367,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                         "with --shortcut logs/shortcut_digits)")
     parser.add_argument("--probes", type=int, default=16, help="probe images (default 16)")
     parser.add_argument("--train-size", type=int, default=NUM_TRAIN, help=argparse.SUPPRESS)
+    parser.add_argument("--test-size", type=int, default=NUM_TEST, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--shortcut", action="store_true",
                         help="plant a shortcut: in training, a marker's spot gives the label "
@@ -376,8 +377,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --shortcut, the share of training images whose marker "
                         f"gives the label away (default {SHORTCUT_RATE})")
     args = parser.parse_args(argv)
-    if args.epochs < 1 or args.probes < 1 or args.train_size < 1:
-        parser.error("--epochs, --probes and --train-size must be positive")
+    if args.epochs < 1 or args.probes < 1 or args.train_size < 1 or args.test_size < 1:
+        parser.error("--epochs, --probes, --train-size and --test-size must be positive")
     if not 0.0 <= args.shortcut_rate <= 1.0:
         parser.error("--shortcut-rate must be in [0, 1]")
     if args.log_dir is None:
@@ -385,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
 
     keras.utils.set_random_seed(args.seed)
     marker = args.shortcut_rate if args.shortcut else None
-    train_set, test_set = load_data(num_train=args.train_size, seed=args.seed, marker=marker)
+    train_set, test_set = load_data(num_train=args.train_size, num_test=args.test_size,
+                                    seed=args.seed, marker=marker)
     model = build_model(train_set.x.shape[1:])
     probes = slice(0, args.probes)
     cam = GradCamCallback(

@@ -162,7 +162,8 @@ def test_shortcut_scores_need_markers():
 # -- the demo's entry points --------------------------------------------------------------
 def test_shortcut_demo_prints_its_table_and_writes_a_sheet(tmp_path, capsys):
     log_dir = tmp_path / "logs"
-    assert demo.main(["--shortcut", "--epochs", "1", "--train-size", "64", "--probes", "2",
+    assert demo.main(["--shortcut", "--epochs", "1", "--train-size", "64", "--test-size", "40",
+                      "--probes", "2",
                       "--log-dir", str(log_dir)]) == 0
     out = capsys.readouterr().out
     assert "in 95% of the training images" in out
