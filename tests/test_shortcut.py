@@ -163,8 +163,7 @@ def test_shortcut_scores_need_markers():
 def test_shortcut_demo_prints_its_table_and_writes_a_sheet(tmp_path, capsys):
     log_dir = tmp_path / "logs"
     assert demo.main(["--shortcut", "--epochs", "1", "--train-size", "64", "--test-size", "40",
-                      "--probes", "2",
-                      "--log-dir", str(log_dir)]) == 0
+                      "--probes", "2", "--log-dir", str(log_dir)]) == 0
     out = capsys.readouterr().out
     assert "in 95% of the training images" in out
     assert "step 0 | acc train   -   test" in out and "step 1 | acc train" in out
