@@ -19,13 +19,13 @@ from gradcam_callbacks import demo
 from gradcam_callbacks.datasets import make_cluttered_digits, marker_spots
 
 # A short run: enough steps for the marker to be learned (it is learned long before the
-# digits are); batches of 16 give twice the steps of the demo's 32 for the same time, at
-# the demo's first learning rate throughout (its cosine decay wastes a short run's end).
-NUM_TRAIN = 1000
+# digits are); batches of 8 give four times the steps of the demo's 32 for the same time,
+# at the demo's first learning rate throughout (its cosine decay wastes a short run's end).
+NUM_TRAIN = 600
 EPOCHS = 2
-BATCH_SIZE = 16
+BATCH_SIZE = 8
 RATE = 1.0
-NUM_TEST = 200
+NUM_TEST = 150
 
 
 def _fit(marker: float | None) -> dict:
