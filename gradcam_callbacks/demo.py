@@ -45,6 +45,7 @@ LEARNING_RATE = 2e-3
 LABEL_SMOOTHING = 0.1
 #: Name of the model's last conv layer (its last rank-4 layer): the layer to explain.
 GRADCAM_LAYER = "last_conv"
+_DATA = Path(__file__).resolve().parent / "data"
 
 
 def load_data(
@@ -272,6 +273,45 @@ def build_model(input_shape: Sequence[int], num_classes: int = 10) -> keras.Mode
         metrics=["accuracy"],
     )
     return model
+
+
+def pretrained() -> keras.Model:
+    """The demo's CNN, already trained: a meaningful model to explain in a second, offline.
+
+    The weights ship inside the package (``gradcam_callbacks/data/demo_cnn.weights.npz``,
+    about 150 kB; ``scripts/train_demo_model.py`` regenerates them with the demo's defaults)
+    and load on any backend. What the model scored on the 1000 held-out test images when it
+    was trained is in ``pretrained_record()``. The model takes ``(n, 48, 48, 1)`` float images
+    in [0, 1] such as `make_cluttered_digits` makes, and outputs probabilities of the 10 digits.
+
+    Returns:
+        A compiled `keras.Model` (see `build_model`) with the trained weights.
+
+    Example:
+        >>> from gradcam_callbacks import explain_prediction
+        >>> _, test_set = load_data(num_train=1, num_test=4)
+        >>> expl = explain_prediction(pretrained(), test_set.x[:1])
+        >>> expl.layer, expl.targets[0].heatmap.shape
+        ('last_conv', (12, 12))
+    """
+    with np.load(_DATA / "demo_cnn.weights.npz") as stored:
+        weights = [stored[name] for name in sorted(stored.files)]
+    model = build_model((CANVAS_SIZE, CANVAS_SIZE, 1))
+    model.set_weights(weights)
+    return model
+
+
+def pretrained_record() -> dict[str, float | int | str]:
+    """What `pretrained`'s model scored when it was trained (test accuracy, pointing game,
+    mean box mass on 1000 held-out images) and how (Keras version, backend, epochs, date).
+
+    Example:
+        >>> pretrained_record()["test_images"]
+        1000
+    """
+    import json
+
+    return json.loads((_DATA / "demo_cnn.json").read_text())
 
 
 def cosine_learning_rate(epoch: int, epochs: int, learning_rate: float) -> float:

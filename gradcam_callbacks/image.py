@@ -3,14 +3,16 @@ and grids. Pure functions of numpy arrays and Pillow images."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
-from .explanation import Explanation
+if TYPE_CHECKING:  # explanation.py draws through this module: no runtime import back
+    from .explanation import Explanation
 
 Colormap = Callable[[np.ndarray], np.ndarray] | str
 
@@ -157,7 +159,7 @@ def grid(rows: Sequence[Sequence[Image.Image | None]], gap: int = 4,
     cell_h = max(im.height for im in cells)
     columns = max(len(row) for row in rows)
     left = 0 if not row_labels else max(_text_width(t) for t in row_labels) + gap
-    top = 0 if not column_labels else 12 + gap
+    top = 0 if not column_labels else 15 + gap
     sheet = Image.new(
         "RGB",
         (left + columns * cell_w + (columns - 1) * gap, top + len(rows) * cell_h
@@ -166,11 +168,12 @@ def grid(rows: Sequence[Sequence[Image.Image | None]], gap: int = 4,
     )
     draw = ImageDraw.Draw(sheet)
     for c, label in enumerate(column_labels or []):
-        draw.text((left + c * (cell_w + gap), 0), label, fill=(0, 0, 0))
+        draw.text((left + c * (cell_w + gap), 0), label, fill=(0, 0, 0), font=label_font(12))
     for r, row in enumerate(rows):
         y = top + r * (cell_h + gap)
         if row_labels:
-            draw.text((0, y + cell_h // 2 - 5), row_labels[r], fill=(0, 0, 0))
+            draw.text((0, y + cell_h // 2 - 7), row_labels[r], fill=(0, 0, 0),
+                      font=label_font(12))
         for c, im in enumerate(row):
             if im is None:
                 continue
@@ -181,12 +184,29 @@ def grid(rows: Sequence[Sequence[Image.Image | None]], gap: int = 4,
     return sheet
 
 
-def explanation_strip(expl: Explanation, **overlay_kwargs: Any) -> Image.Image:
-    """The explanation's image followed by one overlay per target, in one row.
+def explanation_strip(expl: Explanation, class_names: Sequence[str] | None = None,
+                      *, labels: bool = True, min_panel_width: int = 128,
+                      **overlay_kwargs: Any) -> Image.Image:
+    """The explanation's image followed by one overlay per target, in one row, each panel
+    labelled below with what it shows: ``"input"``, then each target's class (``"3: cat"``
+    with ``class_names``, else ``"class 3"``) and score.
+
+    Panels narrower than ``min_panel_width`` are enlarged (nearest neighbour, pixels kept
+    square) so that the labels stay legible; ``labels=False`` gives the bare row at the
+    image's own size.
+
+    Args:
+        expl: An explanation whose ``image`` is a Pillow image.
+        class_names: Names of the model's classes, indexed by class; optional.
+        labels: Whether to draw the labels.
+        min_panel_width: Smallest panel width, in pixels, when ``labels`` is true.
+        **overlay_kwargs: Passed to :func:`format_as_image` (``colormap``, ``alpha_limit``...).
 
     Example:
-        >>> explanation_strip(explain_prediction(model, doc, targets=[1, 2])).size  # doctest: +SKIP
-        (684, 224)
+        >>> strip = explanation_strip(explain_prediction(model, doc, targets=[1, 2]),
+        ...                           class_names=names)  # doctest: +SKIP
+        >>> strip.size  # doctest: +SKIP
+        (680, 256)
     """
     if not isinstance(expl.image, Image.Image):
         raise TypeError(
@@ -194,27 +214,90 @@ def explanation_strip(expl: Explanation, **overlay_kwargs: Any) -> Image.Image:
         )
     overlays = [format_as_image(expl, target_index=k, **overlay_kwargs)
                 for k in range(len(expl.targets))]
-    return side_by_side([expl.image, *overlays])
+    panels = [expl.image, *overlays]
+    if not labels:
+        return side_by_side(panels)
+    if expl.image.width < min_panel_width:
+        scale = -(-min_panel_width // max(expl.image.width, 1))
+        panels = [im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+                  for im in panels]
+    captions = [["input", ""]] + [
+        [target_label(t.target, class_names), f"score {t.score:.3g}"] for t in expl.targets
+    ]
+    return side_by_side([captioned(im, lines) for im, lines in zip(panels, captions)])
+
+
+def target_label(target: int, class_names: Sequence[str] | None = None) -> str:
+    """How a target class is named in pictures: ``"3: cat"`` with names, else ``"class 3"``.
+
+    Example:
+        >>> target_label(3, ["a", "b", "c", "cat"]), target_label(3)
+        ('3: cat', 'class 3')
+    """
+    if class_names is not None and 0 <= target < len(class_names):
+        return f"{target}: {class_names[target]}"
+    return f"class {target}"
 
 
 def captioned(image: Image.Image, lines: Sequence[str],
-              background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+              background: tuple[int, int, int] = (255, 255, 255),
+              font_size: int | None = None) -> Image.Image:
     """The image with lines of text in a strip below it, as an RGB image.
+
+    The text is set in DejaVu Sans (shipped with matplotlib), at ``font_size`` pixels or, by
+    default, the largest size from 9 to 14 at which the longest line fits the image's width;
+    a line that still does not fit is cut with an ellipsis.
 
     Example:
         >>> from PIL import Image
         >>> captioned(Image.new("RGB", (100, 50)), ["epoch 3", "score 0.9"]).size
-        (100, 78)
+        (100, 86)
     """
-    line_height = 12
+    size = font_size or _fitting_size(lines, image.width - 4)
+    font = label_font(size)
+    line_height = size + 3
     sheet = Image.new("RGB", (image.width, image.height + 2 + line_height * len(lines)),
                       background)
     sheet.paste(image.convert("RGB"), (0, 0))
     draw = ImageDraw.Draw(sheet)
     for i, line in enumerate(lines):
-        draw.text((2, image.height + 2 + i * line_height), line, fill=(0, 0, 0))
+        draw.text((2, image.height + 2 + i * line_height), _fit(line, font, image.width - 4),
+                  fill=(0, 0, 0), font=font)
     return sheet
 
 
+@functools.lru_cache(maxsize=16)
+def label_font(size: int = 12) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """DejaVu Sans at ``size`` pixels (matplotlib ships it), for labels in pictures.
+
+    Example:
+        >>> label_font(12).size
+        12
+    """
+    from matplotlib import font_manager
+
+    try:
+        return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
+    except OSError:  # no TrueType support in this Pillow build
+        return ImageFont.load_default(size)
+
+
+def _fitting_size(lines: Sequence[str], width: int, largest: int = 14,
+                  smallest: int = 9) -> int:
+    for size in range(largest, smallest, -1):
+        font = label_font(size)
+        if all(font.getlength(line) <= width for line in lines):
+            return size
+    return smallest
+
+
+def _fit(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: int) -> str:
+    if font.getlength(text) <= width:
+        return text
+    while text and font.getlength(text + "…") > width:
+        text = text[:-1]
+    return text + "…"
+
+
 def _text_width(text: str) -> int:
-    return int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(text))
+    return int(label_font(12).getlength(text))
