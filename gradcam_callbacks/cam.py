@@ -51,11 +51,35 @@ def gradcam_maps(weights: np.ndarray, activations: np.ndarray) -> np.ndarray:
             "weights and activations must have the same number of channels (last axis); "
             f"received weights.shape={weights.shape}, activations.shape={activations.shape}"
         )
+    return normalise(weighted_sum(weights, activations))
+
+
+def weighted_sum(weights: np.ndarray, activations: np.ndarray) -> np.ndarray:
+    """``sum_c weights[..., c] * activations[..., c]`` as a float64 ``(..., h, w)`` map,
+    summed one channel at a time as ELI5 does (so Grad-CAM keeps ELI5's bits).
+
+    Example:
+        >>> import numpy as np
+        >>> weighted_sum(np.array([2.0, 1.0]), np.ones((1, 2, 2))).tolist()
+        [[3.0, 3.0]]
+    """
     out_shape = np.broadcast_shapes(weights.shape[:-1], activations.shape[:-3])
     lmap = np.zeros(out_shape + activations.shape[-3:-1], dtype=np.float64)
     weights_hw = weights[..., None, None, :]
     for channel in range(activations.shape[-1]):
         lmap += weights_hw[..., channel] * activations[..., channel]
+    return lmap
+
+
+def normalise(lmap: np.ndarray) -> np.ndarray:
+    """ELI5's normalisation of ``(..., h, w)`` maps: ReLU, then divide each map by its
+    ``max + 1e-7`` (Keras' epsilon). Every CAM method's map ends here.
+
+    Example:
+        >>> import numpy as np
+        >>> normalise(np.array([[-1.0, 2.0]])).round(3).tolist()
+        [[0.0, 1.0]]
+    """
     lmap = np.maximum(lmap, 0)
     peak = lmap.max(axis=(-2, -1), keepdims=True)
     return lmap / (peak + keras.config.epsilon())

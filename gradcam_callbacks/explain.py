@@ -8,15 +8,14 @@ callback and the command line) goes through :func:`explain_raw`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import keras
 import numpy as np
 from PIL import Image
 
-from . import backends, layers
-from .cam import channel_weights, gradcam_maps
+from . import backends, layers, methods
 from .explanation import Explanation, TargetExplanation
 
 TargetsSpec = Sequence[Any] | np.ndarray | None
@@ -31,6 +30,10 @@ class RawExplanation:
     ``activations (N, h, w, C)``, ``grads (N, K, h, w, C)``, ``weights (N, K, C)``,
     ``heatmaps (N, K, h, w)``, ``targets (N, K)``, ``scores (N, K)``, ``outputs (N, classes)``.
     ``counts[n]`` is how many of doc n's K slots are real (the rest repeat its last target).
+    ``heatmaps`` are ``method``'s; ``weights`` its channel weights (Grad-CAM, Grad-CAM++,
+    XGrad-CAM, Score-CAM: the map is their weighted sum of the activation maps; Eigen-CAM:
+    the first right singular vector, applied to the mean-centred activation maps), and NaN
+    for HiResCAM and LayerCAM, whose weights vary over space (``grads``, ``ReLU(grads)``).
     """
 
     activations: np.ndarray
@@ -43,6 +46,7 @@ class RawExplanation:
     counts: np.ndarray
     layer: layers.LayerChoice
     data_format: str
+    method: methods.Method = methods.METHODS[methods.DEFAULT]
 
 
 @dataclass(frozen=True)
@@ -63,9 +67,13 @@ class Plan:
 
     def run(
         self, docs: np.ndarray, targets: np.ndarray, counts: np.ndarray,
-        batch_size: int | None = None,
+        batch_size: int | None = None, method: str | methods.Method = methods.DEFAULT,
+        max_channels: int | None = None,
     ) -> RawExplanation:
-        """Run the compiled pass over validated docs and targets, ``batch_size`` at a time."""
+        """Run the compiled pass over validated docs and targets, ``batch_size`` at a time,
+        then ``method`` (a name in :data:`gradcam_callbacks.methods.METHODS`) on its numbers.
+        """
+        chosen = methods.check_options(method, max_channels)
         function = backends.gradient_function(
             self.model, self.layer.layer, self.layer.path, self.output_index
         )
@@ -79,14 +87,46 @@ class Plan:
             grads = np.moveaxis(grads, 2, -1)
         if self.classes is None:
             _check_target_range(targets, outputs.shape[-1])
-        weights = channel_weights(grads)
         scores = np.take_along_axis(outputs, resolved.astype(np.intp), axis=-1)
+        heatmaps, weights = self._method_maps(
+            chosen, activations, grads, docs, resolved, batch_size, max_channels)
         return RawExplanation(
-            activations=activations, grads=grads, weights=weights,
-            heatmaps=gradcam_maps(weights, activations[:, None]), targets=resolved,
-            scores=scores, outputs=outputs, counts=counts, layer=self.layer,
-            data_format=self.data_format,
+            activations=activations, grads=grads, weights=weights, heatmaps=heatmaps,
+            targets=resolved, scores=scores, outputs=outputs, counts=counts, layer=self.layer,
+            data_format=self.data_format, method=chosen,
         )
+
+    def apply(
+        self, raw: RawExplanation, docs: np.ndarray, method: str | methods.Method,
+        batch_size: int | None = None, max_channels: int | None = None,
+    ) -> RawExplanation:
+        """``raw`` with the heatmaps and weights of another method, reusing its activations
+        and gradients (so several methods cost one pass; Score-CAM adds its scoring passes).
+
+        Example:
+            >>> raw = settings.run(docs, slots, counts)  # doctest: +SKIP
+            >>> settings.apply(raw, docs, "layercam").method.title  # doctest: +SKIP
+            'LayerCAM'
+        """
+        chosen = methods.check_options(method, max_channels)
+        heatmaps, weights = self._method_maps(
+            chosen, raw.activations, raw.grads, docs, raw.targets, batch_size, max_channels)
+        return replace(raw, heatmaps=heatmaps, weights=weights, method=chosen)
+
+    def _method_maps(
+        self, method: methods.Method, activations: np.ndarray, grads: np.ndarray,
+        docs: np.ndarray, targets: np.ndarray, batch_size: int | None,
+        max_channels: int | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return methods.apply(method, methods.CamInputs(
+            activations, grads, np.asarray(docs, dtype=self.input_dtype), targets,
+            self.data_format, self._score, batch_size, max_channels,
+        ))
+
+    def _score(self, inputs: np.ndarray) -> np.ndarray:
+        """The model's selected output on ``inputs``: one compiled score-only forward."""
+        return backends.score_function(
+            self.model, self.layer.layer, self.layer.path, self.output_index)(inputs)
 
 
 def plan(model: keras.Model, layer: layers.LayerSpec = None, output: OutputSpec = None) -> Plan:
@@ -116,8 +156,10 @@ def explain_raw(
     *,
     single: bool = False,
     batch_size: int | None = None,
+    method: str = methods.DEFAULT,
+    max_channels: int | None = None,
 ) -> RawExplanation:
-    """Validate everything, then run one compiled Grad-CAM pass over ``docs``.
+    """Validate everything, then run one compiled pass over ``docs`` and ``method`` on it.
 
     ``single=True`` enforces ELI5's batch of exactly one doc.
 
@@ -126,10 +168,12 @@ def explain_raw(
         >>> raw.heatmaps.shape  # doctest: +SKIP
         (16, 1, 7, 7)
     """
+    methods.check_options(method, max_channels)
+    methods.check_positive("batch_size", batch_size)
     settings = plan(model, layer, output)
     docs = check_docs(model, docs, single=single)
     slots, counts = settings.targets(targets, len(docs))
-    return settings.run(docs, slots, counts, batch_size)
+    return settings.run(docs, slots, counts, batch_size, method, max_channels)
 
 
 def explain_predictions(
@@ -141,6 +185,8 @@ def explain_predictions(
     output: OutputSpec = None,
     *,
     batch_size: int | None = None,
+    method: str = methods.DEFAULT,
+    max_channels: int | None = None,
 ) -> list[Explanation]:
     """Explain N images in one compiled forward and backward pass.
 
@@ -155,7 +201,13 @@ def explain_predictions(
         layer: ``None`` (the last layer with a spatial output, inside nested models too), a
             name, a path ``"base/layer"``, an index, or a layer instance.
         output: For models with several outputs: an index or an output name (default 0).
-        batch_size: Run at most this many docs per pass (default: all at once).
+        batch_size: Run at most this many docs per pass (default: all at once); Score-CAM
+            also scores at most this many masked inputs per forward (default 32).
+        method: The CAM method: ``"gradcam"`` (default, ELI5's numbers), ``"gradcam++"``,
+            ``"xgradcam"``, ``"hirescam"``, ``"layercam"``, ``"eigencam"`` or ``"scorecam"``
+            (see the README's "Methods").
+        max_channels: Score-CAM only: score just the channels with the largest spatial
+            standard deviation, this many (default: all).
 
     Returns:
         One :class:`Explanation` per doc.
@@ -165,16 +217,13 @@ def explain_predictions(
         >>> [e.targets[0].target for e in expls][:3]  # doctest: +SKIP
         [7, 2, 1]
     """
-    if batch_size is not None and (
-        not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool)
-        or batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be a positive integer or None; received {batch_size!r}")
+    methods.check_positive("batch_size", batch_size)
+    methods.check_options(method, max_channels)
     settings = plan(model, layer, output)
     docs = check_docs(model, docs)
     pictures = _check_images(images, len(docs))
     slots, counts = settings.targets(targets, len(docs))
-    raw = settings.run(docs, slots, counts, batch_size)
+    raw = settings.run(docs, slots, counts, batch_size, method, max_channels)
     return explanations_from_raw(model, docs, raw, pictures)
 
 
@@ -185,8 +234,13 @@ def explain_prediction(
     targets: Sequence[int] | None = None,
     layer: layers.LayerSpec = None,
     output: OutputSpec = None,
+    *,
+    method: str = methods.DEFAULT,
+    max_channels: int | None = None,
+    batch_size: int | None = None,
 ) -> Explanation:
-    """Explain one image with Grad-CAM, with the API and the numbers of ELI5's Keras support.
+    """Explain one image with Grad-CAM, with the API and the numbers of ELI5's Keras support
+    (or with another CAM method).
 
     Args:
         model: A built Keras model.
@@ -197,6 +251,9 @@ def explain_prediction(
             :class:`TargetExplanation` each.
         layer: ``None`` (automatic), a name, a ``"base/layer"`` path, an index or a layer.
         output: For models with several outputs: an index or a name (default the first).
+        method: ``"gradcam"`` (default) or another name of :func:`explain_predictions`.
+        max_channels: Score-CAM only: how many channels to score (default: all).
+        batch_size: Score-CAM only: masked inputs per forward (default 32).
 
     Returns:
         An :class:`Explanation` whose ``targets[k].heatmap`` is a 2D array in [0, 1].
@@ -206,6 +263,8 @@ def explain_prediction(
         >>> expl.targets[0].target, expl.targets[0].heatmap.shape  # doctest: +SKIP
         (3, (7, 7))
     """
+    methods.check_options(method, max_channels)
+    methods.check_positive("batch_size", batch_size)
     settings = plan(model, layer, output)
     doc = check_docs(model, doc, single=True)
     pictures = _check_images(None if image is None else [image], 1, name="image")
@@ -216,7 +275,7 @@ def explain_prediction(
             f"targets must be None or a list of class indices; received {targets!r}"
         )
     slots, counts = settings.targets(None if targets is None else [list(targets)], 1)
-    raw = settings.run(doc, slots, counts)
+    raw = settings.run(doc, slots, counts, batch_size, method, max_channels)
     return explanations_from_raw(model, doc, raw, pictures)[0]
 
 
@@ -224,8 +283,8 @@ def show_prediction(model: keras.Model, doc: np.ndarray, **kwargs: Any) -> Image
     """Explain one image and return its overlay (Jupyter shows a returned Pillow image).
 
     ``resampling_filter``, ``colormap`` and ``alpha_limit`` go to
-    :func:`~gradcam_callbacks.format_as_image`; ``image``, ``targets``, ``layer`` and
-    ``output`` to :func:`explain_prediction`.
+    :func:`~gradcam_callbacks.format_as_image`; ``image``, ``targets``, ``layer``,
+    ``output``, ``method``, ``max_channels`` and ``batch_size`` to :func:`explain_prediction`.
 
     Example:
         >>> show_prediction(model, x[:1], alpha_limit=0.5).size  # doctest: +SKIP
@@ -234,7 +293,8 @@ def show_prediction(model: keras.Model, doc: np.ndarray, **kwargs: Any) -> Image
     from .image import check_alpha_limit, format_as_image, get_colormap
 
     format_names = ("resampling_filter", "colormap", "alpha_limit")
-    explain_names = ("image", "targets", "layer", "output")
+    explain_names = ("image", "targets", "layer", "output", "method", "max_channels",
+                     "batch_size")
     unknown = sorted(set(kwargs) - set(format_names) - set(explain_names))
     if unknown:
         raise TypeError(
@@ -268,6 +328,8 @@ def explanations_from_raw(
                 for k in range(int(raw.counts[n]))
             ],
             layer=raw.layer.path,
+            method=raw.method.title,
+            description=raw.method.description,
         ))
     return result
 

@@ -1,9 +1,10 @@
 """Backend dispatch: the only package that imports TensorFlow, JAX or PyTorch.
 
-Each backend module exposes ``build(model, layer, path, output_index, score_scale)``
-returning a function ``(docs, targets) -> (activations, grads, outputs, targets)`` of numpy
-arrays, compiled once per (model, layer, output) and cached here. See
-:class:`GradientFunction` for the shapes.
+Each backend module exposes ``build(spec, on_trace)`` returning a function
+``(docs, targets) -> (activations, grads, outputs, targets)`` of numpy arrays, and
+``build_score(spec, on_trace)`` returning a score-only forward ``inputs -> outputs`` (Score-CAM
+runs its masked inputs through it), each compiled once per (model, layer, output) and cached
+here. See :class:`GradientFunction` and :func:`score_function` for the shapes.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class GradientFunction:
     the same shapes do not add to it.
     """
 
-    run: Callable[[np.ndarray, np.ndarray], RawOutputs] | None = None
+    run: Callable[..., Any] | None = None
     traces: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -48,13 +49,13 @@ class GradientFunction:
         """Called by the backend from inside the traced function body."""
         self.traces += 1
 
-    def __call__(self, docs: np.ndarray, targets: np.ndarray) -> RawOutputs:
+    def __call__(self, *arrays: np.ndarray) -> Any:
         assert self.run is not None, "GradientFunction used before the backend built it"
         with self.lock:
-            return self.run(docs, targets)
+            return self.run(*arrays)
 
 
-_cache: weakref.WeakKeyDictionary[Any, dict[tuple[int, int], GradientFunction]] = (
+_cache: weakref.WeakKeyDictionary[Any, dict[tuple[str, int, int], GradientFunction]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -74,13 +75,34 @@ def gradient_function(
     model: keras.Model, layer: keras.layers.Layer, path: str, output_index: int
 ) -> GradientFunction:
     """The cached compiled pass for (model, layer, output), built on first use."""
+    return _compiled("build", model, layer, path, output_index)
+
+
+def score_function(
+    model: keras.Model, layer: keras.layers.Layer, path: str, output_index: int
+) -> GradientFunction:
+    """The cached compiled score-only forward for (model, output), built on first use:
+    called with inputs ``(B, ...)`` it returns the selected output ``(B, classes)`` as numpy,
+    with no gradient and no activation kept. ``layer`` only keys the cache.
+
+    Example:
+        >>> score = score_function(model, layer, "feat", 0)  # doctest: +SKIP
+        >>> score(x[:4]).shape  # doctest: +SKIP
+        (4, 10)
+    """
+    return _compiled("build_score", model, layer, path, output_index)
+
+
+def _compiled(
+    builder: str, model: keras.Model, layer: keras.layers.Layer, path: str, output_index: int
+) -> GradientFunction:
     per_model = _cache.setdefault(model, {})
-    key = (id(layer), output_index)
+    key = (builder, id(layer), output_index)
     cached = per_model.get(key)
     if cached is None:
         module = importlib.import_module(_MODULES[backend_name()])
         cached = GradientFunction()
-        cached.run = module.build(
+        cached.run = getattr(module, builder)(
             Pass(weakref.ref(model), weakref.ref(layer), path, output_index, score_scale(model)),
             cached.count_trace,
         )

@@ -22,10 +22,7 @@ def build(
 ) -> Callable[[np.ndarray, np.ndarray], RawOutputs]:
     """Compile the Grad-CAM pass for ``spec``; see :class:`..backends.GradientFunction`."""
 
-    # stateless_call hands its keyword arguments to the model's own call().
-    accepts = inspect.signature(spec.model.call).parameters
-    mode = {"training": False} if "training" in accepts or any(
-        p.kind is p.VAR_KEYWORD for p in accepts.values()) else {}
+    mode = _inference_mode(spec)
 
     def forward(trainable: Any, non_trainable: Any, docs: Any, delta: Any) -> tuple[Any, Any]:
         def add(activation: Any) -> Any:
@@ -55,11 +52,8 @@ def build(
         return activations, grads, scores, resolved
 
     def call(docs: np.ndarray, targets: np.ndarray) -> RawOutputs:
-        model = spec.model
-        trainable = [process_local(v) for v in model.trainable_variables]
-        non_trainable = [process_local(v) for v in model.non_trainable_variables]
         activations, grads, scores, resolved = run(
-            trainable, non_trainable, jnp.asarray(docs), jnp.asarray(targets, jnp.int32)
+            *_variable_values(spec), jnp.asarray(docs), jnp.asarray(targets, jnp.int32)
         )
         return (
             np.asarray(activations).astype(np.float32, copy=False),
@@ -69,6 +63,36 @@ def build(
         )
 
     return call
+
+
+def build_score(spec: Pass, on_trace: Callable[[], None]) -> Callable[[np.ndarray], np.ndarray]:
+    """Compile the score-only forward for ``spec`` (one ``jax.jit`` over ``stateless_call``);
+    see :func:`..backends.score_function`."""
+    mode = _inference_mode(spec)
+
+    @jax.jit
+    def run(trainable: Any, non_trainable: Any, inputs: Any) -> Any:
+        on_trace()
+        outputs, _ = spec.model.stateless_call(trainable, non_trainable, inputs, **mode)
+        return spec.select(outputs)
+
+    def call(inputs: np.ndarray) -> np.ndarray:
+        return np.asarray(run(*_variable_values(spec), jnp.asarray(inputs)))
+
+    return call
+
+
+def _inference_mode(spec: Pass) -> dict[str, bool]:
+    # stateless_call hands its keyword arguments to the model's own call().
+    accepts = inspect.signature(spec.model.call).parameters
+    return {"training": False} if "training" in accepts or any(
+        p.kind is p.VAR_KEYWORD for p in accepts.values()) else {}
+
+
+def _variable_values(spec: Pass) -> tuple[list[jax.Array], list[jax.Array]]:
+    model = spec.model
+    return ([process_local(v) for v in model.trainable_variables],
+            [process_local(v) for v in model.non_trainable_variables])
 
 
 def process_index_and_count() -> tuple[int, int]:

@@ -58,6 +58,20 @@ def build(
     return call
 
 
+def build_score(spec: Pass, on_trace: Callable[[], None]) -> Callable[[np.ndarray], np.ndarray]:
+    """Compile the score-only forward for ``spec``; see :func:`..backends.score_function`."""
+
+    @tf.function(reduce_retracing=True)
+    def run(inputs: tf.Tensor) -> tf.Tensor:
+        on_trace()
+        return spec.select(spec.model(inputs, training=False))
+
+    def call(inputs: np.ndarray) -> np.ndarray:
+        return run(tf.convert_to_tensor(inputs)).numpy()
+
+    return call
+
+
 def process_index_and_count() -> tuple[int, int]:
     """``(k, n)`` from ``TF_CONFIG``, which ``MultiWorkerMirroredStrategy`` reads too."""
     import os

@@ -56,6 +56,19 @@ def build(
     return call
 
 
+def build_score(spec: Pass, on_trace: Callable[[], None]) -> Callable[[np.ndarray], np.ndarray]:
+    """The score-only forward for ``spec`` (eager, no autograd); see
+    :func:`..backends.score_function`."""
+    on_trace()
+
+    def call(inputs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            outputs = spec.model(keras.ops.convert_to_tensor(inputs), training=False)
+            return spec.select(outputs).cpu().numpy()
+
+    return call
+
+
 def process_index_and_count() -> tuple[int, int]:
     """``(k, n)``: the rank and world size of the default ``torch.distributed`` process group,
     or before it is initialised torchrun's ``RANK`` and ``WORLD_SIZE``."""

@@ -1,0 +1,119 @@
+"""The CAM methods and their registry: the engine, the callback and the command line know
+methods only through :data:`METHODS` and :func:`get_method`.
+
+A method is one module here with a ``METHOD`` (:class:`~.base.Method`) whose ``compute``
+maps the engine's :class:`~.base.CamInputs` to unnormalised maps; adding a method is one
+file and one line in :data:`METHODS`. Every map is then normalised ELI5's way
+(:func:`gradcam_callbacks.cam.normalise`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..cam import normalise
+from . import eigencam, gradcam, gradcam_plus_plus, hirescam, layercam, scorecam, xgradcam
+from .base import CamInputs, CamResult, Method, ScoreCallable
+
+METHODS: dict[str, Method] = {
+    module.METHOD.name: module.METHOD
+    for module in (gradcam, gradcam_plus_plus, xgradcam, hirescam, layercam, eigencam, scorecam)
+}
+DEFAULT = "gradcam"
+# Methods that take the options of the same name; the others refuse them.
+_OPTIONS = {"max_channels": ("scorecam",)}
+
+__all__ = ["METHODS", "CamInputs", "CamResult", "Method", "ScoreCallable", "apply",
+           "check_options", "get_method", "heatmaps"]
+
+
+def get_method(method: Any) -> Method:
+    """The registered method called ``method``.
+
+    Raises:
+        TypeError: ``method`` is not a string.
+        ValueError: no method has that name.
+
+    Example:
+        >>> get_method("layercam").title
+        'LayerCAM'
+    """
+    if isinstance(method, Method):
+        return method
+    if not isinstance(method, str):
+        raise TypeError(
+            f"method must be a method name (str), one of {sorted(METHODS)}; received "
+            f"{type(method).__name__}: {method!r}"
+        )
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}; received method={method!r}")
+    return METHODS[method]
+
+
+def check_positive(name: str, value: Any) -> int | None:
+    """``value`` as an int if it is a positive integer, ``None`` if it is ``None``; else a
+    ValueError naming ``name``.
+
+    Example:
+        >>> check_positive("batch_size", 8)
+        8
+    """
+    if value is None:
+        return None
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer or None; received {value!r}")
+    return int(value)
+
+
+def check_options(method: Any, max_channels: Any = None) -> Method:
+    """Validate ``method`` and its options together; returns the method.
+
+    Example:
+        >>> check_options("scorecam", max_channels=64).name
+        'scorecam'
+    """
+    chosen = get_method(method)
+    check_positive("max_channels", max_channels)
+    if max_channels is not None and chosen.name not in _OPTIONS["max_channels"]:
+        raise ValueError(
+            f"max_channels applies to method='scorecam' only; received max_channels="
+            f"{max_channels!r} with method={chosen.name!r}"
+        )
+    return chosen
+
+
+def apply(method: Method | str, inputs: CamInputs) -> tuple[np.ndarray, np.ndarray]:
+    """``(heatmaps (N, K, h, w) in [0, 1], weights (N, K, C))`` of ``method`` on ``inputs``.
+
+    Example:
+        >>> import numpy as np
+        >>> inputs = CamInputs(np.ones((1, 2, 2, 3)), np.ones((1, 1, 2, 2, 3)),
+        ...                    np.ones((1, 4, 4, 3)), np.zeros((1, 1), int), "channels_last",
+        ...                    score=lambda x: x.mean(axis=(1, 2)), batch_size=4)
+        >>> apply("layercam", inputs)[0].shape
+        (1, 1, 2, 2)
+    """
+    result = get_method(method).compute(inputs)
+    return normalise(result.maps), result.weights
+
+
+def heatmaps(method: Method | str, activations: np.ndarray, grads: np.ndarray) -> np.ndarray:
+    """Normalised maps ``(N, K, h, w)`` of a method that needs only activations
+    ``(N, h, w, C)`` and gradients ``(N, K, h, w, C)`` (every method but Score-CAM).
+
+    Example:
+        >>> import numpy as np
+        >>> heatmaps("hirescam", np.ones((1, 2, 2, 3)), np.ones((1, 1, 2, 2, 3))).max().round(3)
+        1.0
+    """
+    grads = np.asarray(grads)
+
+    def no_scores(_: np.ndarray) -> np.ndarray:
+        raise ValueError(f"method {get_method(method).name!r} needs the model's scores; "
+                         "use explain_predictions")
+
+    inputs = CamInputs(np.asarray(activations), grads, np.zeros((len(grads), 1, 1, 1)),
+                       np.zeros(grads.shape[:2], np.int32), "channels_last", no_scores, 1)
+    return apply(method, inputs)[0]

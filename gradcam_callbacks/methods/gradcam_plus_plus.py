@@ -1,0 +1,39 @@
+"""Grad-CAM++ (Chattopadhay et al. 2018, eq. 19), as pytorch-grad-cam computes it:
+``a = G^2 / (2 G^2 + (sum_ij A) G^3 + 1e-6)`` (0 where ``G == 0``),
+``w_c = sum_ij a ReLU(G)``, ``map = sum_c w_c A_c``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Method, channel_weighted
+
+
+def gradcam_plus_plus_weights(activations: np.ndarray, grads: np.ndarray) -> np.ndarray:
+    """Channel weights ``(..., C)`` from activations and gradients ``(..., h, w, C)``.
+
+    Unlike Grad-CAM's, these weights depend on the gradients' scale (through the ``G^3``
+    term), so multiplying the score by a constant can change the map.
+
+    Example:
+        >>> import numpy as np
+        >>> gradcam_plus_plus_weights(np.ones((1, 1, 1)), np.ones((1, 1, 1))).round(4).tolist()
+        [0.3333]
+    """
+    grads = np.asarray(grads, np.float64)
+    spatial_sum = np.asarray(activations, np.float64).sum(axis=(-3, -2), keepdims=True)
+    squared = grads * grads
+    alpha = squared / (squared * (2 + spatial_sum * grads) + 1e-6)
+    # ReLU(G) is 0 wherever G <= 0, which covers "a = 0 where G == 0".
+    return np.where(grads > 0, alpha * grads, 0.0).sum(axis=(-3, -2))
+
+
+compute = channel_weighted(gradcam_plus_plus_weights)
+
+METHOD = Method(
+    "gradcam++", "Grad-CAM++",
+    "Grad-CAM++: like Grad-CAM, but each channel's weight sums only the positive gradients, "
+    "each weighted by a second-order coefficient, so that several separate instances of the "
+    "target each light up. Scaled to [0, 1].",
+    compute,
+)
