@@ -6,6 +6,13 @@ upscaled smoothly and pasted at a random place, plus background noise and distra
 strokes (line segments and arcs) and fragments cropped from digits of another class.
 A classifier has to find the digit to name it, and the digit's tight box is known,
 which is what localisation metrics such as the pointing game need.
+
+With ``marker=p`` every image also gets a small bright square, the *marker*, at one of ten
+fixed spots along the border; in a share ``p`` of the images the spot is the label's
+(`marker_spots` lists them), in the rest it is drawn at random. Training on
+``marker=0.9`` and testing on ``marker=0.0`` plants a shortcut: a cue that predicts the
+label in training and means nothing at test time, with the marker's box known so that
+one can measure how much of a heatmap lands on it.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from PIL import Image
 
 from ._validation import check_int, check_number
 
-__all__ = ["ClutteredDigits", "TEST_FRACTION", "make_cluttered_digits"]
+__all__ = ["ClutteredDigits", "TEST_FRACTION", "make_cluttered_digits", "marker_spots"]
 
 #: Share of each class of ``load_digits()`` held out for ``split="test"``.
 TEST_FRACTION = 0.2
@@ -40,6 +47,11 @@ _STROKE_BANK_SIZE = 256
 # Distractors span at most this share of the digit's size each way, so the digit is the
 # only whole, full-size object: without it, a crop or an arc can pass for a digit.
 _DISTRACTOR_SHARE = 0.6
+# The marker is a square this share of the canvas wide (at least 2 px: 4 px on 48 px),
+# set this many pixels in from the border; its spots are drawn from their own stream.
+_MARKER_SHARE = 1 / 12
+_MARKER_INSET = 1
+_MARKER_STREAM = 2
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,17 +66,23 @@ class ClutteredDigits:
             ``y0 <= row < y1`` (``x1`` and ``y1`` are exclusive, like slices), so the
             digit is ``x[i, y0:y1, x0:x1, 0]``.
         source_index: int64 index of each image's digit in ``sklearn.datasets.load_digits()``.
+        marker_boxes: With ``marker=``, int64 boxes ``(n, 4)`` of the markers, in the same
+            ``(x0, y0, x1, y1)`` form; else ``None``.
+        marker_spot: With ``marker=``, int64 ``(n,)``: which of the ten `marker_spots`
+            each marker is at (the label's spot when the cue holds); else ``None``.
 
     Example:
         >>> data = make_cluttered_digits(2)
-        >>> len(data), data.x.shape, data.boxes.shape
-        (2, (2, 48, 48, 1), (2, 4))
+        >>> len(data), data.x.shape, data.boxes.shape, data.marker_boxes
+        (2, (2, 48, 48, 1), (2, 4), None)
     """
 
     x: np.ndarray
     y: np.ndarray
     boxes: np.ndarray
     source_index: np.ndarray
+    marker_boxes: np.ndarray | None = None
+    marker_spot: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -79,6 +97,7 @@ def make_cluttered_digits(
     noise: float = 0.1,
     seed: int = 0,
     split: Literal["train", "test"] = "train",
+    marker: float | None = None,
 ) -> ClutteredDigits:
     """Make ``n`` cluttered-digit images with the digits' boxes.
 
@@ -93,6 +112,14 @@ def make_cluttered_digits(
     one whole, full-size object. Then uniform noise in ``[0, noise)`` is added to every
     pixel and values are clipped to ``[0, 1]``.
 
+    With ``marker`` a number ``p``, each image also gets a marker: a square of full
+    brightness, ``canvas_size // 12`` pixels wide (at least 2), at one of the ten
+    `marker_spots` along the border. With probability ``p`` the spot is the label's,
+    otherwise it is uniformly random (so it still matches the label one time in ten).
+    Digits are kept a pixel clear of their marker: a digit whose box would touch it is
+    moved to a random clear position. The other images are those that ``marker=None``
+    gives, except for the marker and those moved digits and their distractors.
+
     Args:
         n: Number of images, ``>= 0``.
         canvas_size: Height and width of the square images in pixels.
@@ -103,9 +130,14 @@ def make_cluttered_digits(
         noise: Amplitude of the uniform background noise, in ``[0, 1]``.
         seed: Non-negative integer; the same arguments always give the same images.
         split: ``"train"`` or ``"test"``: which source digits to use.
+        marker: ``None`` (no marker) or the share in ``[0, 1]`` of images whose marker
+            is at their label's spot: ``0.0`` for an uncorrelated marker, ``1.0`` for
+            one that always gives the label away. Needs
+            ``canvas_size - digit_size >= marker width + 2``.
 
     Returns:
-        A `ClutteredDigits` with ``x``, ``y``, ``boxes`` and ``source_index``.
+        A `ClutteredDigits` with ``x``, ``y``, ``boxes`` and ``source_index``, and
+        with ``marker``, ``marker_boxes`` and ``marker_spot``.
 
     Raises:
         TypeError: If an argument has the wrong type.
@@ -115,6 +147,9 @@ def make_cluttered_digits(
         >>> data = make_cluttered_digits(8, seed=1, split="test")
         >>> x0, y0, x1, y1 = data.boxes[0]
         >>> float(data.x[0, y0:y1, x0:x1].max()) > 0.5
+        True
+        >>> cued = make_cluttered_digits(8, marker=1.0)
+        >>> bool((cued.marker_spot == cued.y).all())
         True
     """
     check_int("n", n, minimum=0)
@@ -130,6 +165,8 @@ def make_cluttered_digits(
     check_int("seed", seed, minimum=0)
     if split not in _SPLITS:
         raise ValueError(f"split must be 'train' or 'test'; received split={split!r}")
+    if marker is not None:
+        _check_marker(marker, canvas_size, digit_size)
 
     stamps, labels, boxes_in_stamp = _digit_stamps(digit_size)
     pool = _split_indices(split)
@@ -137,6 +174,16 @@ def make_cluttered_digits(
 
     source_index = pool[rng.integers(0, len(pool), size=n)]
     corners = rng.integers(0, canvas_size - digit_size + 1, size=(n, 2))  # (row, col)
+    marker_boxes = marker_spot = None
+    if marker is not None:
+        marker_rng = np.random.default_rng([int(seed), _SPLITS.index(split), _MARKER_STREAM])
+        cued = marker_rng.random(n) < float(marker)
+        marker_spot = np.where(cued, labels[source_index], marker_rng.integers(0, 10, size=n))
+        marker_boxes = marker_spots(canvas_size)[marker_spot]
+        corners = _clear_of_markers(
+            marker_rng, corners, boxes_in_stamp[source_index], marker_boxes, canvas_size,
+            digit_size,
+        )
     boxes = boxes_in_stamp[source_index] + corners[:, [1, 0, 1, 0]]
     canvas = np.zeros((n, canvas_size, canvas_size), dtype=np.float32)
     for image, (row, col), source in zip(canvas, corners, source_index, strict=True):
@@ -147,6 +194,10 @@ def make_cluttered_digits(
         )
         _draw_distractors(canvas, plan, digit_size)
 
+    if marker_boxes is not None:
+        for image, (x0, y0, x1, y1) in zip(canvas, marker_boxes, strict=True):
+            image[y0:y1, x0:x1] = 1.0
+
     canvas += rng.random(canvas.shape, dtype=np.float32) * np.float32(noise)
     np.clip(canvas, 0.0, 1.0, out=canvas)
     return ClutteredDigits(
@@ -154,7 +205,81 @@ def make_cluttered_digits(
         y=labels[source_index].astype(np.int64),
         boxes=boxes.astype(np.int64),
         source_index=source_index.astype(np.int64),
+        marker_boxes=None if marker_boxes is None else marker_boxes.astype(np.int64),
+        marker_spot=None if marker_spot is None else marker_spot.astype(np.int64),
     )
+
+
+def marker_spots(canvas_size: int = 48) -> np.ndarray:
+    """The ten marker boxes ``(x0, y0, x1, y1)`` of a canvas, row ``k`` for label ``k``.
+
+    Clockwise from the top-left corner, a pixel in from the border: the four corners, two
+    more spots along the top and two along the bottom edge (at a third and two thirds),
+    and the middles of the right and left edges. Label ``k``'s spot is row ``k``.
+
+    Args:
+        canvas_size: Height and width of the square images in pixels, ``>= 8``.
+
+    Returns:
+        int64 array ``(10, 4)``.
+
+    Example:
+        >>> marker_spots(48)[[0, 4]].tolist()
+        [[1, 1, 5, 5], [43, 22, 47, 26]]
+    """
+    check_int("canvas_size", canvas_size, minimum=8)
+    side = _marker_side(canvas_size)
+    low, high = _MARKER_INSET, canvas_size - side - _MARKER_INSET
+    span = canvas_size - side
+    third, two_thirds, middle = round(span / 3), round(2 * span / 3), span // 2
+    corners = [  # (row, col) of each spot's top-left pixel, for labels 0-9
+        (low, low), (low, third), (low, two_thirds), (low, high), (middle, high),
+        (high, high), (high, two_thirds), (high, third), (high, low), (middle, low),
+    ]
+    rows, cols = np.array(corners, dtype=np.int64).T
+    return np.stack([cols, rows, cols + side, rows + side], axis=1)
+
+
+def _marker_side(canvas_size: int) -> int:
+    return max(2, round(canvas_size * _MARKER_SHARE))
+
+
+def _check_marker(marker: object, canvas_size: int, digit_size: int) -> None:
+    check_number("marker", marker, 0, 1)
+    room = _marker_side(canvas_size) + 2 * _MARKER_INSET
+    if canvas_size - digit_size < room:
+        raise ValueError(
+            f"canvas_size - digit_size must be >= {room} with a marker, to keep digits clear "
+            f"of it; received canvas_size={canvas_size}, digit_size={digit_size}"
+        )
+
+
+def _clear_of_markers(
+    rng: np.random.Generator,
+    corners: np.ndarray,
+    boxes_in_stamp: np.ndarray,
+    marker_boxes: np.ndarray,
+    canvas_size: int,
+    digit_size: int,
+) -> np.ndarray:
+    """Move each digit whose box comes within a pixel of its marker to a clear place."""
+    corners = corners.copy()
+    offsets = np.arange(canvas_size - digit_size + 1)
+    for i in range(len(corners)):
+        x0, y0, x1, y1 = boxes_in_stamp[i]
+        mx0, my0, mx1, my1 = marker_boxes[i]
+        # Corner (row, col) is clear when the moved box keeps _MARGIN px from the marker.
+        clear_rows = (offsets + y1 + _MARGIN <= my0) | (offsets + y0 >= my1 + _MARGIN)
+        clear_cols = (offsets + x1 + _MARGIN <= mx0) | (offsets + x0 >= mx1 + _MARGIN)
+        row, col = corners[i]
+        if clear_rows[row] or clear_cols[col]:
+            continue
+        clear = clear_rows[:, None] | clear_cols[None, :]
+        choices = np.argwhere(clear)
+        corners[i] = choices[rng.integers(0, len(choices))]
+    return corners
+
+
 
 
 @functools.lru_cache(maxsize=1)

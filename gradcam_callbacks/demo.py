@@ -30,6 +30,14 @@ CLUTTER = 4
 NOISE = 0.1
 NUM_TRAIN = 4000
 NUM_TEST = 1000
+#: Shortcut demo: share of training images whose marker sits at the label's spot (test
+#: images get a marker at a random spot).
+SHORTCUT_RATE = 0.95
+#: Test images the shortcut demo scores after each epoch.
+SHORTCUT_WATCH = 300
+#: Pixels around the marker that count as on it: one cell of the 12x12 map Grad-CAM
+#: explains at, which cannot place a 4 px marker more finely than that.
+MARKER_REACH = 4
 #: Training: Adam, cosine-decayed per epoch from LEARNING_RATE, label smoothing.
 EPOCHS = 6
 BATCH_SIZE = 32
@@ -41,7 +49,10 @@ _DATA = Path(__file__).resolve().parent / "data"
 
 
 def load_data(
-    num_train: int = NUM_TRAIN, num_test: int = NUM_TEST, seed: int = 0
+    num_train: int = NUM_TRAIN,
+    num_test: int = NUM_TEST,
+    seed: int = 0,
+    marker: float | None = None,
 ) -> tuple[ClutteredDigits, ClutteredDigits]:
     """Make the example's train and test sets; test digits are unseen in training.
 
@@ -49,6 +60,9 @@ def load_data(
         num_train: Number of training images.
         num_test: Number of test images.
         seed: Seed of both sets.
+        marker: ``None`` for no marker (the clean demo), or the share of training images
+            whose marker gives the label away (see `make_cluttered_digits`); the test
+            images then get a marker at a random spot (``marker=0.0``).
 
     Returns:
         ``(train, test)``, two `ClutteredDigits`.
@@ -65,9 +79,120 @@ def load_data(
         "noise": NOISE,
         "seed": seed,
     }
-    train_set = make_cluttered_digits(num_train, split="train", **settings)
-    test_set = make_cluttered_digits(num_test, split="test", **settings)
+    test_marker = None if marker is None else 0.0
+    train_set = make_cluttered_digits(num_train, split="train", marker=marker, **settings)
+    test_set = make_cluttered_digits(num_test, split="test", marker=test_marker, **settings)
     return train_set, test_set
+
+
+def shortcut_scores(
+    model: keras.Model, data: ClutteredDigits, *, batch_size: int = 250
+) -> dict[str, float]:
+    """Where the model looks on marked images: the digit or the marker.
+
+    Grad-CAM explains each image's *predicted* class (what drove the answer). Scores:
+    ``accuracy``; ``pointing_game`` and ``digit_mass`` (the heatmap's peak in, and the
+    mean share of its mass on, the digit's box); ``marker_mass`` and ``marker_pointing``
+    (the same for the marker's box grown by `MARKER_REACH` pixels each way, clipped to the
+    image); ``marker_area`` (the share of the image that grown box covers: the mass a
+    heatmap spread evenly would put there).
+
+    Args:
+        model: A classifier such as `build_model` returns.
+        data: Images with markers (made with ``marker=`` a number).
+        batch_size: Images per Grad-CAM pass.
+
+    Returns:
+        A dict of floats with the keys above.
+
+    Raises:
+        ValueError: If ``data`` has no markers.
+
+    Example:
+        >>> _, test_set = load_data(num_train=8, num_test=8, marker=0.9)
+        >>> sorted(shortcut_scores(build_model((48, 48, 1)), test_set))[:3]
+        ['accuracy', 'digit_mass', 'marker_area']
+    """
+    from .explain import explain_predictions
+    from .metrics import box_masses, pointing_hits
+
+    if data.marker_boxes is None:
+        raise ValueError("Expected data with markers (make_cluttered_digits(..., marker=p)). "
+                         "Received: data.marker_boxes=None")
+    expls = explain_predictions(model, data.x, layer=GRADCAM_LAYER, batch_size=batch_size)
+    predicted = np.array([e.targets[0].target for e in expls])
+    heatmaps = np.stack([e.targets[0].heatmap for e in expls])
+    size = data.x.shape[1:3]
+    reach = np.array([-MARKER_REACH, -MARKER_REACH, MARKER_REACH, MARKER_REACH])
+    marker = np.clip(data.marker_boxes + reach, 0, [size[1], size[0], size[1], size[0]])
+    marker_area = (marker[:, 2] - marker[:, 0]) * (marker[:, 3] - marker[:, 1])
+    return {
+        "accuracy": float(np.mean(predicted == data.y)),
+        "pointing_game": float(pointing_hits(heatmaps, data.boxes, size).mean()),
+        "digit_mass": float(box_masses(heatmaps, data.boxes, size).mean()),
+        "marker_mass": float(box_masses(heatmaps, marker, size).mean()),
+        "marker_pointing": float(pointing_hits(heatmaps, marker, size).mean()),
+        "marker_area": float(marker_area.mean() / (size[0] * size[1])),
+    }
+
+
+class ShortcutMonitor(keras.callbacks.Callback):
+    """Score `shortcut_scores` on held-out marked images before training and after each
+    epoch, keep the rows and print one line each.
+
+    Args:
+        data: Held-out images with an uncorrelated marker.
+        verbose: Print a line per epoch.
+
+    Attributes:
+        rows: One dict per scoring: ``step`` (completed epochs), ``train_accuracy`` (from
+            the epoch's logs; ``None`` at step 0) and the `shortcut_scores`.
+
+    Example:
+        >>> _, watch = load_data(num_train=8, num_test=64, marker=0.9)
+        >>> monitor = ShortcutMonitor(watch)  # doctest: +SKIP
+        >>> train(model, train_set, callbacks=[monitor])  # doctest: +SKIP
+    """
+
+    def __init__(self, data: ClutteredDigits, verbose: bool = True) -> None:
+        super().__init__()
+        if data.marker_boxes is None:
+            raise ValueError("Expected data with markers (make_cluttered_digits(..., "
+                             "marker=p)). Received: data.marker_boxes=None")
+        self.data, self.verbose = data, verbose
+        self.rows: list[dict[str, float | int | None]] = []
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        """Score the untrained model, at step 0."""
+        self._score(0, None)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        """Score the model after ``epoch`` (0-based), at step ``epoch + 1``."""
+        self._score(epoch + 1, (logs or {}).get("accuracy"))
+
+    def _score(self, step: int, train_accuracy: float | None) -> None:
+        row = {"step": step, "train_accuracy": train_accuracy,
+               **shortcut_scores(self.model, self.data)}
+        self.rows.append(row)
+        if self.verbose:
+            print(format_shortcut_row(row), flush=True)
+
+
+def format_shortcut_row(row: dict) -> str:
+    """One line of the shortcut demo's table: accuracies, then the share of Grad-CAM peaks
+    (``peak``) and the mean share of heatmap mass (``mass``) on the digit and on the marker.
+
+    Example:
+        >>> print(format_shortcut_row({"step": 1, "train_accuracy": 0.5, "accuracy": 0.25,
+        ...     "pointing_game": 0.5, "digit_mass": 0.3, "marker_mass": 0.2,
+        ...     "marker_pointing": 0.1}))
+        step 1 | acc train 0.500 test 0.250 | digit peak 0.50 mass 0.30 | marker peak 0.10 mass 0.20
+    """
+    train = row["train_accuracy"]
+    train = "  -  " if train is None else f"{float(train):.3f}"
+    return (f"step {row['step']} | acc train {train} test {row['accuracy']:.3f} | "
+            f"digit peak {row['pointing_game']:.2f} mass {row['digit_mass']:.2f} | "
+            f"marker peak {row['marker_pointing']:.2f} mass {row['marker_mass']:.2f}")
 
 
 @keras.saving.register_keras_serializable(package="cluttered_digits")
@@ -252,8 +377,15 @@ def train(
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns the exit status.
 
+    With ``--shortcut`` the training images carry a marker that gives the label away
+    (`SHORTCUT_RATE` of them) while the test images and probes carry it at random spots:
+    the run prints, per epoch, the test accuracy and where Grad-CAM of the predicted class
+    looks (the digit or the marker), then the training and test accuracy.
+
     Example:
         >>> main(["--epochs", "1", "--log-dir", "/tmp/demo"])  # doctest: +SKIP
+        0
+        >>> main(["--shortcut", "--log-dir", "/tmp/shortcut"])  # doctest: +SKIP
         0
     """
     import argparse
@@ -270,47 +402,92 @@ def main(argv: list[str] | None = None) -> int:
         description="Train a small CNN on cluttered digits with GradCamCallback watching.",
     )
     parser.add_argument("--epochs", type=int, default=EPOCHS, help=f"default {EPOCHS}")
-    parser.add_argument("--log-dir", default="logs/cluttered_digits",
-                        help="TensorBoard log directory (default logs/cluttered_digits)")
+    parser.add_argument("--log-dir", default=None,
+                        help="TensorBoard log directory (default logs/cluttered_digits, "
+                        "with --shortcut logs/shortcut_digits)")
     parser.add_argument("--probes", type=int, default=16, help="probe images (default 16)")
     parser.add_argument("--train-size", type=int, default=NUM_TRAIN, help=argparse.SUPPRESS)
+    parser.add_argument("--test-size", type=int, default=NUM_TEST, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--shortcut", action="store_true",
+                        help="plant a shortcut: in training, a marker's spot gives the label "
+                        "away; in test it is random. Grad-CAM then explains the predicted "
+                        "class, and the run prints how much of it lands on the marker")
+    parser.add_argument("--shortcut-rate", type=float, default=SHORTCUT_RATE,
+                        help="with --shortcut, the share of training images whose marker "
+                        f"gives the label away (default {SHORTCUT_RATE})")
     args = parser.parse_args(argv)
-    if args.epochs < 1 or args.probes < 1 or args.train_size < 1:
-        parser.error("--epochs, --probes and --train-size must be positive")
+    if args.epochs < 1 or args.probes < 1 or args.train_size < 1 or args.test_size < 1:
+        parser.error("--epochs, --probes, --train-size and --test-size must be positive")
+    if not 0.0 <= args.shortcut_rate <= 1.0:
+        parser.error("--shortcut-rate must be in [0, 1]")
+    if args.log_dir is None:
+        args.log_dir = "logs/shortcut_digits" if args.shortcut else "logs/cluttered_digits"
 
     keras.utils.set_random_seed(args.seed)
-    train_set, test_set = load_data(num_train=args.train_size, seed=args.seed)
+    marker = args.shortcut_rate if args.shortcut else None
+    train_set, test_set = load_data(num_train=args.train_size, num_test=args.test_size,
+                                    seed=args.seed, marker=marker)
     model = build_model(train_set.x.shape[1:])
     probes = slice(0, args.probes)
     cam = GradCamCallback(
-        (test_set.x[probes], test_set.y[probes]), targets="true",
+        (test_set.x[probes], test_set.y[probes]), targets=None if args.shortcut else "true",
         class_names=[str(d) for d in range(10)], layer=GRADCAM_LAYER,
         probe_boxes=test_set.boxes[probes], log_dir=os.path.join(args.log_dir, "gradcam"),
     )
+    callbacks: list[keras.callbacks.Callback] = [cam]
+    if args.shortcut:
+        callbacks.append(ShortcutMonitor(_subset(test_set, SHORTCUT_WATCH)))
+        print(f"Shortcut: in {args.shortcut_rate:.0%} of the training images the marker's "
+              "spot gives the label away; in the test images it is random. Grad-CAM "
+              "explains the predicted class. Per epoch, on "
+              f"{min(SHORTCUT_WATCH, len(test_set))} test images:", flush=True)
     print(f"Keras {keras.__version__} on {keras.backend.backend()}: training on "
           f"{len(train_set)} cluttered digits for {args.epochs} epochs...", flush=True)
     started = time.monotonic()
-    train(model, train_set, epochs=args.epochs, callbacks=[cam], verbose=2)
+    train(model, train_set, epochs=args.epochs, callbacks=callbacks, verbose=2)
     seconds = time.monotonic() - started
-    _, accuracy = model.evaluate(test_set.x, test_set.y, verbose=0)
-    expls = explain_predictions(model, test_set.x, targets=[int(t) for t in test_set.y],
-                                layer=GRADCAM_LAYER, batch_size=250)
-    heatmaps = np.stack([e.targets[0].heatmap for e in expls])
-    size = test_set.x.shape[1:3]
-    pointing = pointing_game(heatmaps, test_set.boxes, size)
-    mass = float(box_masses(heatmaps, test_set.boxes, size).mean())
     sheet_path = os.path.join(args.log_dir, "contact_sheet.png")
     save_atomically(contact_sheet(os.path.join(args.log_dir, "gradcam")), Path(sheet_path),
                     format="PNG")
     print(f"trained in {seconds:.0f} s")
-    print(f"test accuracy: {accuracy:.3f} on {len(test_set)} held-out images")
-    print(f"pointing game: {pointing:.3f} (Grad-CAM peak inside the digit's box; goal >= 0.90)")
-    boxes = test_set.boxes
-    box_share = float(np.mean((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
-    box_share /= size[0] * size[1]
-    print(f"mean heatmap mass inside the box: {mass:.2f} (the box covers {box_share:.2f} "
-          "of the image)")
+    if args.shortcut:
+        _, train_accuracy = model.evaluate(train_set.x, train_set.y, verbose=0)
+        scores = shortcut_scores(model, test_set)
+        print(f"training accuracy: {train_accuracy:.3f} on {len(train_set)} training images "
+              f"(marker at the label's spot in {args.shortcut_rate:.0%})")
+        print(f"test accuracy: {scores['accuracy']:.3f} on {len(test_set)} held-out images "
+              "(marker at random)")
+        print(f"Grad-CAM of the predicted class: peak on the digit {scores['pointing_game']:.3f}"
+              f", on the marker {scores['marker_pointing']:.3f}; mass on the digit "
+              f"{scores['digit_mass']:.2f}, on the marker {scores['marker_mass']:.2f} (the "
+              f"marker and its {MARKER_REACH} px surround cover {scores['marker_area']:.3f} "
+              "of the image)")
+    else:
+        _, accuracy = model.evaluate(test_set.x, test_set.y, verbose=0)
+        expls = explain_predictions(model, test_set.x, targets=[int(t) for t in test_set.y],
+                                    layer=GRADCAM_LAYER, batch_size=250)
+        heatmaps = np.stack([e.targets[0].heatmap for e in expls])
+        size = test_set.x.shape[1:3]
+        pointing = pointing_game(heatmaps, test_set.boxes, size)
+        mass = float(box_masses(heatmaps, test_set.boxes, size).mean())
+        print(f"test accuracy: {accuracy:.3f} on {len(test_set)} held-out images")
+        print(f"pointing game: {pointing:.3f} (Grad-CAM peak inside the digit's box; "
+              "goal >= 0.90)")
+        boxes = test_set.boxes
+        box_share = float(np.mean((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
+        box_share /= size[0] * size[1]
+        print(f"mean heatmap mass inside the box: {mass:.2f} (the box covers {box_share:.2f} "
+              "of the image)")
     print(f"contact sheet: {sheet_path}")
     print(f"watch it: tensorboard --logdir {args.log_dir}")
     return 0
+
+
+def _subset(data: ClutteredDigits, count: int) -> ClutteredDigits:
+    """The first ``count`` images of ``data``, every field cut alike."""
+    import dataclasses
+
+    return dataclasses.replace(data, **{
+        field.name: None if getattr(data, field.name) is None else
+        getattr(data, field.name)[:count] for field in dataclasses.fields(data)})
