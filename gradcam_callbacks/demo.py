@@ -22,29 +22,25 @@ import keras
 import numpy as np
 
 from .datasets import ClutteredDigits, make_cluttered_digits
+from .demo_settings import (  # noqa: F401 - the demo's settings, public here too
+    BATCH_SIZE,
+    CANVAS_SIZE,
+    CLUTTER,
+    DIGIT_SIZE,
+    EPOCHS,
+    GRADCAM_LAYER,
+    LABEL_SMOOTHING,
+    LEARNING_RATE,
+    MARKER_REACH,
+    NOISE,
+    NUM_TEST,
+    NUM_TRAIN,
+    SHORTCUT_RATE,
+    SHORTCUT_WATCH,
+    parse_args,
+)
+from .tags import SAMPLES_PER_PLUGIN, step_label
 
-#: Data: 48x48 canvases, 16 px digits, four distractors each, light background noise.
-CANVAS_SIZE = 48
-DIGIT_SIZE = 16
-CLUTTER = 4
-NOISE = 0.1
-NUM_TRAIN = 4000
-NUM_TEST = 1000
-#: Shortcut demo: share of training images whose marker sits at the label's spot (test
-#: images get a marker at a random spot).
-SHORTCUT_RATE = 0.95
-#: Test images the shortcut demo scores after each epoch.
-SHORTCUT_WATCH = 300
-#: Pixels around the marker that count as on it: one cell of the 12x12 map Grad-CAM
-#: explains at, which cannot place a 4 px marker more finely than that.
-MARKER_REACH = 4
-#: Training: Adam, cosine-decayed per epoch from LEARNING_RATE, label smoothing.
-EPOCHS = 6
-BATCH_SIZE = 32
-LEARNING_RATE = 2e-3
-LABEL_SMOOTHING = 0.1
-#: Name of the model's last conv layer (its last rank-4 layer): the layer to explain.
-GRADCAM_LAYER = "last_conv"
 _DATA = Path(__file__).resolve().parent / "data"
 
 
@@ -145,8 +141,10 @@ class ShortcutMonitor(keras.callbacks.Callback):
         verbose: Print a line per epoch.
 
     Attributes:
-        rows: One dict per scoring: ``step`` (completed epochs), ``train_accuracy`` (from
-            the epoch's logs; ``None`` at step 0) and the `shortcut_scores`.
+        rows: One dict per scoring: ``step`` (as Keras' TensorBoard and `GradCamCallback`
+            count: -1 for the untrained model, ``e`` after epoch ``e``, 0-based),
+            ``train_accuracy`` (from the epoch's logs; ``None`` at step -1) and the
+            `shortcut_scores`.
 
     Example:
         >>> _, watch = load_data(num_train=8, num_test=64, marker=0.9)
@@ -163,12 +161,12 @@ class ShortcutMonitor(keras.callbacks.Callback):
         self.rows: list[dict[str, float | int | None]] = []
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        """Score the untrained model, at step 0."""
-        self._score(0, None)
+        """Score the untrained model, at step -1."""
+        self._score(-1, None)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        """Score the model after ``epoch`` (0-based), at step ``epoch + 1``."""
-        self._score(epoch + 1, (logs or {}).get("accuracy"))
+        """Score the model after ``epoch`` (0-based), at step ``epoch``."""
+        self._score(epoch, (logs or {}).get("accuracy"))
 
     def _score(self, step: int, train_accuracy: float | None) -> None:
         row = {"step": step, "train_accuracy": train_accuracy,
@@ -183,14 +181,19 @@ def format_shortcut_row(row: dict) -> str:
     (``peak``) and the mean share of heatmap mass (``mass``) on the digit and on the marker.
 
     Example:
-        >>> print(format_shortcut_row({"step": 1, "train_accuracy": 0.5, "accuracy": 0.25,
+        >>> row = format_shortcut_row({"step": 0, "train_accuracy": 0.5, "accuracy": 0.25,
         ...     "pointing_game": 0.5, "digit_mass": 0.3, "marker_mass": 0.2,
-        ...     "marker_pointing": 0.1}))
-        step 1 | acc train 0.500 test 0.250 | digit peak 0.50 mass 0.30 | marker peak 0.10 mass 0.20
+        ...     "marker_pointing": 0.1})
+        >>> for part in row.split(" | "):
+        ...     print(part)
+          epoch 1
+        acc train 0.500 test 0.250
+        digit peak 0.50 mass 0.30
+        marker peak 0.10 mass 0.20
     """
     train = row["train_accuracy"]
     train = "  -  " if train is None else f"{float(train):.3f}"
-    return (f"step {row['step']} | acc train {train} test {row['accuracy']:.3f} | "
+    return (f"{step_label(row['step']):>9} | acc train {train} test {row['accuracy']:.3f} | "
             f"digit peak {row['pointing_game']:.2f} mass {row['digit_mass']:.2f} | "
             f"marker peak {row['marker_pointing']:.2f} mass {row['marker_mass']:.2f}")
 
@@ -388,7 +391,6 @@ def main(argv: list[str] | None = None) -> int:
         >>> main(["--shortcut", "--log-dir", "/tmp/shortcut"])  # doctest: +SKIP
         0
     """
-    import argparse
     import os
     import time
 
@@ -397,32 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     from .metrics import box_masses, pointing_game
     from .sheet import contact_sheet, save_atomically
 
-    parser = argparse.ArgumentParser(
-        prog="gradcam-callbacks demo",
-        description="Train a small CNN on cluttered digits with GradCamCallback watching.",
-    )
-    parser.add_argument("--epochs", type=int, default=EPOCHS, help=f"default {EPOCHS}")
-    parser.add_argument("--log-dir", default=None,
-                        help="TensorBoard log directory (default logs/cluttered_digits, "
-                        "with --shortcut logs/shortcut_digits)")
-    parser.add_argument("--probes", type=int, default=16, help="probe images (default 16)")
-    parser.add_argument("--train-size", type=int, default=NUM_TRAIN, help=argparse.SUPPRESS)
-    parser.add_argument("--test-size", type=int, default=NUM_TEST, help=argparse.SUPPRESS)
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--shortcut", action="store_true",
-                        help="plant a shortcut: in training, a marker's spot gives the label "
-                        "away; in test it is random. Grad-CAM then explains the predicted "
-                        "class, and the run prints how much of it lands on the marker")
-    parser.add_argument("--shortcut-rate", type=float, default=SHORTCUT_RATE,
-                        help="with --shortcut, the share of training images whose marker "
-                        f"gives the label away (default {SHORTCUT_RATE})")
-    args = parser.parse_args(argv)
-    if args.epochs < 1 or args.probes < 1 or args.train_size < 1 or args.test_size < 1:
-        parser.error("--epochs, --probes, --train-size and --test-size must be positive")
-    if not 0.0 <= args.shortcut_rate <= 1.0:
-        parser.error("--shortcut-rate must be in [0, 1]")
-    if args.log_dir is None:
-        args.log_dir = "logs/shortcut_digits" if args.shortcut else "logs/cluttered_digits"
+    args = parse_args(argv)
 
     keras.utils.set_random_seed(args.seed)
     marker = args.shortcut_rate if args.shortcut else None
@@ -480,7 +457,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mean heatmap mass inside the box: {mass:.2f} (the box covers {box_share:.2f} "
               "of the image)")
     print(f"contact sheet: {sheet_path}")
-    print(f"watch it: tensorboard --logdir {args.log_dir}")
+    print(f"watch it: tensorboard --logdir {args.log_dir} --samples_per_plugin "
+          f"{SAMPLES_PER_PLUGIN}  (every epoch of every probe; with TensorBoard's defaults "
+          "the gradcam/timeline/probe_NN images show each probe's whole history)")
     return 0
 
 

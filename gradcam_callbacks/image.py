@@ -249,8 +249,9 @@ def captioned(image: Image.Image, lines: Sequence[str],
     """The image with lines of text in a strip below it, as an RGB image.
 
     The text is set in DejaVu Sans (shipped with matplotlib), at ``font_size`` pixels or, by
-    default, the largest size from 9 to 14 at which the longest line fits the image's width;
-    a line that still does not fit is cut with an ellipsis.
+    default, the largest size from 9 to 14 at which the longest line fits the image's width
+    (lines stay 17 px apart, so the picture's size does not depend on its text); a line that
+    still does not fit is cut with an ellipsis.
 
     Example:
         >>> from PIL import Image
@@ -259,7 +260,8 @@ def captioned(image: Image.Image, lines: Sequence[str],
     """
     size = font_size or _fitting_size(lines, image.width - 4)
     font = label_font(size)
-    line_height = size + 3
+    # the strip's height does not depend on the text: pictures of one tag keep one size
+    line_height = (font_size or 14) + 3
     sheet = Image.new("RGB", (image.width, image.height + 2 + line_height * len(lines)),
                       background)
     sheet.paste(image.convert("RGB"), (0, 0))

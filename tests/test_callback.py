@@ -55,10 +55,8 @@ def test_logs_each_probe_per_logged_epoch(tmp_path):
         for record in shots:
             picture = Image.open(io.BytesIO(record.value))
             # 16 px probes are shown 8x (display_size 128): input and overlay, 4 px apart,
-            # with a two-line caption below (lines of 12 to 17 px: DejaVu Sans at 9 to 14 px,
-            # the largest that fits)
-            assert picture.width == 128 * 2 + 4
-            assert 128 + 2 + 2 * 12 <= picture.height <= 128 + 2 + 2 * 17
+            # with a two-line caption below (17 px a line, whatever the text)
+            assert picture.size == (128 * 2 + 4, 128 + 2 + 2 * 17)
         for scalar in ("score", "box_mass", "pointing_hit"):
             assert [r.step for r in events[(f"{tag}/{scalar}", "scalar")]] == [-1, 0, 1, 2]
         assert [r.step for r in events[(f"{tag}/change", "scalar")]] == [0, 1, 2]
@@ -151,8 +149,8 @@ def test_probes_from_batches_pydataset_and_given_images(tmp_path):
     model = compiled()
     model.fit(X[:8], Y[:8], epochs=1, callbacks=[drawn], verbose=0)
     shot = by_tag(tmp_path / "drawn")[("gradcam/probe_00", "image")][0]
-    shown = Image.open(io.BytesIO(shot.value))  # one caption line of 12 to 17 px
-    assert shown.width == 30 * 2 + 4 and 40 + 2 + 12 <= shown.height <= 40 + 2 + 17
+    shown = Image.open(io.BytesIO(shot.value))  # one caption line of 17 px
+    assert shown.size == (30 * 2 + 4, 40 + 2 + 17)
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.data needs TensorFlow")

@@ -34,6 +34,8 @@ BACKEND = keras.backend.backend()
 # Models are saved under another backend than the suite's: the quickest one to train under.
 OTHER_BACKEND = "torch" if BACKEND == "tensorflow" else "tensorflow"
 GAP = 4  # pixels between panels, image.grid's default
+from gradcam_callbacks.image import LABEL_HEIGHT  # noqa: E402 - the column-label strip
+
 # Importing Keras fails under this backend name: commands run with it prove they need no Keras.
 NO_KERAS = "no-keras-needed"
 
@@ -468,14 +470,15 @@ def test_sheet_draws_every_probe_at_every_epoch_and_gifs(fitted_log_dir, tmp_pat
     logged = _logged(fitted_log_dir)
     cell_h, cell_w, _ = logged[("gradcam/probe_00", 0)].shape
     sheet = picture(tmp_path / "sheet.png")
-    columns = EPOCHS + 1  # step 0 is before training
+    steps = list(range(-1, EPOCHS))  # step -1 is before training, then Keras' epoch steps
+    columns = len(steps)
     height, width, _ = sheet.shape
     left = width - (columns * cell_w + (columns - 1) * GAP)  # room for the row labels
     top = height - (PROBES * cell_h + (PROBES - 1) * GAP)  # room for the column labels
-    assert 0 < left < 100 and top == 12 + GAP
+    assert 0 < left < 100 and top == LABEL_HEIGHT + GAP
     for row in range(PROBES):
-        for step in range(columns):
-            y, x = top + row * (cell_h + GAP), left + step * (cell_w + GAP)
+        for column, step in enumerate(steps):
+            y, x = top + row * (cell_h + GAP), left + column * (cell_w + GAP)
             cell = sheet[y:y + cell_h, x:x + cell_w]
             assert np.array_equal(cell, logged[(f"gradcam/probe_{row:02d}", step)]), (row, step)
     assert (sheet[:top, left:] < 128).any()  # epoch labels drawn
@@ -490,8 +493,8 @@ def test_sheet_draws_every_probe_at_every_epoch_and_gifs(fitted_log_dir, tmp_pat
 def test_contact_sheet_every_thins_columns_and_keeps_the_last(fitted_log_dir):
     from gradcam_callbacks.sheet import contact_sheet, probe_frames
 
-    assert probe_frames(fitted_log_dir, every=2)[1] == [0, 2]
-    assert probe_frames(fitted_log_dir, every=5)[1] == [0, 2]  # the last step is always kept
+    assert probe_frames(fitted_log_dir, every=2)[1] == [-1, 1]
+    assert probe_frames(fitted_log_dir, every=5)[1] == [-1, 1]  # the last step is always kept
     full, thin = contact_sheet(fitted_log_dir), contact_sheet(fitted_log_dir, every=2)
     cell_w = _logged(fitted_log_dir)[("gradcam/probe_00", 0)].shape[1]
     assert full.width - thin.width == cell_w + GAP and full.height == thin.height

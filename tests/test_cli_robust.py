@@ -443,12 +443,7 @@ print("LOADED", sorted(m for m in ("keras", "tensorflow", "jax", "torch") if m i
 
 
 @pytest.mark.backend_agnostic
-@pytest.mark.parametrize("command", [
-    [], ["explain"], ["sheet"],
-    pytest.param(["demo"], marks=pytest.mark.xfail(
-        strict=True, reason="gradcam_callbacks/demo.py imports keras at its top (its loss "
-        "class subclasses keras.losses.Loss); its parser must move out of it (#12)")),
-])
+@pytest.mark.parametrize("command", [[], ["explain"], ["sheet"], ["demo"]])
 def test_help_of_every_subcommand_imports_no_backend(command):
     done = subprocess.run([sys.executable, "-c", HELP_IMPORTS, *command, "--help"],
                           capture_output=True, text=True, env=_env("tensorflow"), timeout=120)

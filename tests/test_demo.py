@@ -24,7 +24,7 @@ def test_demo_command_runs_and_writes_its_outputs(tmp_path):
         assert line in done.stdout
     steps = sorted({r.step for r in read_events(log_dir / "gradcam")
                     if r.tag == "gradcam/probe_02" and r.kind == "image"})
-    assert steps == [0, 1, 2]
+    assert steps == [-1, 0, 1]  # untrained, then Keras' epoch steps
     sheet = Image.open(log_dir / "contact_sheet.png")
     assert sheet.width > sheet.height  # 3 steps across, 3 probes down, each panel wide
 

@@ -105,6 +105,9 @@ def run_demo(argv: list[str]) -> int:
         >>> run_demo(["--epochs", "2", "--log-dir", "logs/demo"])  # doctest: +SKIP
         0
     """
+    from ..demo_settings import parse_args
+
+    parse_args(argv)  # usage errors and --help answer here, before Keras is imported
     from ..demo import main as demo_main
 
     return demo_main(argv)
