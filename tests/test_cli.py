@@ -424,10 +424,12 @@ def test_ctrl_c_on_a_terminal_keeps_every_finished_png_and_json_line(models, tmp
     assert 5 <= len(lines) < 400
     pngs = sorted(out.glob("*.png"))
     assert {line["output"] for line in lines} == {p.name for p in pngs}
-    for png in pngs:  # complete, and two overlays of the 16x16 picture side by side
+    # complete, and two overlays of the 16x16 picture side by side, each enlarged 8x to the
+    # 128 px a labelled panel needs, with two 17 px label lines (class, score) below
+    for png in pngs:
         with Image.open(png) as image:
             image.load()
-            assert image.size == (2 * 16 + GAP, 16)
+            assert image.size == (2 * 128 + GAP, 128 + 2 + 2 * 17)
     assert sorted(p.name for p in out.iterdir()) == sorted([*(p.name for p in pngs),
                                                            "results.jsonl"])
     for line in lines:
