@@ -23,7 +23,7 @@ _EXPORTS = {
     "explain_predictions": "explain",
     "format_as_image": "image",
     "gradcam": "cam",
-    "gradcam_backend": "cam",
+    "gradcam_backend": "explain",
     "show_prediction": "explain",
 }
 
@@ -41,8 +41,13 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .callback import GradCamCallback
-    from .cam import gradcam, gradcam_backend
-    from .explain import explain_prediction, explain_predictions, show_prediction
+    from .cam import gradcam
+    from .explain import (
+        explain_prediction,
+        explain_predictions,
+        gradcam_backend,
+        show_prediction,
+    )
     from .explanation import Explanation, TargetExplanation
     from .image import format_as_image
 

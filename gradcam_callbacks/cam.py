@@ -1,7 +1,10 @@
-"""The Grad-CAM arithmetic, in numpy only, with ELI5's numbers.
+"""The Grad-CAM arithmetic, with ELI5's numbers: numpy, plus the two reductions ELI5 leaves
+to the Keras backend (the gradients' spatial mean, Keras' epsilon), so that the results match
+ELI5's bit for bit.
 
 Everything that explains ends here: the backends deliver activations and gradients, this
-module turns them into channel weights and normalised localisation maps.
+module turns them into channel weights and normalised localisation maps. It imports nothing
+that orchestrates (the engine, :mod:`gradcam_callbacks.explain`, imports it).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import numpy as np
 from ._validation import check_real_array
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    pass
 
 
 def channel_weights(grads: np.ndarray) -> np.ndarray:
@@ -122,41 +125,6 @@ def gradcam(weights: np.ndarray, activations: np.ndarray) -> np.ndarray:
             f"{np.abs(activations).max()})"
         )
     return result
-
-
-def gradcam_backend(
-    model: keras.Model,
-    doc: np.ndarray,
-    targets: Sequence[int] | None,
-    activation_layer: keras.layers.Layer | str | int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, float]:
-    """The parts of a Grad-CAM explanation for one image, with ELI5's contract.
-
-    Args:
-        model: A built Keras model.
-        doc: One input, shape ``(1, ...)`` matching the model's input.
-        targets: ``None`` for the top class, or a list with one class index.
-        activation_layer: The layer (instance, name, path or index) to explain at.
-
-    Returns:
-        ``(weights, activations, grads, predicted_idx, predicted_val)``: channel weights
-        ``(C,)``, activation maps ``(h, w, C)``, gradients ``(h, w, C)``, the class index
-        explained and the model's output for it.
-
-    Example:
-        >>> weights, acts, grads, idx, val = gradcam_backend(model, doc, None, "out_relu")
-        ... # doctest: +SKIP
-    """
-    from .explain import explain_raw
-
-    if targets is not None and (not isinstance(targets, (list, tuple)) or len(targets) != 1):
-        raise ValueError(
-            f"targets must be None or a list with exactly one class index; received {targets!r}"
-        )
-    raw = explain_raw(model, doc, [targets] if targets is not None else None, activation_layer,
-                      single=True)
-    return (raw.weights[0, 0], raw.activations[0], raw.grads[0, 0], int(raw.targets[0, 0]),
-            float(raw.scores[0, 0]))
 
 
 def _as_float_array(value: Any, name: str, ndim: int) -> np.ndarray:

@@ -1,8 +1,9 @@
 """``explain_prediction(s)`` and ``show_prediction``: validate, run the one engine, build
 :class:`~gradcam_callbacks.Explanation` objects.
 
-Every caller (these functions, :func:`~gradcam_callbacks.gradcam_backend`, the training
-callback and the command line) goes through :func:`explain_raw`.
+Everything that explains runs :meth:`Plan.run`, the one engine entry: these functions,
+:func:`explain_raw` and :func:`gradcam_backend` make a plan per call; the training callback
+and the command line make one plan and run it at every logged epoch or batch.
 """
 
 from __future__ import annotations
@@ -605,3 +606,36 @@ def _check_target_range(targets: np.ndarray, classes: int | None) -> None:
         raise ValueError(
             f"targets must be class indices in [0, {classes}); received {int(bad.flat[0])}"
         )
+
+
+def gradcam_backend(
+    model: keras.Model,
+    doc: np.ndarray,
+    targets: Sequence[int] | None,
+    activation_layer: keras.layers.Layer | str | int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, float]:
+    """The parts of a Grad-CAM explanation for one image, with ELI5's contract.
+
+    Args:
+        model: A built Keras model.
+        doc: One input, shape ``(1, ...)`` matching the model's input.
+        targets: ``None`` for the top class, or a list with one class index.
+        activation_layer: The layer (instance, name, path or index) to explain at.
+
+    Returns:
+        ``(weights, activations, grads, predicted_idx, predicted_val)``: channel weights
+        ``(C,)``, activation maps ``(h, w, C)``, gradients ``(h, w, C)``, the class index
+        explained and the model's output for it.
+
+    Example:
+        >>> weights, acts, grads, idx, val = gradcam_backend(model, doc, None, "out_relu")
+        ... # doctest: +SKIP
+    """
+    if targets is not None and (not isinstance(targets, (list, tuple)) or len(targets) != 1):
+        raise ValueError(
+            f"targets must be None or a list with exactly one class index; received {targets!r}"
+        )
+    raw = explain_raw(model, doc, [targets] if targets is not None else None, activation_layer,
+                      single=True)
+    return (raw.weights[0, 0], raw.activations[0], raw.grads[0, 0], int(raw.targets[0, 0]),
+            float(raw.scores[0, 0]))

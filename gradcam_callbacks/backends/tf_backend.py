@@ -79,6 +79,6 @@ def process_index_and_count() -> tuple[int, int]:
     """``(k, n)`` from ``TF_CONFIG``, which ``MultiWorkerMirroredStrategy`` reads too."""
     import os
 
-    from ..distribute import tf_config_identity
+    from .._process_env import tf_config_identity
 
     return tf_config_identity(os.environ.get("TF_CONFIG"))

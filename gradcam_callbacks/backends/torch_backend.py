@@ -76,7 +76,7 @@ def process_index_and_count() -> tuple[int, int]:
     or before it is initialised torchrun's ``RANK`` and ``WORLD_SIZE``."""
     import os
 
-    from ..distribute import launcher_env_identity
+    from .._process_env import launcher_env_identity
 
     distributed = torch.distributed
     if distributed.is_available() and distributed.is_initialized():
