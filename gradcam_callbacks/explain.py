@@ -19,6 +19,7 @@ from PIL import Image
 from . import backends, layers, methods
 from ._validation import (
     as_array,
+    check_names,
     check_pictures,
     check_real_array,
     index_list,
@@ -366,29 +367,42 @@ def explain_prediction(
 def show_prediction(model: keras.Model, doc: np.ndarray, **kwargs: Any) -> Image.Image:
     """Explain one image and return its overlay (Jupyter shows a returned Pillow image).
 
+    With one target the picture is ELI5's overlay; with several, the input and one overlay
+    per target in a row, each labelled with its class (its name with ``class_names``) and
+    score (:func:`~gradcam_callbacks.image.explanation_strip`).
+
     ``resampling_filter``, ``colormap`` and ``alpha_limit`` go to
     :func:`~gradcam_callbacks.format_as_image`; ``image``, ``targets``, ``layer``,
-    ``output``, ``method``, ``max_channels`` and ``batch_size`` to :func:`explain_prediction`.
+    ``output``, ``method``, ``max_channels`` and ``batch_size`` to :func:`explain_prediction`;
+    ``class_names`` names the classes in the labels.
 
     Example:
         >>> show_prediction(model, x[:1], alpha_limit=0.5).size  # doctest: +SKIP
         (224, 224)
+        >>> show_prediction(model, x[:1], targets=[3, 5]).size  # doctest: +SKIP
+        (680, 258)
     """
-    from .image import check_alpha_limit, format_as_image, get_colormap
+    from .image import check_alpha_limit, explanation_strip, format_as_image, get_colormap
 
     format_names = ("resampling_filter", "colormap", "alpha_limit")
     explain_names = ("image", "targets", "layer", "output", "method", "max_channels",
                      "batch_size")
-    unknown = sorted(set(kwargs) - set(format_names) - set(explain_names))
+    unknown = sorted(set(kwargs) - set(format_names) - set(explain_names) - {"class_names"})
     if unknown:
         raise TypeError(
             f"show_prediction() got unexpected keyword argument(s) {', '.join(unknown)}; "
-            f"accepted: {', '.join(explain_names + format_names)}"
+            f"accepted: {', '.join(explain_names + format_names + ('class_names',))}"
         )
     check_alpha_limit(kwargs.get("alpha_limit"))
     get_colormap(kwargs.get("colormap", "viridis"))
+    class_names = kwargs.get("class_names")
+    if class_names is not None:
+        class_names = check_names("class_names", class_names)
     expl = explain_prediction(model, doc, **{k: v for k, v in kwargs.items() if k in explain_names})
-    return format_as_image(expl, **{k: v for k, v in kwargs.items() if k in format_names})
+    style = {k: v for k, v in kwargs.items() if k in format_names}
+    if len(expl.targets) > 1:
+        return explanation_strip(expl, class_names, **style)
+    return format_as_image(expl, **style)
 
 
 def explanations_from_raw(

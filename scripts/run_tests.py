@@ -1,8 +1,12 @@
-"""Run the whole test suite under every Keras backend, one pytest process per backend.
+"""Check the house, then run the whole test suite under every Keras backend, one pytest
+process per backend.
 
-Keras fixes its backend at import, so each backend needs its own process. Tests marked
-``backend_agnostic`` run once (under TensorFlow). Any failure, and any run that collects no
-test (pytest's exit code 5), makes this script fail.
+First the checks that need no backend: ``ruff check .``, ``scripts/check_imports.py`` (no
+import cycles, no framework imports outside ``backends/``) and ``mkdocs build --strict`` (the
+API reference builds from the docstrings without a warning). Then pytest: Keras fixes its
+backend at import, so each backend needs its own process. Tests marked ``backend_agnostic``
+run once (under TensorFlow). Any failed check, any failure, and any run that collects no test
+(pytest's exit code 5), makes this script fail.
 
 Usage: python scripts/run_tests.py [extra pytest arguments]
 """
@@ -20,8 +24,23 @@ BACKENDS = ("tensorflow", "jax", "torch")
 EXTRA_ENV = {"jax": {"XLA_FLAGS": "--xla_backend_optimization_level=0"}}
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+CHECKS = {
+    "ruff": [os.path.join(BIN, "ruff"), "check", "."],
+    "import cycles": [sys.executable, os.path.join("scripts", "check_imports.py")],
+    "docs": [os.path.join(BIN, "mkdocs"), "build", "--strict", "--quiet",
+             "--site-dir", os.path.join(".cache", "site")],
+}
+
+
 def main(argv: list[str]) -> int:
     results = []
+    for name, command in CHECKS.items():
+        print(f"=== {name}: {' '.join(command)}", flush=True)
+        started = time.monotonic()
+        code = subprocess.call(command, cwd=ROOT)
+        results.append((name, code, time.monotonic() - started))
     for i, backend in enumerate(BACKENDS):
         selection = [] if i == 0 else ["-m", "not backend_agnostic"]
         command = [sys.executable, "-m", "pytest", *selection, *argv]

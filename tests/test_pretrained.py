@@ -49,3 +49,18 @@ def test_multi_target_strips_name_each_panel_and_its_score():
     # Jupyter's picture is the labelled strip
     shown = Image.open(__import__("io").BytesIO(expl._repr_png_()))
     assert shown.size == explanation_strip(expl).size
+
+
+def test_show_prediction_labels_several_targets_and_keeps_one_bare():
+    from gradcam_callbacks import show_prediction
+
+    _, test_set = load_data(num_train=1, num_test=1)
+    model = pretrained()
+    one = show_prediction(model, test_set.x[:1])
+    assert one.size == (48, 48)  # ELI5's overlay, at the image's size
+    several = show_prediction(model, test_set.x[:1], targets=[2, 5],
+                              class_names=[f"digit {d}" for d in range(10)])
+    expl = explain_prediction(model, test_set.x[:1], targets=[2, 5])
+    names = [f"digit {d}" for d in range(10)]
+    assert np.array_equal(np.asarray(several), np.asarray(explanation_strip(expl, names)))
+    assert not np.array_equal(np.asarray(several), np.asarray(explanation_strip(expl)))
