@@ -335,7 +335,9 @@ class GradCamCallback(keras.callbacks.Callback):
         if self._writer is None:  # not the chief process, or on_train_begin not run
             return
         try:
-            results = self.explain_probes_by_method()
+            # a single method goes through explain_probes, which subclasses may extend
+            results = self.explain_probes_by_method() if len(self.methods) > 1 else [
+                (self.methods[0].name, *self.explain_probes())]
         except Exception as error:  # a monitoring hiccup must never end a training run
             self._warn(f"could not compute {self.methods[0].title} at step {step} "
                        f"({type(error).__name__}: {error}); {_GOES_ON}")

@@ -203,7 +203,7 @@ class ProbeReport:
                            "Keras' TensorBoard; step -1 is the untrained model), the explained "
                            f"target and its score. Layer: `{self.layer_path}`")
             self.timelines[i].add(step, _thumbnail(overlay))
-            sink.add_image(tags.timeline_tag(i), self.timelines[i].image(), step,
+            sink.add_image(tags.timeline_tag(i, method), self.timelines[i].image(), step,
                            description=f"Probe {i}'s {title} overlay at every logged epoch so "
                            f"far, thinned evenly to at most {TIMELINE_COLUMNS} columns (the "
                            "first and the latest always shown): the latest step holds the whole "
