@@ -12,7 +12,7 @@ import keras
 import numpy as np
 from PIL import Image
 
-from . import backends, logdirs, tags
+from . import backends, logdirs, methods, tags
 from ._validation import check_bool, check_int
 from .distribute import is_chief
 from .explain import Plan, check_docs, derive_image, plan
@@ -50,6 +50,14 @@ class GradCamCallback(keras.callbacks.Callback):
     ``probe_masks``, the share of heatmap mass on the object and the pointing game, with
     their means over probes; ``gradcam/nonfinite`` counts probes whose map or score was NaN
     or infinite. Tag names are in :mod:`gradcam_callbacks.tags`.
+
+    ``method`` picks the CAM method (Grad-CAM by default), or several: one image per method
+    per probe. The first method keeps the plain tags above; each further method writes the
+    same images and scalars under ``gradcam/<method>/`` (``gradcam/gradcam++/probe_00``,
+    ``gradcam/gradcam++/grid``, ``gradcam/gradcam++/probe_00/score``, ...). All methods
+    share one pass over the probes per logged epoch (the activations and gradients are
+    taken once; Score-CAM adds its batched scoring passes). Captions and descriptions name
+    the method.
 
     Steps are those of ``keras.callbacks.TensorBoard``: the maps after epoch ``e`` (0-based)
     are at step ``e``, the step of that epoch's ``epoch_loss``, so one slider position is one
@@ -116,11 +124,17 @@ class GradCamCallback(keras.callbacks.Callback):
         alpha_limit: Maximum opacity of the overlays, in [0, 1].
         display_size: Pictures smaller than this (shorter side, pixels) are enlarged by a
             whole factor in the images, for legibility.
+        method: A CAM method's name (see :data:`gradcam_callbacks.methods.METHODS`:
+            ``"gradcam"``, ``"gradcam++"``, ``"xgradcam"``, ``"hirescam"``, ``"layercam"``,
+            ``"eigencam"``, ``"scorecam"``), or a list of distinct names.
+        max_channels: Score-CAM only: keep the channels with the largest spatial standard
+            deviation (Faster Score-CAM); needs ``"scorecam"`` among the methods.
 
     Example:
         >>> cam = GradCamCallback(x_val[:8], targets="true", probe_boxes=boxes[:8],
         ...                       log_dir="logs/run1/gradcam")  # doctest: +SKIP
         >>> model.fit(x, y, epochs=5, callbacks=[cam])  # doctest: +SKIP
+        >>> both = GradCamCallback(x_val[:8], method=["gradcam", "layercam"])  # doctest: +SKIP
     """
 
     def __init__(
@@ -140,8 +154,12 @@ class GradCamCallback(keras.callbacks.Callback):
         colormap: Colormap = "viridis",
         alpha_limit: float | None = 0.65,
         display_size: int = 128,
+        method: str | Sequence[str] = methods.DEFAULT,
+        max_channels: int | None = None,
     ) -> None:
         super().__init__()
+        self.methods = check_methods(method, max_channels)
+        self.max_channels = max_channels
         self.freq = check_int("freq", freq, minimum=1)
         self.max_probes = check_int("max_probes", max_probes, minimum=1)
         self.display_size = check_int("display_size", display_size, minimum=1)
@@ -166,7 +184,8 @@ class GradCamCallback(keras.callbacks.Callback):
                                         None if self.pictures is None else self._picture_sizes())
         self._plan: Plan | None = None
         self._writer: BackgroundWriter | None = None
-        self._previous: np.ndarray | None = None
+        self._previous: list[np.ndarray | None] = []
+        self._reports: list[ProbeReport] = []
         self._initial_logged = False
 
     # -- Keras hooks -------------------------------------------------------------------------
@@ -243,19 +262,38 @@ class GradCamCallback(keras.callbacks.Callback):
             "colormap": getattr(self.colormap, "name", repr(self.colormap)),
             "alpha_limit": self.alpha_limit,
             "display_size": self.display_size,
+            "method": [m.name for m in self.methods] if len(self.methods) > 1
+            else self.methods[0].name,
+            "max_channels": self.max_channels,
         }
 
     # -- work ------------------------------------------------------------------------------
     def explain_probes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Grad-CAM of every probe now: heatmaps ``(N, h, w)``, targets ``(N,)``, scores
-        ``(N,)``, NaN or inf where the model gave such values. Uses the pass built in
-        ``on_train_begin``."""
+        """The first method's maps of every probe now: heatmaps ``(N, h, w)``, targets
+        ``(N,)``, scores ``(N,)``, NaN or inf where the model gave such values. Uses the pass
+        built in ``on_train_begin``."""
+        return self.explain_probes_by_method()[0][1:]
+
+    def explain_probes_by_method(
+        self,
+    ) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+        """Every method's maps of every probe now, from one pass: ``(name, heatmaps (N, h, w),
+        targets (N,), scores (N,))`` per method, in the order given."""
         if self._plan is None:
             raise RuntimeError("explain_probes() needs on_train_begin() (model.fit) first")
         targets, counts = self._plan.targets(self._requested_targets(), len(self.probe_x))
+        first, *others = self.methods
         # non-finite maps come back as they are: _log reports them per probe
-        raw = self._plan.run(self.probe_x, targets, counts, name="probe", check_finite=False)
-        return raw.heatmaps[:, 0], raw.targets[:, 0], raw.scores[:, 0]
+        raw = self._plan.run(self.probe_x, targets, counts, method=first,
+                             max_channels=self._channels(first), name="probe",
+                             check_finite=False)
+        raws = [raw] + [self._plan.apply(raw, self.probe_x, m, max_channels=self._channels(m))
+                        for m in others]
+        return [(r.method.name, r.heatmaps[:, 0], r.targets[:, 0], r.scores[:, 0])
+                for r in raws]
+
+    def _channels(self, method: methods.Method) -> int | None:
+        return self.max_channels if method.name == "scorecam" else None
 
     def _requested_targets(self) -> list[int] | None:
         if self.targets is None:
@@ -267,16 +305,18 @@ class GradCamCallback(keras.callbacks.Callback):
     def _start_fit(self) -> None:
         """Per-fit state, reset so that one callback serves several fits and models."""
         self._stop_writer()
-        self._previous = None
+        self._previous = [None] * len(self.methods)
         self._initial_logged = False
         if not is_chief():  # only one process of a distributed run writes
             return
         assert self.pictures is not None
-        report = ProbeReport(self.pictures, self.colormap, self.alpha_limit, self.display_size,
-                             self.probe_boxes, self.probe_masks, self.class_names,
-                             self._plan.layer.path if self._plan is not None else "")
+        layer_path = self._plan.layer.path if self._plan is not None else ""
+        self._reports = [
+            ProbeReport(self.pictures, self.colormap, self.alpha_limit, self.display_size,
+                        self.probe_boxes, self.probe_masks, self.class_names, layer_path,
+                        method=None if index == 0 else method.name, title=method.title)
+            for index, method in enumerate(self.methods)]
         self._writer = BackgroundWriter(EventWriter(self.log_dir, png_compress_level=1))
-        self._report = report
 
     def _stop_writer(self) -> None:
         writer, self._writer = self._writer, None
@@ -295,23 +335,30 @@ class GradCamCallback(keras.callbacks.Callback):
         if self._writer is None:  # not the chief process, or on_train_begin not run
             return
         try:
-            heatmaps, targets, scores = self.explain_probes()
+            # a single method goes through explain_probes, which subclasses may extend
+            results = self.explain_probes_by_method() if len(self.methods) > 1 else [
+                (self.methods[0].name, *self.explain_probes())]
         except Exception as error:  # a monitoring hiccup must never end a training run
-            self._warn(f"could not compute Grad-CAM at step {step} ({type(error).__name__}: "
-                       f"{error}); {_GOES_ON}")
+            self._warn(f"could not compute {self.methods[0].title} at step {step} "
+                       f"({type(error).__name__}: {error}); {_GOES_ON}")
             return
-        maps = EpochMaps(step, heatmaps, targets, scores, self._previous)
-        self._previous = maps.carried()
-        broken = int((~maps.finite).sum())
-        if broken:
-            self._warn(f"found the Grad-CAM map or score of {broken} of {len(maps.finite)} "
-                       f"probes not finite (NaN or inf) at step {step}: the model may be "
-                       "diverging; those probes are logged without overlay or scores and "
-                       f"counted in {tags.NONFINITE!r}")
+        jobs = []
+        for index, ((_, heatmaps, targets, scores), report) in enumerate(
+                zip(results, self._reports)):
+            maps = EpochMaps(step, heatmaps, targets, scores, self._previous[index])
+            self._previous[index] = maps.carried()
+            jobs.append((report, maps))
+            broken = int((~maps.finite).sum())
+            if broken:
+                self._warn(f"found the {report.title} map or score of {broken} of "
+                           f"{len(maps.finite)} probes not finite (NaN or inf) at step "
+                           f"{step}: the model may be diverging; those probes are logged "
+                           "without overlay or scores and counted in "
+                           f"{tags.section_tag('nonfinite', report.method)!r}")
         try:
-            # the job holds the report, not the callback: a callback whose fit raised stays
+            # the job holds the reports, not the callback: a callback whose fit raised stays
             # collectable (and frees its log directory) while its last step is written
-            self._writer.submit(functools.partial(self._report.write, maps),
+            self._writer.submit(functools.partial(_write_reports, jobs),
                                 f"step {step} to {self.log_dir!r}")
         except Exception as error:  # noqa: BLE001 - e.g. the writer thread is gone
             self._warn(f"could not queue step {step} ({type(error).__name__}: {error}); "
@@ -334,3 +381,40 @@ class GradCamCallback(keras.callbacks.Callback):
 
 
 _GOES_ON = "training goes on and the next logged epoch tries again"
+
+
+def _write_reports(jobs: list[tuple[ProbeReport, EpochMaps]], sink: Any) -> None:
+    """Write one step of every method, in order (on the background writer's thread)."""
+    for report, maps in jobs:
+        report.write(maps, sink)
+
+
+def check_methods(method: Any, max_channels: Any = None) -> list[methods.Method]:
+    """``GradCamCallback``'s ``method`` (a name or a non-empty list of distinct names) and
+    ``max_channels`` (Score-CAM only), validated; returns the methods in order.
+
+    Raises:
+        TypeError: ``method`` is neither a name nor a list of names.
+        ValueError: an unknown or repeated name, an empty list, or ``max_channels``
+            without ``"scorecam"``.
+
+    Example:
+        >>> [m.title for m in check_methods(["gradcam", "layercam"])]
+        ['Grad-CAM', 'LayerCAM']
+    """
+    names = [method] if isinstance(method, (str, methods.Method)) else method
+    if not isinstance(names, (list, tuple)):
+        raise TypeError(f"method must be a method name (str) or a list of names, from "
+                        f"{sorted(methods.METHODS)}; received {type(method).__name__}: "
+                        f"{method!r}")
+    if not names:
+        raise ValueError(f"method must name at least one method, from "
+                         f"{sorted(methods.METHODS)}; received method={method!r}")
+    chosen = [methods.get_method(name) for name in names]
+    repeated = sorted({m.name for m in chosen if sum(c.name == m.name for c in chosen) > 1})
+    if repeated:
+        raise ValueError(f"method must name each method once; received method={method!r} "
+                         f"(repeated: {repeated})")
+    with_option = [m for m in chosen if m.name == "scorecam"] or chosen[:1]
+    methods.check_options(with_option[0], max_channels)
+    return chosen

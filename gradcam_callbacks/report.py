@@ -129,6 +129,11 @@ class ProbeReport:
         boxes: ``(N, 4)`` object boxes drawn on the pictures, or None.
         masks: ``(N, H, W)`` object masks for the localisation scalars, or None.
         class_names: Names for the captions, or None.
+        layer_path: The explained layer, named in the descriptions.
+        method: The tag section (:func:`gradcam_callbacks.tags.section`): None for the first
+            (or only) CAM method, whose tags are the plain ``gradcam/...``; a method's name
+            for each further one.
+        title: The method's name in captions and descriptions (``Method.title``).
 
     Example:
         >>> report = ProbeReport([Image.new("RGB", (8, 8))], "viridis", 0.6, 16)
@@ -139,8 +144,10 @@ class ProbeReport:
     def __init__(self, pictures: Sequence[Image.Image], colormap: Colormap,
                  alpha_limit: float | None, display_size: int,
                  boxes: np.ndarray | None = None, masks: np.ndarray | None = None,
-                 class_names: Sequence[str] | None = None, layer_path: str = "") -> None:
+                 class_names: Sequence[str] | None = None, layer_path: str = "",
+                 method: str | None = None, title: str = "Grad-CAM") -> None:
         self.pictures = list(pictures)
+        self.method, self.title = method, title
         self.layer_path = layer_path
         self.colormap, self.alpha_limit = colormap, alpha_limit
         self.display_size = display_size
@@ -166,7 +173,7 @@ class ProbeReport:
             target, score = int(maps.targets[i]), float(maps.scores[i])
             heading = (f"{tags.step_label(step)} (step {step}): target {target}"
                        f"{self._class_name(target)}")
-            tag = tags.probe_tag(i)
+            tag, method, title = tags.probe_tag(i, self.method), self.method, self.title
             if finite[i]:
                 overlay = heatmap_overlay(shown, maps.heatmaps[i], colormap=self.colormap,
                                           alpha_limit=self.alpha_limit)
@@ -174,43 +181,51 @@ class ProbeReport:
                 if masses is not None and hits is not None:
                     caption.append(f"mass on object {masses[i]:.2f}, "
                                    f"peak {'on' if hits[i] else 'off'} it")
-                sink.add_scalar(tags.probe_scalar_tag(i, "score"), score, step)
+                sink.add_scalar(tags.probe_scalar_tag(i, "score", method), score, step)
                 if changes is not None and i in changes:
-                    sink.add_scalar(tags.probe_scalar_tag(i, "change"), float(changes[i]), step)
+                    sink.add_scalar(tags.probe_scalar_tag(i, "change", method),
+                                    float(changes[i]), step)
                 if masses is not None and hits is not None:
-                    sink.add_scalar(tags.probe_scalar_tag(i, "box_mass"), float(masses[i]),
+                    sink.add_scalar(tags.probe_scalar_tag(i, "box_mass", method),
+                                    float(masses[i]),
                                     step)
-                    sink.add_scalar(tags.probe_scalar_tag(i, "pointing_hit"), float(hits[i]),
+                    sink.add_scalar(tags.probe_scalar_tag(i, "pointing_hit", method),
+                                    float(hits[i]),
                                     step)
             else:
                 overlay = _not_finite_panel(shown.size)
-                caption = [f"{heading}: Grad-CAM not finite (score {score:.3g})",
+                caption = [f"{heading}: {title} not finite (score {score:.3g})",
                            "the model may be diverging; no overlay drawn"]
             panels.append(overlay)
             sink.add_image(tag, captioned(side_by_side([shown, overlay]), caption), step,
-                           description=f"Probe {i}: the input (left) and its Grad-CAM overlay "
+                           description=f"Probe {i}: the input (left) and its {title} overlay "
                            "(right); the caption names the epoch (step = 0-based epoch, as "
                            "Keras' TensorBoard; step -1 is the untrained model), the explained "
                            f"target and its score. Layer: `{self.layer_path}`")
             self.timelines[i].add(step, _thumbnail(overlay))
-            sink.add_image(tags.timeline_tag(i), self.timelines[i].image(), step,
-                           description=f"Probe {i}'s Grad-CAM overlay at every logged epoch so "
+            sink.add_image(tags.timeline_tag(i, method), self.timelines[i].image(), step,
+                           description=f"Probe {i}'s {title} overlay at every logged epoch so "
                            f"far, thinned evenly to at most {TIMELINE_COLUMNS} columns (the "
                            "first and the latest always shown): the latest step holds the whole "
                            "history, so it needs no --samples_per_plugin")
         columns = int(np.ceil(np.sqrt(len(panels))))
-        sink.add_image(tags.GRID, grid([panels[r:r + columns]
+        sink.add_image(tags.section_tag("grid", self.method), grid([panels[r:r + columns]
                                         for r in range(0, len(panels), columns)]), step,
-                       description=f"The Grad-CAM overlays of all {len(panels)} probes, "
+                       description=f"The {self.title} overlays of all {len(panels)} probes, "
                        "left to right and top to bottom by probe index. Layer: "
                        f"`{self.layer_path}`")
-        sink.add_scalar(tags.NONFINITE, float(len(finite) - len(ok)), step,
-                        description="Probes whose Grad-CAM map or score was NaN or infinite")
+        sink.add_scalar(tags.section_tag("nonfinite", self.method),
+                        float(len(finite) - len(ok)), step,
+                        description=f"Probes whose {self.title} map or score was NaN or "
+                        "infinite")
         if changes:
-            sink.add_scalar(tags.MEAN_CHANGE, float(np.mean(list(changes.values()))), step)
+            sink.add_scalar(tags.section_tag("mean_change", self.method),
+                            float(np.mean(list(changes.values()))), step)
         if masses and hits:
-            sink.add_scalar(tags.MEAN_BOX_MASS, float(np.mean(list(masses.values()))), step)
-            sink.add_scalar(tags.POINTING_GAME, float(np.mean(list(hits.values()))), step)
+            sink.add_scalar(tags.section_tag("mean_box_mass", self.method),
+                            float(np.mean(list(masses.values()))), step)
+            sink.add_scalar(tags.section_tag("pointing_game", self.method),
+                            float(np.mean(list(hits.values()))), step)
         sink.flush()
 
     def _enlarged(self, index: int) -> Image.Image:

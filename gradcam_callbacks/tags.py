@@ -5,6 +5,13 @@ them from here. Steps follow ``keras.callbacks.TensorBoard``: the maps after epo
 (0-based) are at step ``e``, where Keras writes that epoch's ``epoch_loss``; the untrained
 model's maps are at step ``INITIAL_STEP`` (-1), one before the first epoch.
 
+With several CAM methods (``GradCamCallback(method=[...])``) the first method keeps these
+plain tags, so dashboards and ``gradcam-callbacks sheet`` read it as a single-method run, and
+every further method writes the same images and scalars under its own section,
+``gradcam/<method>/...`` (:func:`section`): ``gradcam/gradcam++/probe_00``,
+``gradcam/gradcam++/timeline/probe_00``, ``gradcam/gradcam++/grid``,
+``gradcam/gradcam++/probe_00/score``, ``gradcam/gradcam++/pointing_game``.
+
 Example:
     >>> probe_tag(3), probe_scalar_tag(3, "score"), timeline_tag(3)
     ('gradcam/probe_03', 'gradcam/probe_03/score', 'gradcam/timeline/probe_03')
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 __all__ = [
     "GRID",
+    "ROOT",
     "INITIAL_STEP",
     "MEAN_BOX_MASS",
     "MEAN_CHANGE",
@@ -26,10 +34,14 @@ __all__ = [
     "TIMELINE_PREFIX",
     "probe_scalar_tag",
     "probe_tag",
+    "section",
+    "section_tag",
     "step_label",
     "timeline_tag",
 ]
 
+ROOT = "gradcam"
+"""The first component of every tag: TensorBoard groups the tags by it."""
 PROBE_PREFIX = "gradcam/probe_"
 """Per-probe images: ``gradcam/probe_00`` (input and overlay), one per logged step."""
 TIMELINE_PREFIX = "gradcam/timeline/probe_"
@@ -52,34 +64,56 @@ INITIAL_STEP = -1
 """The step of the untrained model's maps: before epoch 0, whose maps are at step 0."""
 
 
-def probe_tag(index: int) -> str:
-    """The image tag of probe ``index``.
+def section(method: str | None = None) -> str:
+    """The tag prefix of a method's images and scalars: ``gradcam`` for the first (or only)
+    method (``method=None``), ``gradcam/<method>`` for each further one.
 
     Example:
-        >>> probe_tag(0)
-        'gradcam/probe_00'
+        >>> section(), section("layercam")
+        ('gradcam', 'gradcam/layercam')
     """
-    return f"{PROBE_PREFIX}{index:02d}"
+    return ROOT if method is None else f"{ROOT}/{method}"
 
 
-def probe_scalar_tag(index: int, name: str) -> str:
+def section_tag(name: str, method: str | None = None) -> str:
+    """A step-wide tag of ``method``'s section: ``grid``, ``mean_change``,
+    ``mean_box_mass``, ``pointing_game``, ``nonfinite``.
+
+    Example:
+        >>> section_tag("grid"), section_tag("pointing_game", "gradcam++")
+        ('gradcam/grid', 'gradcam/gradcam++/pointing_game')
+    """
+    return f"{section(method)}/{name}"
+
+
+def probe_tag(index: int, method: str | None = None) -> str:
+    """The image tag of probe ``index`` (in ``method``'s section, see :func:`section`).
+
+    Example:
+        >>> probe_tag(0), probe_tag(0, "layercam")
+        ('gradcam/probe_00', 'gradcam/layercam/probe_00')
+    """
+    return f"{section(method)}/probe_{index:02d}"
+
+
+def probe_scalar_tag(index: int, name: str, method: str | None = None) -> str:
     """A scalar tag of probe ``index``: ``score``, ``change``, ``box_mass``, ``pointing_hit``.
 
     Example:
         >>> probe_scalar_tag(1, "change")
         'gradcam/probe_01/change'
     """
-    return f"{probe_tag(index)}/{name}"
+    return f"{probe_tag(index, method)}/{name}"
 
 
-def timeline_tag(index: int) -> str:
+def timeline_tag(index: int, method: str | None = None) -> str:
     """The timeline image tag of probe ``index``.
 
     Example:
-        >>> timeline_tag(12)
-        'gradcam/timeline/probe_12'
+        >>> timeline_tag(12), timeline_tag(0, "eigencam")
+        ('gradcam/timeline/probe_12', 'gradcam/eigencam/timeline/probe_00')
     """
-    return f"{TIMELINE_PREFIX}{index:02d}"
+    return f"{section(method)}/timeline/probe_{index:02d}"
 
 
 def step_label(step: int) -> str:

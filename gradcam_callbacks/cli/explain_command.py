@@ -16,6 +16,7 @@ from . import interrupt
 from .images import Geometry
 from .inputs import collect_inputs, read_class_names
 from .parse import (
+    DEFAULT_METHOD,
     EXIT_FAILED_INPUTS,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -61,6 +62,7 @@ def run_explain(args: argparse.Namespace) -> int:
         alpha_limit = check_alpha_limit(args.alpha_limit)
     except (TypeError, ValueError) as error:
         raise UsageError(f"--alpha-limit: {error}") from None
+    methods = chosen_methods(args.method, args.max_channels)
     names = read_class_names(Path(args.class_names)) if args.class_names else None
     jobs = collect_inputs([Path(p) for p in args.inputs], out_dir)
     Image.MAX_IMAGE_PIXELS = None  # read_image applies --max-pixels itself
@@ -84,7 +86,8 @@ def run_explain(args: argparse.Namespace) -> int:
     options = ExplainOptions(
         model=model, plan=settings, geometry=geometry, targets=args.target, top=args.top,
         class_names=names, preprocess=args.preprocess, colormap=colormap,
-        alpha_limit=alpha_limit, side_by_side=args.side_by_side, max_pixels=args.max_pixels)
+        alpha_limit=alpha_limit, side_by_side=args.side_by_side, max_pixels=args.max_pixels,
+        methods=methods, max_channels=args.max_channels)
     interrupt.working()  # outputs from here on: Ctrl-C stops the run in order
     terminal = sys.stderr.isatty()
     progress = Progress(len(jobs), enabled=not args.quiet and terminal)
@@ -114,6 +117,27 @@ def run_explain(args: argparse.Namespace) -> int:
         print(f"{PROG} explain: explained {tally.explained}, failed {tally.failed}, wrote to "
               f"{str(out_dir)!r}{timing}", file=sys.stderr)
     return EXIT_FAILED_INPUTS if tally.failed else EXIT_OK
+
+
+def chosen_methods(given: list[str] | None, max_channels: int | None) -> list[str]:
+    """The ``--method`` names in order (default Grad-CAM), checked with ``--max-channels``.
+
+    Raises:
+        UsageError: a method given twice, or ``--max-channels`` without scorecam.
+
+    Example:
+        >>> chosen_methods(None, None), chosen_methods(["scorecam", "gradcam"], 8)
+        (['gradcam'], ['scorecam', 'gradcam'])
+    """
+    names = list(given or [DEFAULT_METHOD])
+    problems = [f"--method {name} is given more than once" for name in sorted(set(names))
+                if names.count(name) > 1]
+    if max_channels is not None and "scorecam" not in names:
+        problems.append(f"--max-channels applies to --method scorecam only; received "
+                        f"--max-channels {max_channels} with --method {' '.join(names)}")
+    if problems:
+        raise UsageError(*problems)
+    return names
 
 
 def preprocess_advice(tally: Tally, preprocess: str) -> str | None:

@@ -21,6 +21,11 @@ RESULTS_NAME = "results.jsonl"
 #: this many pixels on their longer side.
 DISPLAY_MAX = 1024
 PREPROCESS_MODES = ("none", "unit", "symmetric", "caffe", "torch")
+#: ``sorted(gradcam_callbacks.methods.METHODS)``, spelled out so that ``--help`` imports no
+#: Keras (the methods package does); tests/test_methods_wiring.py checks they agree.
+METHOD_NAMES = ("eigencam", "gradcam", "gradcam++", "hirescam", "layercam", "scorecam",
+                "xgradcam")
+DEFAULT_METHOD = "gradcam"
 
 
 class UsageError(Exception):
@@ -78,8 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         "reported on stderr, listed as errors and skipped (exit status 1).",
         epilog="Each output is named after its input with the suffix replaced by "
         f"{OUTPUT_SUFFIX!r} (the whole name is kept when two inputs of a folder share a "
-        f"stem). Images over --max-pixels are refused (decompression-bomb guard); pictures "
-        f"are drawn at most {DISPLAY_MAX} pixels on their longer side.",
+        f"stem). With several --method, the first method's PNG is named so and each further "
+        f"method's gets the method before the suffix ('cat.layercam{OUTPUT_SUFFIX}'); "
+        f"{RESULTS_NAME} keeps one line per input, with \"method\" (the first) and "
+        f"\"outputs\" (method name -> file). Images over --max-pixels are refused "
+        f"(decompression-bomb guard); pictures are drawn at most {DISPLAY_MAX} pixels on "
+        "their longer side.",
     )
     explain.add_argument("model", metavar="MODEL", help="a saved Keras model (.keras or .h5)")
     explain.add_argument("inputs", metavar="INPUT", nargs="+",
@@ -93,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="class index to explain (repeatable; default: the top class)")
     targets.add_argument("--top", type=positive_int, metavar="K",
                          help="explain each image's K highest-scoring classes")
+    explain.add_argument("--method", action="append", choices=METHOD_NAMES, metavar="NAME",
+                         help="CAM method, repeatable for one PNG per method per input: "
+                         f"{', '.join(METHOD_NAMES)} (default: {DEFAULT_METHOD})")
+    explain.add_argument("--max-channels", type=positive_int, metavar="N",
+                         help="scorecam only: score just the N channels with the largest "
+                         "spatial spread (Faster Score-CAM; default: all)")
     explain.add_argument("--class-names", metavar="FILE",
                          help="class names: one per line, or a JSON list")
     explain.add_argument("--preprocess", choices=PREPROCESS_MODES, default="none",

@@ -4,10 +4,11 @@ error line.
 
 - The reader reads the next batch while this one is explained.
 - The explainer runs one :meth:`Plan.run <gradcam_callbacks.explain.Plan.run>` per batch
-  and input shape: ``--top K`` asks the engine for each doc's K best classes in the same
-  pass (targets ``-1 .. -K``). A batch the model cannot take (or whose pass raises) is
-  retried one input at a time, so one bad input fails alone; outputs, scores or maps that
-  are not finite fail that input.
+  and input shape, for the first ``--method``; each further method reuses that pass
+  (:meth:`Plan.apply <gradcam_callbacks.explain.Plan.apply>`). ``--top K`` asks the engine
+  for each doc's K best classes in the same pass (targets ``-1 .. -K``). A batch the model
+  cannot take (or whose pass raises) is retried one input at a time, so one bad input fails
+  alone; outputs, scores or maps that are not finite fail that input.
 - The writer draws with :func:`~gradcam_callbacks.image.explanation_strip` (or the overlays
   alone), writes each PNG atomically and appends its JSON line, flushed. An output it cannot
   write (a folder in the way) fails that input; a full disk or an unwritable results file
@@ -33,7 +34,7 @@ from PIL import Image
 
 from .images import Geometry, preprocess, read_image
 from .inputs import Job
-from .parse import PROG, InputError, one_line
+from .parse import DEFAULT_METHOD, OUTPUT_SUFFIX, PROG, InputError, one_line
 from .progress import Progress
 
 #: A top score at least this high (on a probability output) counts as saturated.
@@ -63,11 +64,14 @@ class ExplainOptions:
     alpha_limit: float | None
     side_by_side: bool
     max_pixels: int
+    methods: list[str] = field(default_factory=lambda: [DEFAULT_METHOD])
+    max_channels: int | None = None
 
 
 @dataclass
 class Explained:
-    """One input's explanation and what looks wrong with it (``notes``).
+    """One input's explanation (the first method's) and what looks wrong with it
+    (``notes``); ``others`` holds the further methods' explanations, in order.
 
     Example:
         >>> Explained(explanation=None, notes=["heatmap all zero"]).notes
@@ -76,6 +80,7 @@ class Explained:
 
     explanation: Any
     notes: list[str] = field(default_factory=list)
+    others: list[Any] = field(default_factory=list)
 
 
 Outcome = Explained | str  # a str says why the input failed
@@ -247,29 +252,35 @@ class Pipeline:
         if isinstance(outcome, str) or job.output is None:
             return {"file": str(job.source), "error": str(outcome)}
         expl, options = outcome.explanation, self.options
-        try:
-            picture = draw(expl, options)
-        except Exception as error:  # one input fails, the run goes on
-            return {"file": str(job.source), "error": f"cannot draw: {one_line(error)}"}
-        path = self.out_dir / job.output
-        try:
-            if path.parent not in self._folders:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._folders.add(path.parent)
-            save_atomically(picture, path, format="PNG")
-        except OSError as error:
-            if error.errno in _FATAL_WRITE_ERRORS:
-                raise
-            return {"file": str(job.source),
-                    "error": f"cannot write its output {str(path)!r}: "
-                             f"{error.strerror or one_line(error)}"}
+        outputs = {}
+        for index, (name, each) in enumerate(zip(options.methods,
+                                                 [expl, *outcome.others])):
+            output = method_output(job.output, name, index)
+            try:
+                picture = draw(each, options)
+            except Exception as error:  # one input fails, the run goes on
+                return {"file": str(job.source), "error": f"cannot draw: {one_line(error)}"}
+            path = self.out_dir / output
+            try:
+                if path.parent not in self._folders:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    self._folders.add(path.parent)
+                save_atomically(picture, path, format="PNG")
+            except OSError as error:
+                if error.errno in _FATAL_WRITE_ERRORS:
+                    raise
+                return {"file": str(job.source),
+                        "error": f"cannot write its output {str(path)!r}: "
+                                 f"{error.strerror or one_line(error)}"}
+            outputs[name] = output.as_posix()
         targets = [{"target": t.target,
                     "class_name": class_name(options.class_names, t.target),
                     "score": t.score} for t in expl.targets]
         heatmap = expl.targets[0].heatmap
         return {
             "file": str(job.source), "output": job.output.as_posix(), **targets[0],
-            "targets": targets, "layer": expl.layer,
+            "targets": targets, "method": options.methods[0], "outputs": outputs,
+            "layer": expl.layer,
             "heatmap_size": [int(heatmap.shape[0]), int(heatmap.shape[1])],
             "image_size": [expl.image.height, expl.image.width],
             "warnings": outcome.notes,
@@ -292,6 +303,19 @@ def draw(expl: Any, options: ExplainOptions) -> Image.Image:
         return format_as_image(expl, **style).convert("RGB")
     return explanation_strip(expl, options.class_names, include_image=options.side_by_side,
                              **style)
+
+
+def method_output(output: Path, method: str, index: int) -> Path:
+    """The PNG of the ``index``-th ``--method``: ``output`` itself for the first, with
+    ``.<method>`` before its suffix for each further one.
+
+    Example:
+        >>> method_output(Path("a/cat.gradcam.png"), "layercam", 1).as_posix()
+        'a/cat.layercam.gradcam.png'
+    """
+    if index == 0:
+        return output
+    return output.with_name(f"{output.name[:-len(OUTPUT_SUFFIX)]}.{method}{OUTPUT_SUFFIX}")
 
 
 def class_name(names: list[str] | None, target: int) -> str | None:
@@ -370,22 +394,32 @@ def explain_docs(items: list[tuple[np.ndarray, Image.Image]],
     else:
         slots, counts = settings.targets(
             [options.targets] * count if options.targets else None, count)
-    raw = settings.run(docs, slots, counts)
-    explanations = explanations_from_raw(options.model, docs, raw,
-                                         [picture for _, picture in items])
+    first, *further = options.methods
+
+    def channels(method: str) -> int | None:
+        return options.max_channels if method == "scorecam" else None
+
+    raw = settings.run(docs, slots, counts, method=first, max_channels=channels(first))
+    raws = [raw] + [settings.apply(raw, docs, name, max_channels=channels(name))
+                    for name in further]
+    pictures = [picture for _, picture in items]
+    explanations = [explanations_from_raw(options.model, docs, each, pictures)
+                    for each in raws]
     outcomes: list[Outcome] = []
-    for n, expl in enumerate(explanations):
+    for n, expl in enumerate(explanations[0]):
         finite = (np.isfinite(raw.outputs[n]).all() and np.isfinite(raw.scores[n]).all()
-                  and np.isfinite(raw.heatmaps[n]).all())
+                  and all(np.isfinite(each.heatmaps[n]).all() for each in raws))
         if not finite:
             outcomes.append(f"model {options.model.name!r} gave a non-finite result (NaN or "
                             "infinity in its output, scores or heatmap)")
             continue
         notes = []
-        if not expl.targets[0].heatmap.any():
-            notes.append("heatmap is all zero")
+        for index, (name, each) in enumerate(zip(options.methods, explanations)):
+            if not each[n].targets[0].heatmap.any():
+                notes.append("heatmap is all zero" if index == 0
+                             else f"{name} heatmap is all zero")
         top = float(np.max(raw.outputs[n]))
         if SATURATED <= top <= 1.0 + 1e-6:
             notes.append(f"top score {top:.4f} is saturated")
-        outcomes.append(Explained(expl, notes))
+        outcomes.append(Explained(expl, notes, [each[n] for each in explanations[1:]]))
     return outcomes
