@@ -442,21 +442,36 @@ def _unit_peak(stack: np.ndarray) -> np.ndarray:
 
 
 def _resize(stack: np.ndarray, height: int, width: int) -> np.ndarray:
-    rows = _interpolation_matrix(stack.shape[1], height)
-    cols = _interpolation_matrix(stack.shape[2], width)
+    rows = interpolation_matrix(height, stack.shape[1])
+    cols = interpolation_matrix(width, stack.shape[2])
     return np.einsum("Hh,nhw,Ww->nHW", rows, stack, cols)
 
 
-def _interpolation_matrix(source: int, target: int) -> np.ndarray:
-    """``(target, source)`` weights of 1D linear interpolation, pixel centres aligned."""
-    position = (np.arange(target) + 0.5) * (source / target) - 0.5
-    position = np.clip(position, 0.0, source - 1)
+def interpolation_matrix(size_out: int, size_in: int, *, align_corners: bool = False
+                         ) -> np.ndarray:
+    """``(size_out, size_in)`` weights of 1D linear interpolation: output ``i`` samples the
+    input at ``(i + 0.5) * size_in / size_out - 0.5`` (pixel centres aligned, as image
+    resizing does), or with ``align_corners`` at ``i * (size_in - 1) / (size_out - 1)`` (the
+    end pixels aligned, as torch's ``UpsamplingBilinear2d``, which Score-CAM uses).
+
+    Example:
+        >>> interpolation_matrix(3, 2, align_corners=True).tolist()
+        [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
+        >>> interpolation_matrix(2, 2).tolist()
+        [[1.0, 0.0], [0.0, 1.0]]
+    """
+    if align_corners:
+        scale = (size_in - 1) / (size_out - 1) if size_out > 1 else 0.0
+        position = np.arange(size_out) * scale
+    else:
+        position = (np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5
+    position = np.clip(position, 0.0, size_in - 1)
     low = np.floor(position).astype(np.int64)
-    high = np.minimum(low + 1, source - 1)
+    high = np.minimum(low + 1, size_in - 1)
     fraction = position - low
-    weights = np.zeros((target, source))
-    np.add.at(weights, (np.arange(target), low), 1.0 - fraction)
-    np.add.at(weights, (np.arange(target), high), fraction)
+    weights = np.zeros((size_out, size_in))
+    np.add.at(weights, (np.arange(size_out), low), 1.0 - fraction)
+    np.add.at(weights, (np.arange(size_out), high), fraction)
     return weights
 
 

@@ -16,28 +16,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..cam import weighted_sum
+from ..metrics import interpolation_matrix
 from .base import CamInputs, CamResult, Method, ScoreCallable, per_target
 
 DEFAULT_BATCH_SIZE = 32  # masked inputs per forward: 19 MB of 224x224x3 float32
-
-
-def interpolation_matrix(size_out: int, size_in: int) -> np.ndarray:
-    """``(size_out, size_in)`` linear interpolation weights with ``align_corners=True``:
-    output ``i`` samples the input at ``i * (size_in - 1) / (size_out - 1)``.
-
-    Example:
-        >>> interpolation_matrix(3, 2).tolist()
-        [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
-    """
-    scale = (size_in - 1) / (size_out - 1) if size_out > 1 else 0.0
-    source = np.arange(size_out) * scale
-    lower = np.minimum(np.floor(source).astype(int), size_in - 1)
-    upper = np.minimum(lower + 1, size_in - 1)
-    fraction = source - lower
-    matrix = np.zeros((size_out, size_in))
-    np.add.at(matrix, (np.arange(size_out), lower), 1 - fraction)
-    np.add.at(matrix, (np.arange(size_out), upper), fraction)
-    return matrix
 
 
 def channel_masks(maps: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -49,8 +31,8 @@ def channel_masks(maps: np.ndarray, height: int, width: int) -> np.ndarray:
         >>> channel_masks(np.array([[[0.0, 2.0]]]), 1, 3).round(3).tolist()
         [[[0.0, 0.5, 1.0]]]
     """
-    rows = interpolation_matrix(height, maps.shape[-2])
-    cols = interpolation_matrix(width, maps.shape[-1])
+    rows = interpolation_matrix(height, maps.shape[-2], align_corners=True)
+    cols = interpolation_matrix(width, maps.shape[-1], align_corners=True)
     masks = np.einsum("Hh,bhw,Ww->bHW", rows, np.asarray(maps, np.float64), cols)
     low = masks.min(axis=(-2, -1), keepdims=True)
     high = masks.max(axis=(-2, -1), keepdims=True)
