@@ -39,7 +39,9 @@ class GradientFunction:
     resolved ``targets (N, K)``.
 
     ``traces`` counts how often the backend traced (compiled) the pass; repeated calls with
-    the same shapes do not add to it.
+    the same shapes do not add to it. PyTorch runs eagerly and counts its one build as its
+    trace. A pass rebuilt from scratch is a new object with its own count, so to check that
+    nothing was rebuilt read the process-wide :func:`compilations` instead.
     """
 
     run: Callable[..., Any] | None = None
@@ -49,11 +51,30 @@ class GradientFunction:
     def count_trace(self) -> None:
         """Called by the backend from inside the traced function body."""
         self.traces += 1
+        _COUNTS["traces"] += 1
 
     def __call__(self, *arrays: np.ndarray) -> Any:
         assert self.run is not None, "GradientFunction used before the backend built it"
         with self.lock:
             return self.run(*arrays)
+
+
+_COUNTS = {"builds": 0, "traces": 0}
+
+
+def compilations() -> dict[str, int]:
+    """Process-wide counts of passes built (``builds``: one per backend ``build`` or
+    ``build_score`` call, on every backend) and traced (``traces``: every trace of any pass;
+    on PyTorch, one per build). A pass rebuilt per call or per epoch adds to ``builds`` on
+    every backend, whatever the backend caches.
+
+    Example:
+        >>> before = compilations()
+        >>> explain_predictions(model, x)  # doctest: +SKIP
+        >>> compilations() == before  # doctest: +SKIP
+        True
+    """
+    return dict(_COUNTS)
 
 
 _cache: weakref.WeakKeyDictionary[Any, dict[tuple[str, int, int], GradientFunction]] = (
@@ -103,6 +124,7 @@ def _compiled(
     if cached is None:
         module = importlib.import_module(_MODULES[backend_name()])
         cached = GradientFunction()
+        _COUNTS["builds"] += 1
         cached.run = getattr(module, builder)(
             Pass(weakref.ref(model), weakref.ref(layer), path, output_index, score_scale(model)),
             cached.count_trace,
