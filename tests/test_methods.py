@@ -178,11 +178,11 @@ def test_methods_match_the_stored_cross_backend_reference():
     stored = dict(np.load(PATH))
     assert len(stored) == 2 * len(RUNS)
     for case, model, docs in cases():
-        settings = plan(model, "feat")
-        slots, counts = settings.targets(TARGETS, len(docs))
-        raw = settings.run(docs, slots, counts)
+        pass_plan = plan(model, "feat")
+        slots, counts = pass_plan.targets(TARGETS, len(docs))
+        raw = pass_plan.run(docs, slots, counts)
         for method, max_channels in RUNS:
-            got = settings.apply(raw, docs, method, 4, max_channels)
+            got = pass_plan.apply(raw, docs, method, 4, max_channels)
             np.testing.assert_allclose(got.heatmaps, stored[run_key(case, method, max_channels)],
                                        atol=1e-4, err_msg=f"{case} {method} {max_channels}")
 

@@ -1,10 +1,14 @@
 """Backend dispatch: the only package that imports TensorFlow, JAX or PyTorch.
 
-Each backend module exposes ``build(spec, on_trace)`` returning a function
-``(docs, targets) -> (activations, grads, outputs, targets)`` of numpy arrays, and
-``build_score(spec, on_trace)`` returning a score-only forward ``inputs -> outputs`` (Score-CAM
-runs its masked inputs through it), each compiled once per (model, layer, output) and cached
-here. See :class:`GradientFunction` and :func:`score_function` for the shapes.
+The contract every backend module meets is written once, as :class:`Backend`: ``build(spec,
+on_trace)`` returns the Grad-CAM pass ``(docs, targets) -> (activations, grads, outputs,
+targets)`` over numpy arrays, ``build_score(spec, on_trace)`` a score-only forward ``inputs
+-> outputs`` (Score-CAM runs its masked inputs through it), and ``process_index_and_count()``
+this process's place among the training processes. ``spec`` (a :class:`PassSpec`) names the
+model, layer and output; the backend calls ``on_trace()`` each time it traces (compiles) the
+pass. This module builds each pass once per (model, layer, output), wraps it in a
+:class:`GradientFunction` (a lock and a trace count) and caches it; see
+:func:`gradient_function` and :func:`score_function` for the shapes.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import keras
 import numpy as np
@@ -26,6 +30,45 @@ _MODULES = {
 }
 
 RawOutputs = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What a backend module (``tf_backend``, ``jax_backend``, ``torch_backend``) provides.
+
+    Example:
+        >>> module: Backend = backend_module()  # doctest: +SKIP
+        >>> run = module.build(spec, on_trace=lambda: None)  # doctest: +SKIP
+        >>> activations, grads, outputs, targets = run(docs, top)  # doctest: +SKIP
+    """
+
+    def build(
+        self, spec: PassSpec, on_trace: Callable[[], None]
+    ) -> Callable[[np.ndarray, np.ndarray], RawOutputs]:
+        """The Grad-CAM pass for ``spec``, called as a :class:`GradientFunction` is; it calls
+        ``on_trace()`` once per trace (PyTorch, eager: once, at build)."""
+        ...
+
+    def build_score(
+        self, spec: PassSpec, on_trace: Callable[[], None]
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        """The score-only forward for ``spec``: inputs ``(B, ...)`` to the selected output
+        ``(B, classes)``, in inference mode, with no gradient."""
+        ...
+
+    def process_index_and_count(self) -> tuple[int, int]:
+        """``(k, n)``: this process is process ``k`` of ``n`` training processes."""
+        ...
+
+
+def backend_module() -> Backend:
+    """The running Keras backend's module, which satisfies :class:`Backend`.
+
+    Example:
+        >>> backend_module().process_index_and_count()  # doctest: +SKIP
+        (0, 1)
+    """
+    return importlib.import_module(_MODULES[backend_name()])  # type: ignore[return-value]
 
 
 @dataclass
@@ -122,11 +165,12 @@ def _compiled(
     key = (builder, id(layer), output_index)
     cached = per_model.get(key)
     if cached is None:
-        module = importlib.import_module(_MODULES[backend_name()])
+        module = backend_module()
         cached = GradientFunction()
         _COUNTS["builds"] += 1
         cached.run = getattr(module, builder)(
-            Pass(weakref.ref(model), weakref.ref(layer), path, output_index, score_scale(model)),
+            PassSpec(weakref.ref(model), weakref.ref(layer), path, output_index,
+                     score_scale(model)),
             cached.count_trace,
         )
         per_model[key] = cached
@@ -134,9 +178,10 @@ def _compiled(
 
 
 @dataclass(frozen=True)
-class Pass:
-    """What a backend needs to build a Grad-CAM pass. Model and layer are weak references,
-    so that the cache never keeps a model alive."""
+class PassSpec:
+    """What a backend needs to build a Grad-CAM pass (the specification, not the pass): the
+    model, the intercepted layer and its path, the output explained, the score scale. Model
+    and layer are weak references, so that the cache never keeps a model alive."""
 
     model_ref: weakref.ref[keras.Model]
     layer_ref: weakref.ref[keras.layers.Layer]
@@ -191,4 +236,4 @@ def score_scale(model: keras.Model) -> float:
 def process_index_and_count() -> tuple[int, int]:
     """``(k, n)``: this process is process ``k`` of ``n``, as the running backend's framework
     says; see :func:`gradcam_callbacks.distribute.process_identity`."""
-    return importlib.import_module(_MODULES[backend_name()]).process_index_and_count()
+    return backend_module().process_index_and_count()
