@@ -450,25 +450,13 @@ def _resize(stack: np.ndarray, height: int, width: int) -> np.ndarray:
 def _interpolation_matrix(source: int, target: int) -> np.ndarray:
     """``(target, source)`` weights of 1D linear interpolation, pixel centres aligned."""
     position = (np.arange(target) + 0.5) * (source / target) - 0.5
-    return interpolation_weights(np.clip(position, 0.0, source - 1), source)
-
-
-def interpolation_weights(position: np.ndarray, source: int) -> np.ndarray:
-    """``(len(position), source)`` weights of 1D linear interpolation: row ``i`` samples a
-    line of ``source`` values at ``position[i]`` (in ``[0, source - 1]``). The resizing here
-    (pixel centres aligned) and Score-CAM's (``align_corners=True``) differ only in the
-    positions they pass.
-
-    Example:
-        >>> interpolation_weights(np.array([0.0, 0.25, 1.0]), 2).tolist()
-        [[1.0, 0.0], [0.75, 0.25], [0.0, 1.0]]
-    """
-    low = np.minimum(np.floor(position).astype(np.int64), source - 1)
+    position = np.clip(position, 0.0, source - 1)
+    low = np.floor(position).astype(np.int64)
     high = np.minimum(low + 1, source - 1)
     fraction = position - low
-    weights = np.zeros((len(position), source))
-    np.add.at(weights, (np.arange(len(position)), low), 1.0 - fraction)
-    np.add.at(weights, (np.arange(len(position)), high), fraction)
+    weights = np.zeros((target, source))
+    np.add.at(weights, (np.arange(target), low), 1.0 - fraction)
+    np.add.at(weights, (np.arange(target), high), fraction)
     return weights
 
 

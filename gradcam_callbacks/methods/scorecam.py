@@ -16,7 +16,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..cam import weighted_sum
-from ..metrics import interpolation_weights
 from .base import CamInputs, CamResult, Method, ScoreCallable, per_target
 
 DEFAULT_BATCH_SIZE = 32  # masked inputs per forward: 19 MB of 224x224x3 float32
@@ -31,7 +30,14 @@ def interpolation_matrix(size_out: int, size_in: int) -> np.ndarray:
         [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
     """
     scale = (size_in - 1) / (size_out - 1) if size_out > 1 else 0.0
-    return interpolation_weights(np.arange(size_out) * scale, size_in)
+    source = np.arange(size_out) * scale
+    lower = np.minimum(np.floor(source).astype(int), size_in - 1)
+    upper = np.minimum(lower + 1, size_in - 1)
+    fraction = source - lower
+    matrix = np.zeros((size_out, size_in))
+    np.add.at(matrix, (np.arange(size_out), lower), 1 - fraction)
+    np.add.at(matrix, (np.arange(size_out), upper), fraction)
+    return matrix
 
 
 def channel_masks(maps: np.ndarray, height: int, width: int) -> np.ndarray:
