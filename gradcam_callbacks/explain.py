@@ -146,8 +146,8 @@ class Plan:
         and gradients (so several methods cost one pass; Score-CAM adds its scoring passes).
 
         Example:
-            >>> raw = settings.run(docs, slots, counts)  # doctest: +SKIP
-            >>> settings.apply(raw, docs, "layercam").method.title  # doctest: +SKIP
+            >>> raw = pass_plan.run(docs, slots, counts)  # doctest: +SKIP
+            >>> pass_plan.apply(raw, docs, "layercam").method.title  # doctest: +SKIP
             'LayerCAM'
         """
         chosen = methods.check_options(method, max_channels)
@@ -214,8 +214,8 @@ def plan(model: keras.Model, layer: layers.LayerSpec = None, output: OutputSpec 
     _check_model(model)
     index, classes = _resolve_output(model, output)
     choice = layers.resolve_layer(model, layer, index)  # the automatic layer depends on it
-    inputs = layers.input_rank(model)
-    dtype = model.inputs[0].dtype if inputs is not None else "float32"
+    rank = layers.input_rank(model)
+    dtype = model.inputs[0].dtype if rank is not None else "float32"
     if not str(dtype).startswith(("float", "bfloat")):
         dtype = "float32"
     return Plan(model, choice, index, classes, layers.data_format(model, choice.layer), str(dtype))
@@ -244,10 +244,10 @@ def explain_raw(
     """
     methods.check_options(method, max_channels)
     methods.check_positive("batch_size", batch_size)
-    settings = plan(model, layer, output)
+    pass_plan = plan(model, layer, output)
     docs = check_docs(model, docs, single=single)
-    slots, counts = settings.targets(targets, len(docs))
-    return settings.run(docs, slots, counts, batch_size, method, max_channels)
+    slots, counts = pass_plan.targets(targets, len(docs))
+    return pass_plan.run(docs, slots, counts, batch_size, method, max_channels)
 
 
 def explain_predictions(
@@ -299,11 +299,11 @@ def explain_predictions(
     """
     methods.check_positive("batch_size", batch_size)
     methods.check_options(method, max_channels)
-    settings = plan(model, layer, output)
+    pass_plan = plan(model, layer, output)
     docs = check_docs(model, docs)
     pictures = check_pictures(images, len(docs), "images", per="doc")
-    slots, counts = settings.targets(targets, len(docs))
-    raw = settings.run(docs, slots, counts, batch_size, method, max_channels)
+    slots, counts = pass_plan.targets(targets, len(docs))
+    raw = pass_plan.run(docs, slots, counts, batch_size, method, max_channels)
     return explanations_from_raw(model, docs, raw, pictures)
 
 
@@ -350,7 +350,7 @@ def explain_prediction(
     """
     methods.check_options(method, max_channels)
     methods.check_positive("batch_size", batch_size)
-    settings = plan(model, layer, output)
+    pass_plan = plan(model, layer, output)
     doc = check_docs(model, doc, single=True)
     pictures = None if image is None else [to_picture(image, "image")]
     if targets is not None and (
@@ -359,8 +359,8 @@ def explain_prediction(
         raise TypeError(
             f"targets must be None or a list of class indices; received {targets!r}"
         )
-    slots, counts = settings.targets(None if targets is None else [list(targets)], 1)
-    raw = settings.run(doc, slots, counts, batch_size, method, max_channels)
+    slots, counts = pass_plan.targets(None if targets is None else [list(targets)], 1)
+    raw = pass_plan.run(doc, slots, counts, batch_size, method, max_channels)
     return explanations_from_raw(model, doc, raw, pictures)[0]
 
 

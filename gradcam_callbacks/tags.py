@@ -50,6 +50,8 @@ GRID = "gradcam/grid"
 """All probes' overlays at one step."""
 MEAN_CHANGE = "gradcam/mean_change"
 MEAN_BOX_MASS = "gradcam/mean_box_mass"
+"""Mean over probes of ``box_mass``: heatmap mass on the object, whether the object is given
+as a box (``probe_boxes``) or as a mask (``probe_masks``); the name is the boxes' one."""
 POINTING_GAME = "gradcam/pointing_game"
 NONFINITE = "gradcam/nonfinite"
 """How many probes had a NaN or infinite heatmap or score at a step (a diverging model)."""
@@ -98,6 +100,9 @@ def probe_tag(index: int, method: str | None = None) -> str:
 
 def probe_scalar_tag(index: int, name: str, method: str | None = None) -> str:
     """A scalar tag of probe ``index``: ``score``, ``change``, ``box_mass``, ``pointing_hit``.
+
+    ``box_mass`` is the share of the heatmap's mass on the object, which is a box
+    (``probe_boxes``) or a mask (``probe_masks``): with masks it is the mass on the mask.
 
     Example:
         >>> probe_scalar_tag(1, "change")

@@ -95,7 +95,12 @@ def test_freq_and_log_initial_steps(tmp_path, freq, epochs, log_initial, steps):
 def test_one_compiled_pass_for_all_epochs(tmp_path):
     model = compiled()
     cam = gc.GradCamCallback(X[:4], log_dir=tmp_path)
+    before = backends.compilations()
     model.fit(X[:8], Y[:8], epochs=12, batch_size=8, callbacks=[cam], verbose=0)
+    after = backends.compilations()
+    # process-wide counts: a pass rebuilt per epoch adds a build on every backend (torch too)
+    assert after["builds"] - before["builds"] == 1
+    assert after["traces"] - before["traces"] == 1
     function = backends.gradient_function(model, model.get_layer("feat"), "feat", 0)
     assert function.traces == 1
     assert len(by_tag(tmp_path)[("gradcam/probe_00", "image")]) == 13

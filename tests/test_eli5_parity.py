@@ -12,6 +12,9 @@ from PIL import Image
 
 import gradcam_callbacks as gc
 
+# scripts/run_tests.py runs these under JAX's default XLA flags too, as users run it
+pytestmark = pytest.mark.xla_defaults
+
 REFERENCE = dict(np.load(PATH))
 TF_ONLY = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
                              reason="ELI5 0.16 runs on the TensorFlow backend only")

@@ -351,17 +351,25 @@ def test_model_left_as_it_was():
 def test_no_retrace_on_repeated_calls_and_fresh_weights():
     model = small_cnn(seed=11)
     x = images(4, seed=2)
+    before = backends.compilations()
     first = gc.explain_predictions(model, x)
     function = backends.gradient_function(model, model.get_layer("feat"), "feat", 0)
     traces = function.traces
     assert traces >= 1
+    # process-wide: one pass built and traced once, on every backend (a pass rebuilt per
+    # call would add builds on torch too, where the cached object's own count stays at 1)
+    built = backends.compilations()
+    assert built["builds"] - before["builds"] == 1
+    assert built["traces"] - before["traces"] == 1
     for _ in range(3):
         gc.explain_predictions(model, x)
     assert function.traces == traces
+    assert backends.compilations() == built
     # new weights are used at once (no stale jit constants), still without a retrace
     set_numpy_weights(model, seed=12)
     second = gc.explain_predictions(model, x)
     assert function.traces == traces
+    assert backends.compilations() == built
     fresh = small_cnn(seed=12)
     expected = gc.explain_predictions(fresh, x)
     for a, b, c in zip(first, second, expected):

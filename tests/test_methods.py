@@ -146,6 +146,7 @@ def engine_cases():
 
 # ---------------------------------------------------------------- against the references
 
+@pytest.mark.xla_defaults
 @pytest.mark.parametrize("method", GRADIENT_METHODS)
 def test_method_matches_numpy_transcription_of_its_definition(engine_cases, method):
     for _, model, docs, A, G in engine_cases:
@@ -158,6 +159,7 @@ def test_method_matches_numpy_transcription_of_its_definition(engine_cases, meth
         assert expected.max() > 0.99  # not a vacuous all-zero comparison
 
 
+@pytest.mark.xla_defaults
 @pytest.mark.parametrize("max_channels", [None, 2])
 def test_scorecam_matches_numpy_transcription_of_its_definition(engine_cases, max_channels):
     for _, model, docs, A, _ in engine_cases:
@@ -171,15 +173,16 @@ def test_scorecam_matches_numpy_transcription_of_its_definition(engine_cases, ma
         np.testing.assert_allclose(raw.weights.sum(-1), 1, atol=1e-5)
 
 
+@pytest.mark.xla_defaults
 def test_methods_match_the_stored_cross_backend_reference():
     stored = dict(np.load(PATH))
     assert len(stored) == 2 * len(RUNS)
     for case, model, docs in cases():
-        settings = plan(model, "feat")
-        slots, counts = settings.targets(TARGETS, len(docs))
-        raw = settings.run(docs, slots, counts)
+        pass_plan = plan(model, "feat")
+        slots, counts = pass_plan.targets(TARGETS, len(docs))
+        raw = pass_plan.run(docs, slots, counts)
         for method, max_channels in RUNS:
-            got = settings.apply(raw, docs, method, 4, max_channels)
+            got = pass_plan.apply(raw, docs, method, 4, max_channels)
             np.testing.assert_allclose(got.heatmaps, stored[run_key(case, method, max_channels)],
                                        atol=1e-4, err_msg=f"{case} {method} {max_channels}")
 

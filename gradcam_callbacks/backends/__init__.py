@@ -1,10 +1,14 @@
 """Backend dispatch: the only package that imports TensorFlow, JAX or PyTorch.
 
-Each backend module exposes ``build(spec, on_trace)`` returning a function
-``(docs, targets) -> (activations, grads, outputs, targets)`` of numpy arrays, and
-``build_score(spec, on_trace)`` returning a score-only forward ``inputs -> outputs`` (Score-CAM
-runs its masked inputs through it), each compiled once per (model, layer, output) and cached
-here. See :class:`GradientFunction` and :func:`score_function` for the shapes.
+The contract every backend module meets is written once, as :class:`Backend`: ``build(spec,
+on_trace)`` returns the Grad-CAM pass ``(docs, targets) -> (activations, grads, outputs,
+targets)`` over numpy arrays, ``build_score(spec, on_trace)`` a score-only forward ``inputs
+-> outputs`` (Score-CAM runs its masked inputs through it), and ``process_index_and_count()``
+this process's place among the training processes. ``spec`` (a :class:`PassSpec`) names the
+model, layer and output; the backend calls ``on_trace()`` each time it traces (compiles) the
+pass. This module builds each pass once per (model, layer, output), wraps it in a
+:class:`GradientFunction` (a lock and a trace count) and caches it; see
+:func:`gradient_function` and :func:`score_function` for the shapes.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import keras
 import numpy as np
@@ -28,6 +32,45 @@ _MODULES = {
 RawOutputs = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
+@runtime_checkable
+class Backend(Protocol):
+    """What a backend module (``tf_backend``, ``jax_backend``, ``torch_backend``) provides.
+
+    Example:
+        >>> module: Backend = backend_module()  # doctest: +SKIP
+        >>> run = module.build(spec, on_trace=lambda: None)  # doctest: +SKIP
+        >>> activations, grads, outputs, targets = run(docs, top)  # doctest: +SKIP
+    """
+
+    def build(
+        self, spec: PassSpec, on_trace: Callable[[], None]
+    ) -> Callable[[np.ndarray, np.ndarray], RawOutputs]:
+        """The Grad-CAM pass for ``spec``, called as a :class:`GradientFunction` is; it calls
+        ``on_trace()`` once per trace (PyTorch, eager: once, at build)."""
+        ...
+
+    def build_score(
+        self, spec: PassSpec, on_trace: Callable[[], None]
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        """The score-only forward for ``spec``: inputs ``(B, ...)`` to the selected output
+        ``(B, classes)``, in inference mode, with no gradient."""
+        ...
+
+    def process_index_and_count(self) -> tuple[int, int]:
+        """``(k, n)``: this process is process ``k`` of ``n`` training processes."""
+        ...
+
+
+def backend_module() -> Backend:
+    """The running Keras backend's module, which satisfies :class:`Backend`.
+
+    Example:
+        >>> backend_module().process_index_and_count()  # doctest: +SKIP
+        (0, 1)
+    """
+    return importlib.import_module(_MODULES[backend_name()])  # type: ignore[return-value]
+
+
 @dataclass
 class GradientFunction:
     """A compiled Grad-CAM pass for one (model, layer, output).
@@ -39,7 +82,9 @@ class GradientFunction:
     resolved ``targets (N, K)``.
 
     ``traces`` counts how often the backend traced (compiled) the pass; repeated calls with
-    the same shapes do not add to it.
+    the same shapes do not add to it. PyTorch runs eagerly and counts its one build as its
+    trace. A pass rebuilt from scratch is a new object with its own count, so to check that
+    nothing was rebuilt read the process-wide :func:`compilations` instead.
     """
 
     run: Callable[..., Any] | None = None
@@ -49,11 +94,30 @@ class GradientFunction:
     def count_trace(self) -> None:
         """Called by the backend from inside the traced function body."""
         self.traces += 1
+        _COUNTS["traces"] += 1
 
     def __call__(self, *arrays: np.ndarray) -> Any:
         assert self.run is not None, "GradientFunction used before the backend built it"
         with self.lock:
             return self.run(*arrays)
+
+
+_COUNTS = {"builds": 0, "traces": 0}
+
+
+def compilations() -> dict[str, int]:
+    """Process-wide counts of passes built (``builds``: one per backend ``build`` or
+    ``build_score`` call, on every backend) and traced (``traces``: every trace of any pass;
+    on PyTorch, one per build). A pass rebuilt per call or per epoch adds to ``builds`` on
+    every backend, whatever the backend caches.
+
+    Example:
+        >>> before = compilations()
+        >>> explain_predictions(model, x)  # doctest: +SKIP
+        >>> compilations() == before  # doctest: +SKIP
+        True
+    """
+    return dict(_COUNTS)
 
 
 _cache: weakref.WeakKeyDictionary[Any, dict[tuple[str, int, int], GradientFunction]] = (
@@ -101,10 +165,12 @@ def _compiled(
     key = (builder, id(layer), output_index)
     cached = per_model.get(key)
     if cached is None:
-        module = importlib.import_module(_MODULES[backend_name()])
+        module = backend_module()
         cached = GradientFunction()
+        _COUNTS["builds"] += 1
         cached.run = getattr(module, builder)(
-            Pass(weakref.ref(model), weakref.ref(layer), path, output_index, score_scale(model)),
+            PassSpec(weakref.ref(model), weakref.ref(layer), path, output_index,
+                     score_scale(model)),
             cached.count_trace,
         )
         per_model[key] = cached
@@ -112,9 +178,10 @@ def _compiled(
 
 
 @dataclass(frozen=True)
-class Pass:
-    """What a backend needs to build a Grad-CAM pass. Model and layer are weak references,
-    so that the cache never keeps a model alive."""
+class PassSpec:
+    """What a backend needs to build a Grad-CAM pass (the specification, not the pass): the
+    model, the intercepted layer and its path, the output explained, the score scale. Model
+    and layer are weak references, so that the cache never keeps a model alive."""
 
     model_ref: weakref.ref[keras.Model]
     layer_ref: weakref.ref[keras.layers.Layer]
@@ -169,4 +236,4 @@ def score_scale(model: keras.Model) -> float:
 def process_index_and_count() -> tuple[int, int]:
     """``(k, n)``: this process is process ``k`` of ``n``, as the running backend's framework
     says; see :func:`gradcam_callbacks.distribute.process_identity`."""
-    return importlib.import_module(_MODULES[backend_name()]).process_index_and_count()
+    return backend_module().process_index_and_count()

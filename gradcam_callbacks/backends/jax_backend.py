@@ -14,11 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..layers import intercept, single_activation
-from . import Pass, RawOutputs
+from . import PassSpec, RawOutputs
 
 
 def build(
-    spec: Pass, on_trace: Callable[[], None]
+    spec: PassSpec, on_trace: Callable[[], None]
 ) -> Callable[[np.ndarray, np.ndarray], RawOutputs]:
     """Compile the Grad-CAM pass for ``spec``; see :class:`..backends.GradientFunction`."""
 
@@ -67,7 +67,7 @@ def build(
     return call
 
 
-def build_score(spec: Pass, on_trace: Callable[[], None]) -> Callable[[np.ndarray], np.ndarray]:
+def build_score(spec: PassSpec, on_trace: Callable[[], None]) -> Callable[[np.ndarray], np.ndarray]:
     """Compile the score-only forward for ``spec`` (one ``jax.jit`` over ``stateless_call``);
     see :func:`..backends.score_function`."""
     mode = _inference_mode(spec)
@@ -84,14 +84,14 @@ def build_score(spec: Pass, on_trace: Callable[[], None]) -> Callable[[np.ndarra
     return call
 
 
-def _inference_mode(spec: Pass) -> dict[str, bool]:
+def _inference_mode(spec: PassSpec) -> dict[str, bool]:
     # stateless_call hands its keyword arguments to the model's own call().
     accepts = inspect.signature(spec.model.call).parameters
     return {"training": False} if "training" in accepts or any(
         p.kind is p.VAR_KEYWORD for p in accepts.values()) else {}
 
 
-def _variable_values(spec: Pass) -> tuple[list[jax.Array], list[jax.Array]]:
+def _variable_values(spec: PassSpec) -> tuple[list[jax.Array], list[jax.Array]]:
     model = spec.model
     return ([process_local(v) for v in model.trainable_variables],
             [process_local(v) for v in model.non_trainable_variables])

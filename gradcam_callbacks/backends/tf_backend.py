@@ -9,11 +9,11 @@ import numpy as np
 import tensorflow as tf
 
 from ..layers import intercept, single_activation
-from . import Pass, RawOutputs
+from . import PassSpec, RawOutputs
 
 
 def build(
-    spec: Pass, on_trace: Callable[[], None]
+    spec: PassSpec, on_trace: Callable[[], None]
 ) -> Callable[[np.ndarray, np.ndarray], RawOutputs]:
     """Compile the Grad-CAM pass for ``spec``; see :class:`..backends.GradientFunction`."""
 
@@ -61,7 +61,7 @@ def build(
     return call
 
 
-def build_score(spec: Pass, on_trace: Callable[[], None]) -> Callable[[np.ndarray], np.ndarray]:
+def build_score(spec: PassSpec, on_trace: Callable[[], None]) -> Callable[[np.ndarray], np.ndarray]:
     """Compile the score-only forward for ``spec``; see :func:`..backends.score_function`."""
 
     @tf.function(reduce_retracing=True)

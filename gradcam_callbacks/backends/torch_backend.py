@@ -11,11 +11,11 @@ import numpy as np
 import torch
 
 from ..layers import intercept, single_activation
-from . import Pass, RawOutputs
+from . import PassSpec, RawOutputs
 
 
 def build(
-    spec: Pass, on_trace: Callable[[], None]
+    spec: PassSpec, on_trace: Callable[[], None]
 ) -> Callable[[np.ndarray, np.ndarray], RawOutputs]:
     """Build the Grad-CAM pass for ``spec``; see :class:`..backends.GradientFunction`."""
     on_trace()
@@ -58,7 +58,7 @@ def build(
     return call
 
 
-def build_score(spec: Pass, on_trace: Callable[[], None]) -> Callable[[np.ndarray], np.ndarray]:
+def build_score(spec: PassSpec, on_trace: Callable[[], None]) -> Callable[[np.ndarray], np.ndarray]:
     """The score-only forward for ``spec`` (eager, no autograd); see
     :func:`..backends.score_function`."""
     on_trace()
