@@ -75,16 +75,16 @@ def run_explain(args: argparse.Namespace) -> int:
 
     model = _load_model(model_path)
     try:
-        settings = plan(model, args.layer)
+        pass_plan = plan(model, args.layer)
     except (TypeError, ValueError) as error:
         raise UsageError(f"--layer: {error}") from None
-    geometry = _check_options(model, settings, args, names)
+    geometry = _check_options(model, pass_plan, args, names)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"--out: cannot create {str(out_dir)!r}: {error}") from None
     options = ExplainOptions(
-        model=model, plan=settings, geometry=geometry, targets=args.target, top=args.top,
+        model=model, plan=pass_plan, geometry=geometry, targets=args.target, top=args.top,
         class_names=names, preprocess=args.preprocess, colormap=colormap,
         alpha_limit=alpha_limit, side_by_side=args.side_by_side, max_pixels=args.max_pixels,
         methods=methods, max_channels=args.max_channels)
@@ -169,7 +169,7 @@ def _load_model(path: Path) -> keras.Model:
         raise UsageError(f"cannot load MODEL {str(path)!r}: {one_line(error)}") from None
 
 
-def _model_geometry(model: keras.Model, settings: Plan, size: tuple[int, int] | None) -> Geometry:
+def _model_geometry(model: keras.Model, pass_plan: Plan, size: tuple[int, int] | None) -> Geometry:
     """The input geometry of ``model``, with ``--size`` checked against it.
 
     Raises:
@@ -179,7 +179,7 @@ def _model_geometry(model: keras.Model, settings: Plan, size: tuple[int, int] | 
     from ..layers import input_shape
 
     shape = input_shape(model)
-    channels_first = settings.data_format == "channels_first"
+    channels_first = pass_plan.data_format == "channels_first"
     if shape is None:
         shape = (None, None, None)
     spatial = shape[1:] if channels_first else shape[:2]
@@ -200,7 +200,7 @@ def _model_geometry(model: keras.Model, settings: Plan, size: tuple[int, int] | 
     return Geometry(int(channels), spatial[0], spatial[1], channels_first)
 
 
-def _check_options(model: keras.Model, settings: Plan, args: argparse.Namespace,
+def _check_options(model: keras.Model, pass_plan: Plan, args: argparse.Namespace,
                    names: list[str] | None) -> Geometry:
     """Check the options that depend on the model, all at once; returns its geometry.
 
@@ -210,17 +210,17 @@ def _check_options(model: keras.Model, settings: Plan, args: argparse.Namespace,
     problems = []
     if args.target:
         try:
-            settings.targets([args.target], 1)
+            pass_plan.targets([args.target], 1)
         except (TypeError, ValueError) as error:
             problems.append(f"--target: {error}")
-    classes = settings.classes
+    classes = pass_plan.classes
     if args.top is not None and classes is not None and args.top > classes:
         problems.append(f"--top {args.top} is more than the model's {classes} classes")
     if names is not None and classes is not None and len(names) != classes:
         problems.append(f"--class-names {args.class_names!r} has {len(names)} names; model "
                         f"{model.name!r} has {classes} classes")
     try:
-        geometry = _model_geometry(model, settings, args.size)
+        geometry = _model_geometry(model, pass_plan, args.size)
     except UsageError as error:
         problems.extend(error.args)
     else:

@@ -383,7 +383,7 @@ def explain_docs(items: list[tuple[np.ndarray, Image.Image]],
     """
     from ..explain import check_docs, explanations_from_raw
 
-    settings = options.plan
+    pass_plan = options.plan
     docs = preprocess(np.stack([doc for doc, _ in items]), options.preprocess,
                       options.geometry.channels_first)
     check_docs(options.model, docs)
@@ -392,15 +392,15 @@ def explain_docs(items: list[tuple[np.ndarray, Image.Image]],
         slots = np.tile(-np.arange(1, options.top + 1, dtype=np.int32), (count, 1))
         counts = np.full(count, options.top, np.int32)
     else:
-        slots, counts = settings.targets(
+        slots, counts = pass_plan.targets(
             [options.targets] * count if options.targets else None, count)
     first, *further = options.methods
 
     def channels(method: str) -> int | None:
         return options.max_channels if method == "scorecam" else None
 
-    raw = settings.run(docs, slots, counts, method=first, max_channels=channels(first))
-    raws = [raw] + [settings.apply(raw, docs, name, max_channels=channels(name))
+    raw = pass_plan.run(docs, slots, counts, method=first, max_channels=channels(first))
+    raws = [raw] + [pass_plan.apply(raw, docs, name, max_channels=channels(name))
                     for name in further]
     pictures = [picture for _, picture in items]
     explanations = [explanations_from_raw(options.model, docs, each, pictures)
