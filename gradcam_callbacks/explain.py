@@ -280,7 +280,7 @@ def explain_predictions(
             also scores at most this many masked inputs per forward (default 32).
         method: The CAM method: ``"gradcam"`` (default, ELI5's numbers), ``"gradcam++"``,
             ``"xgradcam"``, ``"hirescam"``, ``"layercam"``, ``"eigencam"`` or ``"scorecam"``
-            (see the README's "Methods").
+            (see docs/methods.md).
         max_channels: Score-CAM only: score just the channels with the largest spatial
             standard deviation, this many (default: all).
 

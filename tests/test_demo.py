@@ -1,4 +1,4 @@
-"""The main job's entry points run end to end (a short run; the full one is the README's)."""
+"""The main job's entry points run end to end (a short run; the full one is docs/demo.md's)."""
 
 from __future__ import annotations
 

@@ -263,7 +263,7 @@ def test_binary_sigmoid_classifier_and_its_other_class():
     assert [e.targets[0].score for e in expls] == pytest.approx(list(p), rel=1e-5)
     with pytest.raises(ValueError, match=r"targets must be class indices in \[0, 1\)"):
         gc.explain_predictions(model, x, targets=[1, 1])
-    # The README's recipe for the other class: a model whose output is 1 - p.
+    # The documented recipe (docs/explaining.md) for the other class: a model whose output is 1 - p.
     negative = keras.Model(model.inputs, keras.layers.Lambda(lambda q: 1 - q)(model.outputs[0]))
     other = gc.explain_predictions(negative, x)
     assert other[0].targets[0].score == pytest.approx(1 - p[0], rel=1e-5)

@@ -1,4 +1,5 @@
-"""Every Python block of the README runs as written.
+"""Every Python block of the README and of the documentation pages (``docs/*.md``) runs as
+written.
 
 Each ```python block runs in a fresh interpreter in an empty folder (files it writes, such as
 ``logs/``, land there), with a time budget. A block that sets ``os.environ["KERAS_BACKEND"]``
@@ -18,7 +19,8 @@ from pathlib import Path
 import pytest
 from conftest import BACKEND
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BUDGET_S = 300
 
 
@@ -30,11 +32,12 @@ def python_blocks(text: str) -> list[tuple[int, str]]:
     return blocks
 
 
-BLOCKS = python_blocks(README.read_text())
+BLOCKS = [(f"{page.relative_to(ROOT)}:{line}", code)
+          for page in PAGES for line, code in python_blocks(page.read_text())]
 
 
-def test_the_readme_has_python_blocks():
-    assert len(BLOCKS) >= 5, [line for line, _ in BLOCKS]
+def test_the_documentation_has_python_blocks():
+    assert len(BLOCKS) >= 8, [where for where, _ in BLOCKS]
 
 
 def _backend_of(code: str) -> str | None:
@@ -53,13 +56,13 @@ def _commands(code: str, path: Path) -> list[list[str]]:
     return [[sys.executable, str(path)]]
 
 
-@pytest.mark.parametrize("line,code", BLOCKS, ids=[f"README.md:{line}" for line, _ in BLOCKS])
-def test_readme_block_runs_as_written(line, code, tmp_path):
+@pytest.mark.parametrize("where,code", BLOCKS, ids=[where for where, _ in BLOCKS])
+def test_documented_block_runs_as_written(where, code, tmp_path):
     wanted = _backend_of(code)
     if wanted is not None and wanted != BACKEND:
-        pytest.skip(f"the block at README.md:{line} is for the {wanted} backend")
+        pytest.skip(f"the block at {where} is for the {wanted} backend")
     match = re.search(r"(\w+)\.py", code.lstrip().splitlines()[0])
-    path = tmp_path / (f"{match.group(1)}.py" if match else f"readme_{line}.py")
+    path = tmp_path / (f"{match.group(1)}.py" if match else "block.py")
     path.write_text(code)
     env = {**os.environ, "KERAS_BACKEND": BACKEND, "PYTHONUNBUFFERED": "1"}
     env.pop("XLA_FLAGS", None)  # users run JAX with its default settings
@@ -78,4 +81,4 @@ def test_readme_block_runs_as_written(line, code, tmp_path):
                 process.kill()
                 process.communicate()
     for process, output in zip(processes, outputs):
-        assert process.returncode == 0, f"README.md:{line} failed:\n{output[-4000:]}"
+        assert process.returncode == 0, f"{where} failed:\n{output[-4000:]}"
