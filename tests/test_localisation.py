@@ -29,8 +29,8 @@ def test_trained_model_points_at_the_digit():
         size[0] * size[1])
     print(f"accuracy {accuracy:.3f}, pointing {before:.3f} -> {after:.3f}, chance {chance:.3f}")
     assert accuracy > 0.8
-    # 0.85, not the 0.90 goal of docs/demo.md: that is held by the shipped 6-epoch CNN on 1000 images
-    # (test_pretrained.py); this 5-epoch run measured 0.905 (TF), 0.920 (torch) and
+    # 0.85, not the 0.90 goal of docs/demo.md: that is held by the shipped 6-epoch CNN on 1000
+    # images (test_pretrained.py); this 5-epoch run measured 0.905 (TF), 0.920 (torch) and
     # 0.935 (JAX), too close to 0.90 for a CI floor (docs/demo.md: "What the tests hold this to")
     assert after >= 0.85 and after > before + 0.3
     assert box_masses(heatmaps, test_set.boxes, size).mean() > 3 * chance
