@@ -37,7 +37,7 @@ BLOCKS = [(f"{page.relative_to(ROOT)}:{line}", code)
 
 
 def test_the_documentation_has_python_blocks():
-    assert len(BLOCKS) >= 8, [where for where, _ in BLOCKS]
+    assert len(BLOCKS) >= 7, [where for where, _ in BLOCKS]
 
 
 def _backend_of(code: str) -> str | None:
