@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import keras
-import numpy as np
+
+from ._validation import is_int
 
 LayerSpec = keras.layers.Layer | str | int | None
 
@@ -111,7 +112,7 @@ def resolve_layer(model: keras.Model, layer: LayerSpec, output_index: int = 0) -
         choice = LayerChoice(layer, path)
     elif isinstance(layer, str):
         choice = _layer_by_path(model, layer)
-    elif isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
+    elif is_int(layer):
         count = len(model.layers)
         if not -count <= int(layer) < count:
             raise ValueError(

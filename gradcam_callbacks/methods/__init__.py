@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import is_int
 from ..cam import normalise
 from . import eigencam, gradcam, gradcam_plus_plus, hirescam, layercam, scorecam, xgradcam
 from .base import CamInputs, CamResult, Method, ScoreCallable
@@ -62,7 +63,7 @@ def check_positive(name: str, value: Any) -> int | None:
     """
     if value is None:
         return None
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(f"{name} must be a positive integer or None; received {value!r}")
     return int(value)
 
