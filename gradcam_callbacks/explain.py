@@ -482,7 +482,7 @@ def explanations_from_raw(
             image=picture,
             targets=[
                 TargetExplanation(
-                    target=target_label(labels[n, k]), score=float(raw.scores[n, k]),
+                    target=scores_module.target_label(labels[n, k]), score=float(raw.scores[n, k]),
                     heatmap=raw.heatmaps[n, k],
                 )
                 for k in range(int(raw.counts[n]))
@@ -754,17 +754,6 @@ def _check_score_function(function: Any, pass_plan: Plan) -> None:
                        f"keras.ops): {type(error).__name__}: {error}")
         raise kind(message) from None
     scores_module.check_result(function, result, shape)
-
-
-def target_label(value: Any) -> int | str:
-    """A slot's target as :class:`TargetExplanation` holds it: an int class index, or a
-    score function's description (str).
-
-    Example:
-        >>> target_label(np.int32(3)), target_label("ClassScore(class_index=3)")
-        (3, 'ClassScore(class_index=3)')
-    """
-    return int(value) if is_int(value) else str(value)
 
 
 def _check_target_range(targets: np.ndarray, classes: int | None) -> None:

@@ -32,7 +32,7 @@ import numpy as np
 from ._validation import is_int
 
 __all__ = ["ClassScore", "MultiLabelScore", "RegressionScore", "Score", "ScoreFunction",
-           "SegmentationScore", "check_result", "describe"]
+           "SegmentationScore", "check_result", "describe", "target_label"]
 
 ScoreFunction = Callable[[Any], Any]
 """``outputs (batch, ...) -> scores (batch,)``, written with ``keras.ops``."""
@@ -218,6 +218,17 @@ def describe(function: ScoreFunction) -> str:
     if isinstance(function, Score):
         return repr(function)
     return getattr(function, "__qualname__", None) or repr(function)
+
+
+def target_label(value: Any) -> int | str:
+    """A slot's target as :class:`~gradcam_callbacks.TargetExplanation` and captions hold
+    it: an int class index, or a score function's description (str).
+
+    Example:
+        >>> target_label(np.int32(3)), target_label("ClassScore(class_index=3)")
+        (3, 'ClassScore(class_index=3)')
+    """
+    return int(value) if is_int(value) else str(value)
 
 
 def check_result(function: ScoreFunction, result: Any, output_shape: tuple[Any, ...]) -> None:
