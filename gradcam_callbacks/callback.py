@@ -294,7 +294,7 @@ class GradCamCallback(keras.callbacks.Callback):
                              check_finite=False)
         raws = [raw] + [self._plan.apply(raw, self.probe_x, m, max_channels=self._channels(m))
                         for m in others]
-        return [(r.method.name, r.heatmaps[:, 0], r.target_labels()[:, 0], r.scores[:, 0])
+        return [(r.method.name, r.heatmaps[:, 0], r.explained_targets()[:, 0], r.scores[:, 0])
                 for r in raws]
 
     def _channels(self, method: methods.Method) -> int | None:

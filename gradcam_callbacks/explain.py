@@ -84,7 +84,7 @@ class RawExplanation:
     method: methods.Method = methods.METHODS[methods.DEFAULT]
     functions: tuple[scores_module.ScoreFunction, ...] | None = None
 
-    def target_labels(self) -> np.ndarray:
+    def explained_targets(self) -> np.ndarray:
         """``(N, K)`` what each slot explained: class indices (int), or with score
         functions their descriptions (``repr``, an object array of str)."""
         if self.functions is None:
@@ -473,7 +473,7 @@ def explanations_from_raw(
     images: list[Image.Image] | None,
 ) -> list[Explanation]:
     """Turn engine numbers into one :class:`Explanation` per doc."""
-    labels = raw.target_labels()
+    labels = raw.explained_targets()
     result = []
     for n in range(len(docs)):
         picture = images[n] if images is not None else derive_image(docs[n], raw.data_format)
@@ -482,7 +482,7 @@ def explanations_from_raw(
             image=picture,
             targets=[
                 TargetExplanation(
-                    target=scores_module.target_label(labels[n, k]), score=float(raw.scores[n, k]),
+                    target=scores_module.as_target(labels[n, k]), score=float(raw.scores[n, k]),
                     heatmap=raw.heatmaps[n, k],
                 )
                 for k in range(int(raw.counts[n]))
@@ -748,7 +748,9 @@ def _check_score_function(function: Any, pass_plan: Plan) -> None:
     except Exception as error:
         kind = TypeError if isinstance(error, TypeError) else ValueError
         message = str(error)
-        if not message.startswith("targets"):
+        if isinstance(function, scores_module.Score):  # its own message is clear
+            message = f"targets: {message}, the model's output {pass_plan.output_shape}"
+        elif not message.startswith("targets"):
             message = (f"targets: score function {scores_module.describe(function)} failed on "
                        f"the model's output (a symbolic batch of shape {shape}; write it with "
                        f"keras.ops): {type(error).__name__}: {error}")

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 from . import metrics, tags
 from .image import Colormap, captioned, grid, heatmap_overlay, side_by_side
 from .sinks import Sink
-from .targets import target_label
+from .targets import as_target
 
 __all__ = ["EpochMaps", "ProbeReport", "Timeline"]
 
@@ -171,7 +171,7 @@ class ProbeReport:
             hits = dict(zip(ok, metrics.mask_pointing_hits(maps.heatmaps[ok], self.masks[ok])))
         panels = []
         for i, shown in enumerate(self._shown):
-            target, score = target_label(maps.targets[i]), float(maps.scores[i])
+            target, score = as_target(maps.targets[i]), float(maps.scores[i])
             heading = (f"{tags.step_label(step)} (step {step}): target {target}"
                        f"{self._class_name(target)}")
             tag, method, title = tags.probe_tag(i, self.method), self.method, self.title

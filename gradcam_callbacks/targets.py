@@ -32,7 +32,7 @@ import numpy as np
 from ._validation import is_int
 
 __all__ = ["ClassScore", "MultiLabelScore", "RegressionScore", "Score", "ScoreFunction",
-           "SegmentationScore", "check_result", "describe", "target_label"]
+           "SegmentationScore", "as_target", "check_result", "describe"]
 
 ScoreFunction = Callable[[Any], Any]
 """``outputs (batch, ...) -> scores (batch,)``, written with ``keras.ops``."""
@@ -220,12 +220,12 @@ def describe(function: ScoreFunction) -> str:
     return getattr(function, "__qualname__", None) or repr(function)
 
 
-def target_label(value: Any) -> int | str:
+def as_target(value: Any) -> int | str:
     """A slot's target as :class:`~gradcam_callbacks.TargetExplanation` and captions hold
     it: an int class index, or a score function's description (str).
 
     Example:
-        >>> target_label(np.int32(3)), target_label("ClassScore(class_index=3)")
+        >>> as_target(np.int32(3)), as_target("ClassScore(class_index=3)")
         (3, 'ClassScore(class_index=3)')
     """
     return int(value) if is_int(value) else str(value)
