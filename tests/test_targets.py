@@ -210,10 +210,12 @@ def test_equal_scores_share_one_compiled_pass(heads):
     assert backends.compilations()["builds"] == before["builds"] + 1
 
 
+@pytest.mark.backend_agnostic
 def test_reprs_name_the_score():
     square = np.zeros((48, 48), bool)
     square[:4, :53] = True
-    assert repr(SegmentationScore(3, square)) == "SegmentationScore(class_index=3, mask=<48x48 bool, 192 px>)"
+    assert repr(SegmentationScore(3, square)) == (
+        "SegmentationScore(class_index=3, mask=<48x48 bool, 192 px>)")
     assert repr(SegmentationScore(3)) == "SegmentationScore(class_index=3, mask=None)"
     assert repr(RegressionScore()) == "RegressionScore(index=0, sign=1)"
     assert repr(MultiLabelScore(2)) == "MultiLabelScore(class_index=2)"
@@ -304,3 +306,79 @@ def test_nan_scores_name_the_docs(heads):
 def test_bad_arguments_of_the_ready_made_scores(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+# ---------------------------------------------------------------- callback, TensorBoard
+
+def test_callback_logs_a_segmentation_score_read_back_through_tensorboard(tmp_path):
+    from tb_server import running_tensorboard
+
+    full, _ = heads_model(seed=5)
+    model = keras.Model(full.inputs[0], full.outputs[0], name="segmenter")
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x = docs(3, seed=7)
+    y = np.random.RandomState(0).randint(0, 3, (3, 8, 8))
+    score = SegmentationScore(1, masks(3))
+    cam = gc.GradCamCallback(x, targets=score, layer="feat", probe_masks=masks(3),
+                             log_dir=tmp_path / "gradcam")
+    model.fit(x, y, epochs=1, batch_size=3, verbose=0, callbacks=[cam])
+    assert cam.get_config()["targets"] == repr(score)
+    expected = [e.targets[0].score for e in gc.explain_predictions(model, x, targets=score,
+                                                                    layer="feat")]
+    with running_tensorboard(tmp_path) as tb:
+        tags = tb.wait_for(lambda: tb.get_json("data/plugin/scalars/tags").get("gradcam"),
+                           timeout=60)
+        assert {"gradcam/probe_00/score", "gradcam/probe_00/box_mass"} <= set(tags)
+        for i in range(3):
+            series = tb.wait_for(lambda i=i: len(s := tb.get_json(
+                "data/plugin/scalars/scalars", run="gradcam",
+                tag=f"gradcam/probe_{i:02d}/score")) == 2 and s)
+            assert [point[1] for point in series] == [-1, 0]
+            assert series[1][2] == pytest.approx(expected[i], rel=1e-5)
+        images = tb.get_json("data/plugin/images/images", run="gradcam",
+                             tag="gradcam/probe_02", sample=0)
+        assert [entry["step"] for entry in images] == [-1, 0]
+
+
+# ---------------------------------------------------------------- command line
+
+def test_cli_segmentation_class_writes_the_score_and_its_repr(heads, tmp_path):
+    model, _ = heads
+    keras.Model(model.inputs[0], model.outputs[0]).save(tmp_path / "seg.keras")
+    pixels = np.random.RandomState(3).randint(0, 256, (8, 8), np.uint8)
+    Image.fromarray(pixels, "L").save(tmp_path / "digit.png")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    done = subprocess.run(
+        [sys.executable, "-m", "gradcam_callbacks", "explain", tmp_path / "seg.keras",
+         tmp_path / "digit.png", "--out", tmp_path / "out", "--layer", "feat",
+         "--preprocess", "unit", "--segmentation-class", "1"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (line,) = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
+    result = json.loads(line)
+    score = SegmentationScore(1)
+    assert result["target"] == repr(score) and result["targets"][0]["target"] == repr(score)
+    doc = (pixels / 255.0).astype("float32")[None, ..., None]
+    expected = gc.explain_prediction(model, doc, targets=score, layer="feat")
+    assert result["score"] == pytest.approx(expected.targets[0].score, rel=1e-5)
+    assert (tmp_path / "out" / "digit.gradcam.png").is_file()
+
+
+@pytest.mark.backend_agnostic
+def test_cli_score_options_and_their_exclusions():
+    from gradcam_callbacks.cli.explain_command import score_option
+    from gradcam_callbacks.cli.parse import build_parser
+
+    def parsed(*options):
+        return build_parser().parse_args(["explain", "m.keras", "i.png", "--out", "o", *options])
+
+    assert score_option(parsed("--regression")) == RegressionScore(0)
+    assert score_option(parsed("--regression", "2")) == RegressionScore(2)
+    assert score_option(parsed("--segmentation-class", "4")) == SegmentationScore(4)
+    assert score_option(parsed("--target", "4")) is None
+    for options in (["--regression", "--target", "1"], ["--segmentation-class", "1", "--top", "2"],
+                    ["--regression", "--segmentation-class", "1"]):
+        with pytest.raises(SystemExit) as exited:
+            parsed(*options)
+        assert exited.value.code == 2
