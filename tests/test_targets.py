@@ -382,3 +382,31 @@ def test_cli_score_options_and_their_exclusions():
         with pytest.raises(SystemExit) as exited:
             parsed(*options)
         assert exited.value.code == 2
+
+
+class Segmenter(keras.Model):
+    """A subclassed segmenter: no symbolic output, so score functions are checked in the
+    traced pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = keras.layers.Conv2D(4, 3, padding="same")
+        self.feat = keras.layers.ReLU()
+        self.classes = keras.layers.Conv2D(3, 1, activation="softmax")
+
+    def call(self, x):
+        return self.classes(self.feat(self.conv(x)))
+
+
+def test_subclassed_models_check_score_functions_in_the_traced_pass():
+    model = Segmenter()
+    x = docs()
+    model(x)
+    good = gc.explain_predictions(model, x, targets=SegmentationScore(1), layer=model.feat)
+    assert good[0].targets[0].target == "SegmentationScore(class_index=1, mask=None)"
+    with pytest.raises(ValueError, match=r"must return one score per doc, shape \(4,\), for an "
+                                         r"output of shape \(4, 8, 8, 3\); received shape \(4, 8"):
+        gc.explain_predictions(model, x, targets=lambda y: y[..., 0], layer=model.feat)
+    with pytest.raises(TypeError, match=r"received dtype bool"):
+        gc.explain_predictions(model, x, targets=lambda y: ops.max(y, axis=(1, 2, 3)) > 0.5,
+                               layer=model.feat)
