@@ -310,9 +310,9 @@ def test_bad_arguments_of_the_ready_made_scores(make, message):
 
 # ---------------------------------------------------------------- callback, TensorBoard
 
-def test_callback_logs_a_segmentation_score_read_back_through_tensorboard(tmp_path):
-    from tb_server import running_tensorboard
-
+def _fit_with_a_segmentation_score(log_dir: Path) -> list[float]:
+    """One epoch of a segmenter with the callback explaining SegmentationScore(1) on three
+    probes (one mask each); returns the engine's scores of the trained model."""
     full, _ = heads_model(seed=5)
     model = keras.Model(full.inputs[0], full.outputs[0], name="segmenter")
     model.compile("adam", "sparse_categorical_crossentropy")
@@ -320,11 +320,32 @@ def test_callback_logs_a_segmentation_score_read_back_through_tensorboard(tmp_pa
     y = np.random.RandomState(0).randint(0, 3, (3, 8, 8))
     score = SegmentationScore(1, masks(3))
     cam = gc.GradCamCallback(x, targets=score, layer="feat", probe_masks=masks(3),
-                             log_dir=tmp_path / "gradcam")
+                             log_dir=log_dir)
     model.fit(x, y, epochs=1, batch_size=3, verbose=0, callbacks=[cam])
     assert cam.get_config()["targets"] == repr(score)
-    expected = [e.targets[0].score for e in gc.explain_predictions(model, x, targets=score,
-                                                                    layer="feat")]
+    return [e.targets[0].score
+            for e in gc.explain_predictions(model, x, targets=score, layer="feat")]
+
+
+def test_callback_logs_a_segmentation_score(tmp_path):
+    from gradcam_callbacks.tensorboard import read_events
+
+    expected = _fit_with_a_segmentation_score(tmp_path / "gradcam")
+    records = list(read_events(tmp_path / "gradcam"))
+    scores = {(r.tag, r.step): r.value for r in records if r.kind == "scalar"}
+    for i in range(3):
+        assert scores[(f"gradcam/probe_{i:02d}/score", 0)] == pytest.approx(expected[i],
+                                                                            rel=1e-5)
+        assert (f"gradcam/probe_{i:02d}/box_mass", 0) in scores
+    assert scores[("gradcam/nonfinite", 0)] == 0
+    assert {r.step for r in records if r.tag == "gradcam/probe_02"} == {-1, 0}
+
+
+@pytest.mark.backend_agnostic
+def test_callback_with_a_segmentation_score_read_back_through_tensorboard(tmp_path):
+    from tb_server import running_tensorboard
+
+    expected = _fit_with_a_segmentation_score(tmp_path / "gradcam")
     with running_tensorboard(tmp_path) as tb:
         tags = tb.wait_for(lambda: tb.get_json("data/plugin/scalars/tags").get("gradcam"),
                            timeout=60)
@@ -342,12 +363,15 @@ def test_callback_logs_a_segmentation_score_read_back_through_tensorboard(tmp_pa
 
 # ---------------------------------------------------------------- command line
 
+@pytest.mark.backend_agnostic
 def test_cli_segmentation_class_writes_the_score_and_its_repr(heads, tmp_path):
+    """The command line runs under PyTorch (its quickest start); the expected score comes
+    from this session's backend."""
     model, _ = heads
     keras.Model(model.inputs[0], model.outputs[0]).save(tmp_path / "seg.keras")
     pixels = np.random.RandomState(3).randint(0, 256, (8, 8), np.uint8)
     Image.fromarray(pixels, "L").save(tmp_path / "digit.png")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    env = {**os.environ, "KERAS_BACKEND": "torch", "PYTHONPATH": os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     done = subprocess.run(
         [sys.executable, "-m", "gradcam_callbacks", "explain", tmp_path / "seg.keras",
