@@ -275,8 +275,8 @@ class GradCamCallback(keras.callbacks.Callback):
     # -- work ------------------------------------------------------------------------------
     def explain_probes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The first method's maps of every probe now: heatmaps ``(N, h, w)``, targets
-        ``(N,)``, scores ``(N,)``, NaN or inf where the model gave such values. Uses the pass
-        built in ``on_train_begin``."""
+        ``(N,)`` (class indices, or score functions' ``repr``), scores ``(N,)``, NaN or inf
+        where the model gave such values. Uses the pass built in ``on_train_begin``."""
         return self.explain_probes_by_method()[0][1:]
 
     def explain_probes_by_method(

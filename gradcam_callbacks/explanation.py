@@ -27,9 +27,11 @@ class TargetExplanation:
     """The explanation of one target class for one image.
 
     Attributes:
-        target: The class index that was explained.
+        target: The class index that was explained, or for a score function (see
+            :mod:`gradcam_callbacks.targets`) its ``repr``, e.g.
+            ``"SegmentationScore(class_index=3, mask=None)"``.
         score: The model's raw output for ``target`` (a probability when the model ends in
-            softmax).
+            softmax), or the score function's value.
         heatmap: A 2D float array in [0, 1] at the layer's spatial resolution.
         proba: Kept for ELI5 compatibility; always ``None`` (the score is in ``score``).
 
@@ -40,7 +42,7 @@ class TargetExplanation:
         (3, (7, 7))
     """
 
-    target: int
+    target: int | str
     score: float
     heatmap: np.ndarray
     proba: float | None = None

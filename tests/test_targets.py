@@ -315,9 +315,11 @@ def _fit_with_a_segmentation_score(log_dir: Path) -> list[float]:
     probes (one mask each); returns the engine's scores of the trained model."""
     full, _ = heads_model(seed=5)
     model = keras.Model(full.inputs[0], full.outputs[0], name="segmenter")
-    model.compile("adam", "sparse_categorical_crossentropy")
+    # one-hot labels: sparse_categorical_crossentropy on a (N, h, w, C) softmax fails in
+    # PyTorch's backward on the CPU ("grad_input must be contiguous", Keras 3 / torch)
+    model.compile("adam", "categorical_crossentropy")
     x = docs(3, seed=7)
-    y = np.random.RandomState(0).randint(0, 3, (3, 8, 8))
+    y = np.eye(3, dtype="float32")[np.random.RandomState(0).randint(0, 3, (3, 8, 8))]
     score = SegmentationScore(1, masks(3))
     cam = gc.GradCamCallback(x, targets=score, layer="feat", probe_masks=masks(3),
                              log_dir=log_dir)
