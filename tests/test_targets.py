@@ -415,7 +415,7 @@ class Segmenter(keras.Model):
     traced pass."""
 
     def __init__(self):
-        super().__init__()
+        super().__init__(name="subclassed_segmenter")
         self.conv = keras.layers.Conv2D(4, 3, padding="same")
         self.feat = keras.layers.ReLU()
         self.classes = keras.layers.Conv2D(3, 1, activation="softmax")
