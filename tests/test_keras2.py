@@ -304,12 +304,16 @@ def test_callback_in_keras2_fit_reaches_a_real_tensorboard(K, tmp_path):
 @keras2
 def test_callback_leaves_keras2_training_bit_for_bit_unchanged(K, tmp_path):
     from gradcam_callbacks import GradCamCallback
+    from gradcam_callbacks.backends import compilations
 
     plain, watched = _compiled(K), _compiled(K)
     plain.fit(DATA_X, DATA_Y, epochs=2, batch_size=8, shuffle=False, verbose=0)
     callback = GradCamCallback(DATA_X[:4], log_dir=tmp_path)
+    before = compilations()
     watched.fit(DATA_X, DATA_Y, epochs=2, batch_size=8, shuffle=False, callbacks=[callback],
                 verbose=0)
+    after = compilations()  # one pass, built and traced once for the whole fit
+    assert (after["builds"] - before["builds"], after["traces"] - before["traces"]) == (1, 1)
     for a, b in zip(plain.get_weights(), watched.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(plain.get_weights()[0], seeded_weights(plain, 1)[0])
