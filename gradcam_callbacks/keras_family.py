@@ -46,9 +46,12 @@ def flatten(structure: Any) -> list[Any]:
 
 
 class Keras3Graph:
-    """Keras 3: class checks against ``keras``, tensors' ``_keras_history.operation``."""
+    """Keras 3: class checks against ``keras``, tensors' ``_keras_history.operation``,
+    nodes' flat ``input_tensors``."""
 
     name = "Keras 3"
+    _maker = "operation"  # the field of a tensor's ``_keras_history`` naming what made it
+    _inputs = "input_tensors"  # a node's symbolic inputs, flat
 
     @staticmethod
     def is_a(obj: Any, class_name: str) -> bool:
@@ -60,33 +63,36 @@ class Keras3Graph:
     def flatten(structure: Any) -> list[Any]:
         return keras.tree.flatten(structure)
 
-    @staticmethod
-    def node_of(tensor: Any) -> tuple[Any, Any, int] | None:
-        """The operation that made a symbolic tensor, its node, and the tensor's index."""
+    @classmethod
+    def node_of(cls, tensor: Any) -> tuple[Any, Any, int] | None:
+        """The operation (layer) that made a symbolic tensor, its node, and the tensor's
+        index among the node's outputs; ``None`` for a tensor without history."""
         history = getattr(tensor, "_keras_history", None)
-        if history is None or history.operation is None:
+        maker = getattr(history, cls._maker, None)
+        if maker is None:
             return None
-        operation = history.operation
-        return operation, operation._inbound_nodes[history.node_index], history.tensor_index
+        return maker, maker._inbound_nodes[history.node_index], history.tensor_index
 
-    @staticmethod
-    def node_inputs(node: Any) -> list[Any]:
-        return list(node.input_tensors)
+    @classmethod
+    def node_inputs(cls, node: Any) -> list[Any]:
+        return list(getattr(node, cls._inputs))
 
-    @staticmethod
-    def node_outputs(node: Any) -> list[Any]:
-        return list(node.output_tensors)
+    @classmethod
+    def node_outputs(cls, node: Any) -> list[Any]:
+        return cls.flatten(node.output_tensors)
 
     @staticmethod
     def image_data_format(obj: Any) -> str:
         return keras.config.image_data_format()
 
 
-class Keras2Graph:
+class Keras2Graph(Keras3Graph):
     """Keras 2: class checks by name along the class's Keras 2 bases, tensors'
-    ``_keras_history.layer``, nodes' ``keras_inputs``."""
+    ``_keras_history.layer``, nodes' ``keras_inputs``; nested structures flattened here."""
 
     name = "Keras 2"
+    _maker = "layer"
+    _inputs = "keras_inputs"
 
     @staticmethod
     def is_a(obj: Any, class_name: str) -> bool:
@@ -96,22 +102,6 @@ class Keras2Graph:
                    for cls in type(obj).__mro__)
 
     flatten = staticmethod(flatten)
-
-    @staticmethod
-    def node_of(tensor: Any) -> tuple[Any, Any, int] | None:
-        history = getattr(tensor, "_keras_history", None)
-        if history is None or history.layer is None:
-            return None
-        layer = history.layer
-        return layer, layer._inbound_nodes[history.node_index], history.tensor_index
-
-    @staticmethod
-    def node_inputs(node: Any) -> list[Any]:
-        return list(node.keras_inputs)
-
-    @staticmethod
-    def node_outputs(node: Any) -> list[Any]:
-        return flatten(node.outputs)
 
     @staticmethod
     def image_data_format(obj: Any) -> str:
