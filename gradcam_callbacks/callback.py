@@ -17,6 +17,7 @@ from ._validation import check_bool, check_int
 from .distribute import is_chief
 from .explain import Plan, check_docs, derive_image, plan
 from .image import Colormap, check_alpha_limit, get_colormap
+from .keras_family import Keras2CallbackHooks
 from .layers import LayerSpec
 from .probes import (
     check_against_model,
@@ -37,7 +38,7 @@ from .tensorboard import EventWriter
 TargetsOption = str | Sequence[int] | np.ndarray | None
 
 
-class GradCamCallback(keras.callbacks.Callback):
+class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
     """Watch where the model looks while it trains: Grad-CAM on fixed probe images, written
     to TensorBoard at epoch ends.
 

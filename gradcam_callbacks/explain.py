@@ -27,6 +27,7 @@ from ._validation import (
     to_picture,
 )
 from .explanation import Explanation, TargetExplanation
+from .keras_family import graph_of
 
 TargetsSpec = Sequence[Any] | np.ndarray | None
 OutputSpec = int | str | None
@@ -216,6 +217,7 @@ def plan(model: keras.Model, layer: layers.LayerSpec = None, output: OutputSpec 
     choice = layers.resolve_layer(model, layer, index)  # the automatic layer depends on it
     rank = layers.input_rank(model)
     dtype = model.inputs[0].dtype if rank is not None else "float32"
+    dtype = getattr(dtype, "name", dtype)  # Keras 2: a tf.DType
     if not str(dtype).startswith(("float", "bfloat")):
         dtype = "float32"
     return Plan(model, choice, index, classes, layers.data_format(model, choice.layer), str(dtype))
@@ -492,8 +494,9 @@ def check_docs(model: keras.Model, docs: Any, *, single: bool = False,
 
 
 def _check_model(model: Any) -> None:
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"model must be a keras.Model; received {type(model).__name__}")
+    if not graph_of(model).is_a(model, "Model"):
+        raise TypeError(f"model must be a keras.Model; received {type(model).__name__} "
+                        "(Keras 3 models and Keras 2 ones, tf.keras / tf_keras, are accepted)")
     if not model.built:
         raise ValueError(
             f"model {model.name!r} is not built: call it on data, give it a keras.Input, or "
@@ -555,7 +558,7 @@ def _symbolic_outputs(model: keras.Model) -> tuple[Any, list[Any] | None]:
         except (AttributeError, ValueError):
             continue
         if structure is not None:
-            return structure, keras.tree.flatten(structure)
+            return structure, graph_of(model).flatten(structure)
     return None, None
 
 
