@@ -12,7 +12,8 @@
 Each is installed at most once: the venv is reused while its requirements are unchanged
 (they are recorded in it), and pip's cache (``~/.cache/pip``) serves the wheels.
 
-Usage: python scripts/keras2_env.py   (installs both, prints the 2.15 environment's python)
+Usage: python scripts/keras2_env.py [--tf215]   (installs both, or only the 2.15 environment;
+prints the 2.15 environment's python)
 """
 
 from __future__ import annotations
@@ -78,5 +79,7 @@ def _installed(distribution: str) -> bool:
 
 
 if __name__ == "__main__":
-    print(f"tf-keras {ensure_tf_keras()}", flush=True)
+    # --tf215: only the separate environment (run_tests.py installs it in the background)
+    if "--tf215" not in sys.argv[1:]:
+        print(f"tf-keras {ensure_tf_keras()}", flush=True)
     print(ensure_tf215())
