@@ -5,7 +5,7 @@ images (default 4), layer ``out_relu``, each image's top class. Both tools get t
 Keras 3 model object (tf-keras-vis 0.8.7 runs Keras 3 models under TensorFlow 2.16+, as
 ``bench_engine.py``'s Grad-CAM comparison does), so the weights are the same by construction.
 ``--channels N`` is our ``max_channels=N`` and tf-keras-vis' ``max_N=N``; ``--channels 0``
-scores every channel (1280) in both. Both run with their default chunking (ours: 32 MiB of
+scores every channel (1280) in both. Both run with their default chunking (ours: 2 MiB of
 masked inputs per forward; tf-keras-vis: ``model.predict(batch_size=32)`` over all masked
 inputs, built at once). Runs are interleaved ABBA (ours, theirs, theirs, ours, ...) after two
 small warm-up calls of each (which trace every compiled forward).

@@ -131,7 +131,7 @@ class GradCamCallback(keras.callbacks.Callback):
             deviation (Faster Score-CAM); needs ``"scorecam"`` among the methods.
         batch_size: Run at most this many probes per pass; Score-CAM also scores at most
             this many masked inputs per forward (default: all probes in one pass, and
-            Score-CAM's chunks of 32 MiB of masked inputs), to bound memory or match a
+            Score-CAM's chunks of 2 MiB of masked inputs), to bound memory or match a
             device's best batch.
 
     Example:

@@ -128,7 +128,7 @@ def test_batch_size_sets_scorecams_chunk_of_masked_inputs(tmp_path, monkeypatch)
     assert chunks == [3, 3, 3]
     expected = gc.explain_predictions(cam.model, cam.probe_x, targets=targets.tolist(),
                                       layer="relu1", method="scorecam", max_channels=4)
-    assert chunks[3:] == [8]  # by default one chunk: 8 masked 16x16 inputs are far below 32 MiB
+    assert chunks[3:] == [8]  # by default one chunk: 8 masked 16x16 inputs are far below 2 MiB
     for expl, heatmap in zip(expected, heatmaps):
         np.testing.assert_allclose(expl.targets[0].heatmap, heatmap, atol=1e-5)
 
