@@ -130,6 +130,10 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             ``"eigencam"``, ``"scorecam"``), or a list of distinct names.
         max_channels: Score-CAM only: keep the channels with the largest spatial standard
             deviation (Faster Score-CAM); needs ``"scorecam"`` among the methods.
+        batch_size: Run at most this many probes per pass; Score-CAM also scores at most
+            this many masked inputs per forward (default: all probes in one pass, and
+            Score-CAM's chunks of 2 MiB of masked inputs), to bound memory or match a
+            device's best batch.
 
     Example:
         >>> cam = GradCamCallback(x_val[:8], targets="true", probe_boxes=boxes[:8],
@@ -157,10 +161,12 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         display_size: int = 128,
         method: str | Sequence[str] = methods.DEFAULT,
         max_channels: int | None = None,
+        batch_size: int | None = None,
     ) -> None:
         super().__init__()
         self.methods = check_methods(method, max_channels)
         self.max_channels = max_channels
+        self.batch_size = check_int("batch_size", batch_size, minimum=1, none_ok=True)
         self.freq = check_int("freq", freq, minimum=1)
         self.max_probes = check_int("max_probes", max_probes, minimum=1)
         self.display_size = check_int("display_size", display_size, minimum=1)
@@ -266,6 +272,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             "method": [m.name for m in self.methods] if len(self.methods) > 1
             else self.methods[0].name,
             "max_channels": self.max_channels,
+            "batch_size": self.batch_size,
         }
 
     # -- work ------------------------------------------------------------------------------
@@ -285,11 +292,10 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         targets, counts = self._plan.targets(self._requested_targets(), len(self.probe_x))
         first, *others = self.methods
         # non-finite maps come back as they are: _log reports them per probe
-        raw = self._plan.run(self.probe_x, targets, counts, method=first,
-                             max_channels=self._channels(first), name="probe",
-                             check_finite=False)
-        raws = [raw] + [self._plan.apply(raw, self.probe_x, m, max_channels=self._channels(m))
-                        for m in others]
+        raw = self._plan.run(self.probe_x, targets, counts, self.batch_size, first,
+                             self._channels(first), name="probe", check_finite=False)
+        raws = [raw] + [self._plan.apply(raw, self.probe_x, m, self.batch_size,
+                                         self._channels(m)) for m in others]
         return [(r.method.name, r.heatmaps[:, 0], r.targets[:, 0], r.scores[:, 0])
                 for r in raws]
 

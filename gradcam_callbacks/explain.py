@@ -279,7 +279,7 @@ def explain_predictions(
             name, a path ``"base/layer"``, an index, or a layer instance.
         output: For models with several outputs: an index or an output name (default 0).
         batch_size: Run at most this many docs per pass (default: all at once); Score-CAM
-            also scores at most this many masked inputs per forward (default 32).
+            also scores at most this many masked inputs per forward (default: 2 MiB of them).
         method: The CAM method: ``"gradcam"`` (default, ELI5's numbers), ``"gradcam++"``,
             ``"xgradcam"``, ``"hirescam"``, ``"layercam"``, ``"eigencam"`` or ``"scorecam"``
             (see docs/methods.md).
@@ -336,7 +336,8 @@ def explain_prediction(
         output: For models with several outputs: an index or a name (default the first).
         method: ``"gradcam"`` (default) or another name of :func:`explain_predictions`.
         max_channels: Score-CAM only: how many channels to score (default: all).
-        batch_size: Score-CAM only: masked inputs per forward (default 32).
+        batch_size: Score-CAM only: at most this many masked inputs per forward (default:
+            2 MiB of them).
 
     Returns:
         An :class:`Explanation` whose ``targets[k].heatmap`` is a 2D array in [0, 1].
