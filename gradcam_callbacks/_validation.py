@@ -121,7 +121,8 @@ def is_array_like(value: Any) -> bool:
 def _keras_tensor(value: Any) -> bool:
     """A tensor of the running Keras backend (only if Keras is loaded: no import here)."""
     keras = sys.modules.get("keras")
-    return keras is not None and bool(keras.ops.is_tensor(value))
+    ops = getattr(keras, "ops", None)  # Keras 2.15 (TensorFlow <= 2.15) has none
+    return ops is not None and bool(ops.is_tensor(value))
 
 
 def as_array(value: Any, name: str) -> np.ndarray:

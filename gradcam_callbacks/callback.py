@@ -17,6 +17,7 @@ from ._validation import check_bool, check_int, is_int
 from .distribute import is_chief
 from .explain import Plan, ScoreSlots, check_docs, derive_image, plan
 from .image import Colormap, check_alpha_limit, get_colormap
+from .keras_family import Keras2CallbackHooks
 from .layers import LayerSpec
 from .probes import (
     check_against_model,
@@ -38,7 +39,7 @@ from .tensorboard import EventWriter
 TargetsOption = str | Sequence[Any] | np.ndarray | ScoreFunction | None
 
 
-class GradCamCallback(keras.callbacks.Callback):
+class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
     """Watch where the model looks while it trains: Grad-CAM on fixed probe images, written
     to TensorBoard at epoch ends.
 
@@ -132,6 +133,10 @@ class GradCamCallback(keras.callbacks.Callback):
             ``"eigencam"``, ``"scorecam"``), or a list of distinct names.
         max_channels: Score-CAM only: keep the channels with the largest spatial standard
             deviation (Faster Score-CAM); needs ``"scorecam"`` among the methods.
+        batch_size: Run at most this many probes per pass; Score-CAM also scores at most
+            this many masked inputs per forward (default: all probes in one pass, and
+            Score-CAM's chunks of 2 MiB of masked inputs), to bound memory or match a
+            device's best batch.
 
     Example:
         >>> cam = GradCamCallback(x_val[:8], targets="true", probe_boxes=boxes[:8],
@@ -159,10 +164,12 @@ class GradCamCallback(keras.callbacks.Callback):
         display_size: int = 128,
         method: str | Sequence[str] = methods.DEFAULT,
         max_channels: int | None = None,
+        batch_size: int | None = None,
     ) -> None:
         super().__init__()
         self.methods = check_methods(method, max_channels)
         self.max_channels = max_channels
+        self.batch_size = check_int("batch_size", batch_size, minimum=1, none_ok=True)
         self.freq = check_int("freq", freq, minimum=1)
         self.max_probes = check_int("max_probes", max_probes, minimum=1)
         self.display_size = check_int("display_size", display_size, minimum=1)
@@ -270,6 +277,7 @@ class GradCamCallback(keras.callbacks.Callback):
             "method": [m.name for m in self.methods] if len(self.methods) > 1
             else self.methods[0].name,
             "max_channels": self.max_channels,
+            "batch_size": self.batch_size,
         }
 
     # -- work ------------------------------------------------------------------------------
@@ -289,11 +297,10 @@ class GradCamCallback(keras.callbacks.Callback):
         targets, counts = self._plan.targets(self._requested_targets(), len(self.probe_x))
         first, *others = self.methods
         # non-finite maps come back as they are: _log reports them per probe
-        raw = self._plan.run(self.probe_x, targets, counts, method=first,
-                             max_channels=self._channels(first), name="probe",
-                             check_finite=False)
-        raws = [raw] + [self._plan.apply(raw, self.probe_x, m, max_channels=self._channels(m))
-                        for m in others]
+        raw = self._plan.run(self.probe_x, targets, counts, self.batch_size, first,
+                             self._channels(first), name="probe", check_finite=False)
+        raws = [raw] + [self._plan.apply(raw, self.probe_x, m, self.batch_size,
+                                         self._channels(m)) for m in others]
         return [(r.method.name, r.heatmaps[:, 0], r.explained_targets()[:, 0], r.scores[:, 0])
                 for r in raws]
 

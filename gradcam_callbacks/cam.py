@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from ._validation import check_real_array
+from .backends import spatial_mean
 
 if TYPE_CHECKING:
     pass
@@ -23,8 +24,9 @@ if TYPE_CHECKING:
 def channel_weights(grads: np.ndarray) -> np.ndarray:
     """Average gradients over the two spatial axes: ``(..., h, w, C) -> (..., C)``, float32.
 
-    The mean is taken by the running Keras backend (``keras.ops.mean``), the same reduction
-    ELI5 uses under TensorFlow, so its weights agree to the last bit.
+    The mean is taken by the running Keras backend
+    (:func:`~gradcam_callbacks.backends.spatial_mean`), the same reduction ELI5 uses under
+    TensorFlow, so its weights agree to the last bit.
 
     Example:
         >>> import numpy as np
@@ -32,8 +34,7 @@ def channel_weights(grads: np.ndarray) -> np.ndarray:
         [1.0, 1.0, 1.0, 1.0]
     """
     grads = np.asarray(grads, dtype=np.float32)
-    return np.asarray(keras.ops.convert_to_numpy(keras.ops.mean(grads, axis=(-3, -2))),
-                      dtype=np.float32)
+    return np.asarray(spatial_mean(grads), dtype=np.float32)
 
 
 def gradcam_maps(weights: np.ndarray, activations: np.ndarray) -> np.ndarray:
@@ -87,7 +88,7 @@ def normalise(lmap: np.ndarray) -> np.ndarray:
     """
     lmap = np.maximum(lmap, 0)
     peak = lmap.max(axis=(-2, -1), keepdims=True)
-    return lmap / (peak + keras.config.epsilon())
+    return lmap / (peak + keras.backend.epsilon())  # Keras 2.15 has no keras.config
 
 
 def gradcam(weights: np.ndarray, activations: np.ndarray) -> np.ndarray:

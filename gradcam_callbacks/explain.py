@@ -28,6 +28,7 @@ from ._validation import (
     to_picture,
 )
 from .explanation import Explanation, TargetExplanation
+from .keras_family import graph_of
 
 TargetsSpec = Sequence[Any] | np.ndarray | scores_module.ScoreFunction | None
 OutputSpec = int | str | None
@@ -269,6 +270,7 @@ def plan(model: keras.Model, layer: layers.LayerSpec = None, output: OutputSpec 
     choice = layers.resolve_layer(model, layer, index)  # the automatic layer depends on it
     rank = layers.input_rank(model)
     dtype = model.inputs[0].dtype if rank is not None else "float32"
+    dtype = getattr(dtype, "name", dtype)  # Keras 2: a tf.DType
     if not str(dtype).startswith(("float", "bfloat")):
         dtype = "float32"
     return Plan(model, choice, index, classes, layers.data_format(model, choice.layer), str(dtype),
@@ -335,7 +337,7 @@ def explain_predictions(
             name, a path ``"base/layer"``, an index, or a layer instance.
         output: For models with several outputs: an index or an output name (default 0).
         batch_size: Run at most this many docs per pass (default: all at once); Score-CAM
-            also scores at most this many masked inputs per forward (default 32).
+            also scores at most this many masked inputs per forward (default: 2 MiB of them).
         method: The CAM method: ``"gradcam"`` (default, ELI5's numbers), ``"gradcam++"``,
             ``"xgradcam"``, ``"hirescam"``, ``"layercam"``, ``"eigencam"`` or ``"scorecam"``
             (see docs/methods.md).
@@ -393,7 +395,8 @@ def explain_prediction(
         output: For models with several outputs: an index or a name (default the first).
         method: ``"gradcam"`` (default) or another name of :func:`explain_predictions`.
         max_channels: Score-CAM only: how many channels to score (default: all).
-        batch_size: Score-CAM only: masked inputs per forward (default 32).
+        batch_size: Score-CAM only: at most this many masked inputs per forward (default:
+            2 MiB of them).
 
     Returns:
         An :class:`Explanation` whose ``targets[k].heatmap`` is a 2D array in [0, 1].
@@ -555,8 +558,9 @@ def check_docs(model: keras.Model, docs: Any, *, single: bool = False,
 
 
 def _check_model(model: Any) -> None:
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"model must be a keras.Model; received {type(model).__name__}")
+    if not graph_of(model).is_a(model, "Model"):
+        raise TypeError(f"model must be a keras.Model; received {type(model).__name__} "
+                        "(Keras 3 models and Keras 2 ones, tf.keras / tf_keras, are accepted)")
     if not model.built:
         raise ValueError(
             f"model {model.name!r} is not built: call it on data, give it a keras.Input, or "
@@ -620,7 +624,7 @@ def _symbolic_outputs(model: keras.Model) -> tuple[Any, list[Any] | None]:
         except (AttributeError, ValueError):
             continue
         if structure is not None:
-            return structure, keras.tree.flatten(structure)
+            return structure, graph_of(model).flatten(structure)
     return None, None
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import keras
 
 from ._validation import is_int
+from .keras_family import KerasGraph, graph_of
 
 LayerSpec = keras.layers.Layer | str | int | None
 
@@ -67,7 +68,7 @@ def data_format(model: keras.Model, layer: keras.layers.Layer) -> str:
     own = getattr(layer, "data_format", None)
     if own in ("channels_first", "channels_last"):
         return own
-    found = keras.config.image_data_format()
+    found = graph_of(model).image_data_format(model)
     for candidate in walk(model):
         fmt = getattr(candidate, "data_format", None)
         if fmt in ("channels_first", "channels_last"):
@@ -102,7 +103,7 @@ def resolve_layer(model: keras.Model, layer: LayerSpec, output_index: int = 0) -
     if layer is None:
         return auto_layer(model, output_index)
     rank = input_rank(model)
-    if isinstance(layer, keras.layers.Layer):
+    if graph_of(layer).is_a(layer, "Layer"):
         path = _path_of(model, layer, "")
         if path is None:
             raise ValueError(
@@ -251,7 +252,8 @@ def auto_layer(model: keras.Model, output_index: int = 0) -> LayerChoice:
         >>> auto_layer(model).path  # doctest: +SKIP
         'mobilenetv2_1.00_96/out_relu'
     """
-    rank, outputs = input_rank(model), _graph_outputs(model)
+    graph = graph_of(model)
+    rank, outputs = input_rank(model), _graph_outputs(graph, model)
     if rank is None or outputs is None:
         raise ValueError(
             f"layer=None needs a model with a symbolic input to pick a layer automatically; "
@@ -262,15 +264,15 @@ def auto_layer(model: keras.Model, output_index: int = 0) -> LayerChoice:
     seen: set[tuple[int, ...]] = set()
     stack: list[_Site] = [(outputs[output_index], ())]
     while stack:
-        site = _settle(stack.pop())
+        site = _settle(graph, stack.pop())
         if site is None or _site_key(site) in seen:
             continue
         seen.add(_site_key(site))
-        if not _learned_before(site):
+        if not _learned_before(graph, site):
             continue  # nothing before it learns features, so nothing before it qualifies
-        choice = _spatial_map(model, site, rank)
+        choice = _spatial_map(graph, model, site, rank)
         if choice is None:
-            stack.extend(_parents(site))
+            stack.extend(_parents(graph, site))
         else:
             found.setdefault(id(choice.layer), choice)
     if len(found) == 1:
@@ -295,32 +297,24 @@ def auto_layer(model: keras.Model, output_index: int = 0) -> LayerChoice:
 _Site = tuple[Any, tuple[tuple[Any, Any], ...]]
 
 
-def _graph_outputs(model: Any) -> list[Any] | None:
+def _graph_outputs(graph: KerasGraph, model: Any) -> list[Any] | None:
     try:
         outputs = model.outputs
     except (AttributeError, ValueError):
         return None
-    return keras.tree.flatten(outputs) if outputs else None
+    return graph.flatten(outputs) if outputs else None
 
 
-def _node(tensor: Any) -> tuple[Any, Any, int] | None:
-    history = getattr(tensor, "_keras_history", None)
-    if history is None or history.operation is None:
-        return None
-    operation = history.operation
-    return operation, operation._inbound_nodes[history.node_index], history.tensor_index
-
-
-def _settle(site: _Site) -> _Site | None:
+def _settle(graph: KerasGraph, site: _Site) -> _Site | None:
     """Move the site to the operation that really computes it: into a nested model from its
     output, out of a nested model from its input; ``None`` at the outer model's input."""
     tensor, frames = site
     while True:
-        made = _node(tensor)
+        made = graph.node_of(tensor)
         if made is None:
             return None
         operation, node, index = made
-        inner = _graph_outputs(operation) if isinstance(operation, keras.Model) else None
+        inner = _graph_outputs(graph, operation) if graph.is_a(operation, "Model") else None
         if inner is not None:
             tensor, frames = inner[index], (*frames, (operation, node))
         elif node.is_input:
@@ -329,9 +323,10 @@ def _settle(site: _Site) -> _Site | None:
             nested, outer = frames[-1]
             inputs = symbolic_inputs(nested) or []
             position = next((i for i, t in enumerate(inputs) if t is tensor), 0)
-            if position >= len(outer.input_tensors):
+            outer_inputs = graph.node_inputs(outer)
+            if position >= len(outer_inputs):
                 return None
-            tensor, frames = outer.input_tensors[position], frames[:-1]
+            tensor, frames = outer_inputs[position], frames[:-1]
         else:
             return tensor, frames
 
@@ -341,39 +336,41 @@ def _site_key(site: _Site) -> tuple[int, ...]:
     return (id(tensor), *(id(node) for _, node in frames))
 
 
-def _parents(site: _Site) -> list[_Site]:
+def _parents(graph: KerasGraph, site: _Site) -> list[_Site]:
     tensor, frames = site
-    made = _node(tensor)
-    return [] if made is None else [(t, frames) for t in made[1].input_tensors]
+    made = graph.node_of(tensor)
+    return [] if made is None else [(t, frames) for t in graph.node_inputs(made[1])]
 
 
-def _learns_features(operation: Any) -> bool:
-    if isinstance(operation, keras.layers.Normalization):
+def _learns_features(graph: KerasGraph, operation: Any) -> bool:
+    if graph.is_a(operation, "Normalization"):
         return False
     return any(len(weight.shape) >= 2 for weight in getattr(operation, "weights", None) or [])
 
 
-def _learned_before(site: _Site) -> bool:
+def _learned_before(graph: KerasGraph, site: _Site) -> bool:
     """Whether the site's operation, or one before it, learns features."""
     stack, seen = [site], set()
     while stack:
-        settled = _settle(stack.pop())
+        settled = _settle(graph, stack.pop())
         if settled is None or _site_key(settled) in seen:
             continue
         seen.add(_site_key(settled))
-        made = _node(settled[0])
-        if made is not None and _learns_features(made[0]):
+        made = graph.node_of(settled[0])
+        if made is not None and _learns_features(graph, made[0]):
             return True
-        stack.extend(_parents(settled))
+        stack.extend(_parents(graph, settled))
     return False
 
 
-def _spatial_map(model: keras.Model, site: _Site, rank: int) -> LayerChoice | None:
+def _spatial_map(
+    graph: KerasGraph, model: keras.Model, site: _Site, rank: int
+) -> LayerChoice | None:
     """The site's operation if its (single) output is a spatial map larger than 1x1."""
     tensor, frames = site
-    made = _node(tensor)
+    made = graph.node_of(tensor)
     shape = tuple(tensor.shape)
-    if made is None or len(shape) != rank or len(made[1].output_tensors) != 1:
+    if made is None or len(shape) != rank or len(graph.node_outputs(made[1])) != 1:
         return None
     operation = made[0]
     spatial = shape[2:] if data_format(model, operation) == "channels_first" else shape[1:-1]
@@ -386,7 +383,7 @@ def _members(model: Any) -> list[Any]:
     """The layers of a model and its other Keras operations (``x + y`` in a Functional)."""
     layers = _sublayers(model)
     extra = [op for op in getattr(model, "operations", None) or []
-             if not isinstance(op, keras.layers.Layer)]
+             if not graph_of(op).is_a(op, "Layer")]
     return layers + extra
 
 

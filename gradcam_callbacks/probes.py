@@ -27,6 +27,7 @@ from ._validation import (
     is_array_like,
     is_int,
 )
+from .keras_family import graph_of
 
 PROBE_SOURCES = ("an array (N, H, W, C), an (x, y) tuple, or a tf.data.Dataset / "
                  "keras.utils.PyDataset / iterable of batches")
@@ -134,7 +135,7 @@ def _split(element: Any, number: int) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _batches(source: Any) -> Iterable[Any]:
-    if isinstance(source, keras.utils.PyDataset):
+    if isinstance(source, getattr(keras.utils, "PyDataset", ())):  # not in Keras 2
         return (source[i] for i in range(len(source)))
     return iter(source)
 
@@ -296,7 +297,7 @@ def warn_integer_probes(model: keras.Model, x: np.ndarray, input_dtype: str) -> 
     on 0..1 inputs expects."""
     if not np.issubdtype(x.dtype, np.integer) or not input_dtype.startswith(("float", "bfloat")):
         return
-    if any(isinstance(layer, keras.layers.Rescaling) for layer in _all_layers(model)):
+    if any(graph_of(layer).is_a(layer, "Rescaling") for layer in _all_layers(model)):
         return
     warnings.warn(
         f"GradCamCallback probes are {x.dtype} (values {int(x.min())}..{int(x.max())}) and are "
@@ -311,7 +312,7 @@ def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
     found = []
     for layer in getattr(model, "layers", []):
         found.append(layer)
-        if isinstance(layer, keras.Model):
+        if graph_of(layer).is_a(layer, "Model"):
             found.extend(_all_layers(layer))
     return found
 

@@ -8,6 +8,11 @@ backend at import, so each backend needs its own process. Tests marked ``backend
 run once (under TensorFlow). Any failed check, any failure, and any run that collects no test
 (pytest's exit code 5), makes this script fail.
 
+Tests marked ``keras2`` run only in the two Keras 2 environments (``scripts/keras2_env.py``
+installs them once): ``tf_keras`` here with ``TF_USE_LEGACY_KERAS=1``, and TensorFlow 2.15
+(Keras 2.15 as ``keras``) in its own virtual environment. There they must run, not skip
+(``GRADCAM_REQUIRE_KERAS2=1``).
+
 Usage: python scripts/run_tests.py [extra pytest arguments]
 """
 
@@ -17,6 +22,9 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
+
+import keras2_env
 
 BACKENDS = ("tensorflow", "jax", "torch")
 # XLA's optimisation passes cost seconds per compile of Keras' many small initialiser
@@ -36,29 +44,82 @@ CHECKS = {
 }
 
 
+def start_keras2_install() -> subprocess.Popen | None:
+    """Install ``tf-keras`` here (one small wheel, before any test imports), then start the
+    TensorFlow 2.15 environment's install in the background, where its downloads overlap
+    the Keras 3 runs; :func:`keras2_runs` waits for it."""
+    print("=== keras2 environments: scripts/keras2_env.py", flush=True)
+    try:
+        keras2_env.ensure_tf_keras()
+    except (OSError, subprocess.CalledProcessError) as error:
+        print(f"could not install tf-keras: {error}", flush=True)
+        return None
+    log = open(os.path.join(ROOT, ".cache", "keras2-install.log"), "w")  # noqa: SIM115
+    return subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "scripts", "keras2_env.py"), "--tf215"],
+        stdout=log, stderr=subprocess.STDOUT)
+
+
+def keras2_runs(install: subprocess.Popen | None, started: float,
+                results: list[tuple[str, int, float]]) -> list[tuple[Any, ...]]:
+    """Wait for the Keras 2 environments (their install is a result of its own, timed from
+    its start) and return their pytest runs."""
+    code = 1 if install is None else install.wait()
+    results.append(("keras2 install (background)", code, time.monotonic() - started))
+    if install is None:
+        return []
+    if code != 0:
+        with open(os.path.join(ROOT, ".cache", "keras2-install.log")) as log:
+            print(f"could not install the Keras 2 environments:\n{log.read()[-3000:]}",
+                  flush=True)
+        return []
+    python = os.path.join(keras2_env.VENV, "bin", "python")
+    required = {"GRADCAM_REQUIRE_KERAS2": "1"}
+    source = {"PYTHONPATH": os.pathsep.join(
+        p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)}
+    return [
+        ("tf_keras (TF_USE_LEGACY_KERAS=1)", "tensorflow", ["-m", "keras2"],
+         {**os.environ, **required, "TF_USE_LEGACY_KERAS": "1"}, sys.executable),
+        ("keras2 (tf 2.15)", "tensorflow", ["-m", "keras2"],
+         {**os.environ, **required, **source}, python),
+    ]
+
+
+def run_pytest(label: str, backend: str, selection: list[str], env: dict[str, str],
+               python: str, argv: list[str]) -> tuple[str, int, float]:
+    command = [python, "-m", "pytest", *selection, *argv]
+    print(f"=== KERAS_BACKEND={backend}: {' '.join(command)}", flush=True)
+    started = time.monotonic()
+    code = subprocess.call(command, env={**env, "KERAS_BACKEND": backend})
+    return label, code, time.monotonic() - started
+
+
 def main(argv: list[str]) -> int:
     results = []
+    os.makedirs(os.path.join(ROOT, ".cache"), exist_ok=True)
+    install_started = time.monotonic()
+    install = start_keras2_install()
     for name, command in CHECKS.items():
         print(f"=== {name}: {' '.join(command)}", flush=True)
         started = time.monotonic()
         code = subprocess.call(command, cwd=ROOT)
         results.append((name, code, time.monotonic() - started))
-    runs = [(backend, backend, [] if i == 0 else ["-m", "not backend_agnostic"],
-             {**os.environ, **EXTRA_ENV.get(backend, {})})
+    runs = [(backend, backend, ["-m", "not keras2" if i == 0 else
+                                "not backend_agnostic and not keras2"],
+             {**os.environ, **EXTRA_ENV.get(backend, {})}, sys.executable)
             for i, backend in enumerate(BACKENDS)]
     defaults = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     runs.append(("jax (XLA defaults)", "jax", ["-m", "xla_defaults and not backend_agnostic"],
-                 defaults))
-    for label, backend, selection, env in runs:
-        command = [sys.executable, "-m", "pytest", *selection, *argv]
-        print(f"=== KERAS_BACKEND={backend}: {' '.join(command)}", flush=True)
-        started = time.monotonic()
-        code = subprocess.call(command, env={**env, "KERAS_BACKEND": backend})
-        results.append((label, code, time.monotonic() - started))
+                 defaults, sys.executable))
+    for label, backend, selection, env, python in runs:
+        results.append(run_pytest(label, backend, selection, env, python, argv))
+    for label, backend, selection, env, python in keras2_runs(install, install_started,
+                                                               results):
+        results.append(run_pytest(label, backend, selection, env, python, argv))
     print("=== summary")
     for backend, code, seconds in results:
         verdict = {0: "passed", 5: "FAILED: no tests ran"}.get(code, f"FAILED (exit {code})")
-        print(f"{backend:>18}: {verdict} in {seconds:.0f} s")
+        print(f"{backend:>32}: {verdict} in {seconds:.0f} s")
     return 0 if all(code == 0 for _, code, _ in results) else 1
 
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 from gradcam_callbacks.tensorboard import read_events
@@ -29,6 +30,7 @@ def test_demo_command_runs_and_writes_its_outputs(tmp_path):
     assert sheet.width > sheet.height  # 3 steps across, 3 probes down, each panel wide
 
 
+@pytest.mark.backend_agnostic  # argparse's help: no backend involved
 def test_example_script_help():
     script = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples",
                           "cluttered_digits.py")

@@ -1,5 +1,9 @@
 """End to end: a short fit with GradCamCallback, then a real TensorBoard server reads the
-run back over HTTP, and a real headless Chromium shows the images dashboard."""
+run back over HTTP, and a real headless Chromium shows the images dashboard.
+
+Only the first test runs on every backend (the callback computes and writes on that backend,
+TensorBoard reads it back); the others concern steps, event files, TensorBoard and the
+browser, which no backend touches, so they run once (``backend_agnostic``)."""
 
 from __future__ import annotations
 
@@ -71,6 +75,7 @@ def test_tensorboard_serves_every_probe_image_and_scalar(trained_run):
         assert all(0 <= point[2] <= 1 for point in series)
 
 
+@pytest.mark.backend_agnostic
 def test_images_dashboard_in_chromium(trained_run, tmp_path):
     if shutil.which("chromium") is None and not os.path.exists("/usr/bin/chromium"):
         pytest.fail("Debian's chromium is required for the dashboard check (.ci/run installs it)")
@@ -97,6 +102,7 @@ def served_steps(tb, run, tag):
                                            sample=0)]
 
 
+@pytest.mark.backend_agnostic
 def test_maps_share_the_step_of_keras_epoch_loss(tmp_path):
     """One slider position, one model state: the maps after epoch e are at the step of that
     epoch's epoch_loss in keras.callbacks.TensorBoard; freq means histogram_freq."""
@@ -146,6 +152,7 @@ def long_run(tmp_path_factory):
     return log_root
 
 
+@pytest.mark.backend_agnostic
 def test_default_tensorboard_reaches_every_epoch_through_the_timelines(long_run):
     logged = list(range(-1, LONG_EPOCHS))
     overlays = {(r.tag, r.step): np.asarray(Image.open(io.BytesIO(r.value)).convert("RGB"))
@@ -172,6 +179,7 @@ def test_default_tensorboard_reaches_every_epoch_through_the_timelines(long_run)
             assert len(served_steps(tb, "gradcam", f"gradcam/probe_{i:02d}")) <= 10
 
 
+@pytest.mark.backend_agnostic
 def test_documented_samples_per_plugin_serves_every_step(long_run):
     from gradcam_callbacks.tags import SAMPLES_PER_PLUGIN
 
@@ -204,6 +212,7 @@ model.fit(x, y, epochs=200, batch_size=8, callbacks=[cam, said], verbose=0)
 """
 
 
+@pytest.mark.backend_agnostic
 def test_sigkill_mid_run_keeps_every_epoch_logged_before_it(tmp_path):
     import signal
     import subprocess

@@ -270,6 +270,7 @@ def test_callback_names_the_automatic_layer(tmp_path):
     assert descriptions and all("`tiny_base/feat`" in d for d in descriptions)
 
 
+@pytest.mark.backend_agnostic  # the rule reads the graph; test_cli.py runs the CLI per backend
 def test_cli_writes_the_automatic_layer(tmp_path):
     transfer_model().save(tmp_path / "nested.keras")
     (tmp_path / "in").mkdir()

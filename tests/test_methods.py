@@ -251,7 +251,7 @@ def test_scorecam_one_compiled_forward_per_chunk_and_batch_size_free():
     np.testing.assert_allclose(small.heatmaps, large.heatmaps, atol=1e-6)
 
 
-def test_scorecam_scores_masked_inputs_chunk_by_chunk():
+def test_scorecam_scores_masked_inputs_chunk_by_chunk(monkeypatch):
     rng = np.random.RandomState(0)
     activations = rng.rand(3, 4, 4, 10)
     docs = rng.rand(3, 16, 16, 3).astype("float32")
@@ -259,15 +259,41 @@ def test_scorecam_scores_masked_inputs_chunk_by_chunk():
     seen = []
 
     def score(inputs):
-        seen.append(len(inputs))
+        seen.append(inputs.copy())
         return inputs.mean(axis=(1, 2)) @ weights
 
-    scores = scorecam.channel_scores(activations, docs, np.array([[0], [1], [4]]), score,
-                                     batch_size=7, max_channels=6)
-    assert seen == [7, 7, 7]  # 18 masked inputs: 7 + 7 + 4 padded to 7, never all 30 at once
+    def run(**options):
+        seen.clear()
+        return scorecam.channel_scores(activations, docs, np.array([[0], [1], [4]]), score,
+                                       max_channels=6, **options)
+
+    scores = run(batch_size=7)
+    # 18 masked inputs, at most 7 at once: three even chunks, never all 30 at once
+    assert [len(s) for s in seen] == [6, 6, 6]
     assert (np.isfinite(scores).sum(-1) == 6).all()
     kept = np.argsort(-activations.std(axis=(1, 2)), axis=-1)[:, :6]
     assert all(set(np.flatnonzero(np.isfinite(scores[n, 0]))) == set(kept[n]) for n in range(3))
+    masks = scorecam.channel_masks(activations[0, :, :, np.sort(kept[0])], 16, 16)
+    np.testing.assert_allclose(seen[0], docs[0] * masks[..., None], atol=1e-6)
+    # at most 5: one shape for every call, the last chunk's 2 extra rows zero
+    np.testing.assert_allclose(run(batch_size=5), scores, rtol=1e-6)
+    assert [len(s) for s in seen] == [5, 5, 5, 5]
+    assert seen[-1][:3].any(axis=(1, 2, 3)).all() and not seen[-1][3:].any()
+    # by default, a chunk holds at most DEFAULT_CHUNK_BYTES of masked inputs
+    monkeypatch.setattr(scorecam, "DEFAULT_CHUNK_BYTES", 4 * docs[0].nbytes)
+    np.testing.assert_allclose(run(), scores, rtol=1e-6)
+    assert [len(s) for s in seen] == [4, 4, 4, 4, 4]
+
+
+@pytest.mark.backend_agnostic
+def test_scorecam_chunks_are_even_and_bounded():
+    for total in range(1, 300):
+        for limit in (1, 5, 7, 32, 64, 100):
+            size = scorecam.chunk_size(total, 1, batch_size=limit)
+            chunks = -(-total // size)
+            assert size <= limit and chunks == -(-total // limit)  # the fewest chunks
+            assert chunks * size - total < chunks  # less than one padding row per chunk
+    assert scorecam.chunk_size(512, 224 * 224 * 3 * 4) == 3  # 2 MiB: 171 chunks
 
 
 @pytest.mark.parametrize("kwargs, error, message", [

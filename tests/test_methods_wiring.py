@@ -18,6 +18,7 @@ import gradcam_callbacks as gc
 from gradcam_callbacks import methods, tags
 from gradcam_callbacks.cli import main
 from gradcam_callbacks.cli.parse import METHOD_NAMES
+from gradcam_callbacks.explain import Plan
 
 EPOCHS = 2
 PROBES = 2
@@ -109,6 +110,29 @@ def test_explain_probes_by_method_matches_explain_predictions(tmp_path):
     assert cam.get_config()["method"] == ["layercam", "scorecam"]
 
 
+def test_batch_size_sets_scorecams_chunk_of_masked_inputs(tmp_path, monkeypatch):
+    chunks = []
+    score = Plan._score
+
+    def counted(self, inputs):  # the real compiled forward, with its batch sizes noted
+        chunks.append(len(inputs))
+        return score(self, inputs)
+
+    monkeypatch.setattr(Plan, "_score", counted)
+    cam = fit(tmp_path / "gradcam", method="scorecam", max_channels=4, batch_size=3)
+    assert cam.get_config()["batch_size"] == 3
+    # 3 logged steps (-1, 0, 1) x 2 probes x 4 channels: three chunks of 3 per step
+    assert chunks == [3] * 3 * (EPOCHS + 1)
+    chunks.clear()
+    (_, heatmaps, targets, _), = cam.explain_probes_by_method()
+    assert chunks == [3, 3, 3]
+    expected = gc.explain_predictions(cam.model, cam.probe_x, targets=targets.tolist(),
+                                      layer="relu1", method="scorecam", max_channels=4)
+    assert chunks[3:] == [8]  # by default one chunk: 8 masked 16x16 inputs are far below 2 MiB
+    for expl, heatmap in zip(expected, heatmaps):
+        np.testing.assert_allclose(expl.targets[0].heatmap, heatmap, atol=1e-5)
+
+
 def test_single_method_keeps_todays_tags(tmp_path):
     from gradcam_callbacks.tensorboard import read_events
 
@@ -128,6 +152,12 @@ def test_single_method_keeps_todays_tags(tmp_path):
     ({"gradcam"}, {}, TypeError, "list of names"),
     ("gradcam", {"max_channels": 8}, ValueError, "max_channels applies to method='scorecam'"),
     (["scorecam"], {"max_channels": 0}, ValueError, "max_channels must be a positive"),
+    ("scorecam", {"batch_size": 0}, ValueError,
+     r"batch_size must be a positive integer or None; received batch_size=0"),
+    ("scorecam", {"batch_size": "8"}, TypeError,
+     r"batch_size must be a positive integer or None; received str: '8'"),
+    ("scorecam", {"batch_size": True}, TypeError,
+     r"batch_size must be a positive integer or None; received bool: True"),
 ])
 def test_bad_method_raises_before_any_epoch(method, options, error, words):
     with pytest.raises(error, match=words):

@@ -29,7 +29,12 @@ RATE = 1.0
 NUM_TEST = 200
 # Two trainings in the module's fixture: its first test bears them. About a minute on a
 # quiet machine; on a 2-core machine shared 7 ways torch took over 600 s.
+# The two trainings run once, under TensorFlow (``backend_agnostic``): what they would add on
+# JAX and torch is Keras' training arithmetic, at minutes each on 2 cores. The monitor and the
+# demo's entry point run on every backend (test_shortcut_demo_prints_its_table...), and
+# Grad-CAM of a trained model on every backend is held by test_pretrained.py.
 SLOW = pytest.mark.timeout(1800)
+ONCE = pytest.mark.backend_agnostic
 
 
 def _fit(marker: float | None) -> dict:
@@ -57,6 +62,7 @@ def runs() -> dict[str, dict]:
 
 
 @SLOW
+@ONCE
 def test_shortcut_model_scores_in_training_and_not_in_test(runs):
     shortcut, clean = runs["shortcut"], runs["clean"]
     # Two short epochs: the marker is learned, the digits are not yet.
@@ -68,6 +74,7 @@ def test_shortcut_model_scores_in_training_and_not_in_test(runs):
 
 
 @SLOW
+@ONCE
 def test_shortcut_heatmaps_sit_on_the_marker_not_the_digit(runs):
     shortcut, clean = runs["shortcut"], runs["clean"]
     area = shortcut["marker_area"]
@@ -85,6 +92,7 @@ def test_shortcut_heatmaps_sit_on_the_marker_not_the_digit(runs):
 
 
 @SLOW
+@ONCE
 def test_during_training_marker_mass_rises_while_pointing_falls(runs):
     rows = runs["shortcut"]["rows"]
     assert [row["step"] for row in rows] == list(range(-1, EPOCHS))  # Keras' steps

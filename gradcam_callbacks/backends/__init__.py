@@ -28,6 +28,8 @@ _MODULES = {
     "jax": "gradcam_callbacks.backends.jax_backend",
     "torch": "gradcam_callbacks.backends.torch_backend",
 }
+# Keras 2 models (tf.keras, tf_keras) run on TensorFlow whatever KERAS_BACKEND says.
+_KERAS2 = "gradcam_callbacks.backends.keras2_backend"
 
 RawOutputs = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
@@ -175,7 +177,7 @@ def _compiled(
     key = (builder, id(layer), output_index, scores)
     cached = per_model.get(key)
     if cached is None:
-        module = backend_module()
+        module = model_backend(model)
         cached = GradientFunction()
         _COUNTS["builds"] += 1
         cached.run = getattr(module, builder)(
@@ -217,7 +219,11 @@ class PassSpec:
     def select(self, outputs: Any) -> Any:
         """The chosen model output as a ``(N, classes)`` tensor (a ``(N,)`` output becomes
         ``(N, 1)``); with score functions, their scores ``(N, F)`` on it (any rank)."""
-        selected = keras.tree.flatten(outputs)[self.output_index]
+        return self.pick(keras.tree.flatten(outputs), keras.ops.expand_dims)
+
+    def pick(self, flat: list[Any], expand_dims: Callable[[Any, int], Any]) -> Any:
+        """:meth:`select` on the flattened outputs, with the framework's ``expand_dims``."""
+        selected = flat[self.output_index]
         if self.scores is not None:
             from ..targets import check_result
 
@@ -228,7 +234,7 @@ class PassSpec:
                 columns.append(keras.ops.cast(column, selected.dtype))
             return keras.ops.stack(columns, axis=-1)
         if len(selected.shape) == 1:
-            return keras.ops.expand_dims(selected, -1)
+            return expand_dims(selected, -1)
         if len(selected.shape) != 2:
             raise ValueError(
                 f"output {self.output_index} of the model has shape {tuple(selected.shape)}; "
@@ -251,6 +257,89 @@ def score_scale(model: keras.Model) -> float:
         if getattr(policy, "compute_dtype", None) == "float16":
             return 1024.0
     return 1.0
+
+
+def model_backend(model: Any) -> Backend:
+    """The backend module that runs ``model``: Keras 2's (TensorFlow) for a Keras 2 model,
+    else the running Keras backend's.
+
+    Example:
+        >>> model_backend(tf_keras_model).__name__  # doctest: +SKIP
+        'gradcam_callbacks.backends.keras2_backend'
+    """
+    from ..keras_family import is_keras2
+
+    if is_keras2(model):
+        return importlib.import_module(_KERAS2)  # type: ignore[return-value]
+    return backend_module()
+
+
+def spatial_mean(grads: np.ndarray) -> np.ndarray:
+    """``grads (..., h, w, C)`` averaged over the two spatial axes by ``keras.ops.mean`` (the
+    running backend's reduction); Keras 2.15 (TensorFlow <= 2.15, whose ``keras`` is Keras 2
+    and has no ``ops``) by TensorFlow's, the same reduction as Keras 3 on TensorFlow.
+
+    Example:
+        >>> spatial_mean(np.ones((1, 2, 2, 3), "float32")).shape
+        (1, 3)
+    """
+    if hasattr(keras, "ops"):
+        return np.asarray(keras.ops.convert_to_numpy(keras.ops.mean(grads, axis=(-3, -2))))
+    return importlib.import_module(_KERAS2).spatial_mean(grads)
+
+
+def load_model(path: str) -> tuple[Any, str]:
+    """Load a ``.keras`` / ``.h5`` model file with the Keras that wrote it, else with the
+    other one installed; returns the model and which Keras loaded it (``"Keras 3.15.1"``,
+    ``"Keras 2 (tf_keras 2.21.0)"``). ``tf_keras`` is imported only for a file Keras 3
+    cannot load or that Keras 2 wrote.
+
+    Raises:
+        ValueError: no installed Keras could load it; says why for each one tried.
+
+    Example:
+        >>> model, used = load_model("model.h5")  # doctest: +SKIP
+        >>> used  # doctest: +SKIP
+        'Keras 2 (tf_keras 2.21.0)'
+    """
+    from ..keras_family import written_by_keras2
+
+    attempts = [_load_keras3] if keras.__version__.startswith("3.") else []
+    keras2 = _load_keras2 if keras2_installed() else None
+    by_keras2 = written_by_keras2(path)
+    if keras2 is not None:
+        attempts.insert(0 if by_keras2 else len(attempts), keras2)
+    failures = []
+    for attempt in attempts:
+        try:
+            return attempt(path)
+        except ValueError as error:
+            failures.append(str(error))
+    if keras2 is None and by_keras2:
+        failures.append("the file was written by Keras 2, and no Keras 2 is installed (pip "
+                        "install tf-keras, the version of the installed TensorFlow)")
+    raise ValueError("; ".join(failures))
+
+
+def keras2_installed() -> bool:
+    """Whether a Keras 2 is importable: ``tf_keras``, or ``keras`` itself (TensorFlow <=
+    2.15); imports neither."""
+    import importlib.util
+
+    return not keras.__version__.startswith("3.") or (
+        importlib.util.find_spec("tf_keras") is not None)
+
+
+def _load_keras2(path: str) -> tuple[Any, str]:
+    return importlib.import_module(_KERAS2).load_model(path)
+
+
+def _load_keras3(path: str) -> tuple[Any, str]:
+    name = f"Keras {keras.__version__}"
+    try:
+        return keras.saving.load_model(path, compile=False), name
+    except Exception as error:  # Keras raises many types for a file it cannot read
+        raise ValueError(f"{name}: {type(error).__name__}: {error}") from None
 
 
 def process_index_and_count() -> tuple[int, int]:

@@ -73,7 +73,7 @@ def run_explain(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     from ..explain import plan
 
-    model = _load_model(model_path)
+    model = _load_model(model_path, args.quiet)
     try:
         pass_plan = plan(model, args.layer)
     except (TypeError, ValueError) as error:
@@ -160,14 +160,19 @@ unit, symmetric, caffe or torch (this run: none)
             f"{', '.join(others[:-1])} or {others[-1]} (this run: {preprocess})")
 
 
-def _load_model(path: Path) -> keras.Model:
-    """``keras.saving.load_model(path, compile=False)``, with a usage error if it fails."""
-    import keras
+def _load_model(path: Path, quiet: bool = False) -> keras.Model:
+    """Load MODEL with the Keras that wrote it (Keras 3, or Keras 2: ``tf_keras`` /
+    ``tf.keras``) and say which one on stderr; a usage error naming each Keras tried and why
+    if none can (:func:`gradcam_callbacks.backends.load_model`)."""
+    from ..backends import load_model
 
     try:
-        return keras.saving.load_model(path, compile=False)
-    except Exception as error:  # keras raises many types for a file that is not a model
+        model, used = load_model(os.fspath(path))
+    except ValueError as error:
         raise UsageError(f"cannot load MODEL {str(path)!r}: {one_line(error)}") from None
+    if not quiet:
+        print(f"{PROG} explain: loaded MODEL {str(path)!r} with {used}", file=sys.stderr)
+    return model
 
 
 def _model_geometry(model: keras.Model, pass_plan: Plan, size: tuple[int, int] | None) -> Geometry:

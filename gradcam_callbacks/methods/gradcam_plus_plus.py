@@ -20,12 +20,22 @@ def gradcam_plus_plus_weights(activations: np.ndarray, grads: np.ndarray) -> np.
         >>> gradcam_plus_plus_weights(np.ones((1, 1, 1)), np.ones((1, 1, 1))).round(4).tolist()
         [0.3333]
     """
-    grads = np.asarray(grads, np.float64)
-    spatial_sum = np.asarray(activations, np.float64).sum(axis=(-3, -2), keepdims=True)
+    # In the gradients' own precision (float32 from the engine: no float64 copies of the
+    # (N, K, h, w, C) arrays), three temporaries, the rest in place.
+    grads = np.asarray(grads)
+    dtype = np.result_type(grads.dtype, np.float32)
+    grads = grads.astype(dtype, copy=False)
+    spatial_sum = np.asarray(activations).sum(axis=(-3, -2), keepdims=True, dtype=np.float64)
     squared = grads * grads
-    alpha = squared / (squared * (2 + spatial_sum * grads) + 1e-6)
-    # ReLU(G) is 0 wherever G <= 0, which covers "a = 0 where G == 0".
-    return np.where(grads > 0, alpha * grads, 0.0).sum(axis=(-3, -2))
+    denominator = grads * spatial_sum.astype(dtype)  # (sum_ij A) G
+    denominator += 2
+    denominator *= squared  # 2 G^2 + (sum_ij A) G^3
+    denominator += 1e-6
+    alpha = np.divide(squared, denominator, out=squared)
+    alpha *= grads
+    # ReLU(G) is 0 wherever G <= 0 (or NaN), which covers "a = 0 where G == 0".
+    np.copyto(alpha, 0, where=np.logical_not(grads > 0))
+    return alpha.sum(axis=(-3, -2), dtype=np.float64)
 
 
 compute = channel_weighted(gradcam_plus_plus_weights)
