@@ -354,7 +354,7 @@ def explain_predictions(
 
     Example:
         >>> expls = explain_predictions(model, x_test[:16])  # doctest: +SKIP
-        >>> [e.targets[0].target for e in expls][:3]  # doctest: +SKIP
+        >>> [e.targets[0].target for e in expls[:3]]  # doctest: +SKIP
         [7, 2, 1]
     """
     methods.check_positive("batch_size", batch_size)
