@@ -8,6 +8,7 @@ and the command line make one plan and run it at every logged epoch or batch.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -213,16 +214,19 @@ class Plan:
         docs: np.ndarray, targets: np.ndarray, batch_size: int | None,
         max_channels: int | None, functions: tuple[Any, ...] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        def score(inputs: np.ndarray) -> np.ndarray:
-            """The selected output on ``inputs`` (Score-CAM's masked inputs), or the same
-            score functions' columns: one compiled score-only forward, built on first use."""
-            return backends.score_function(self.model, self.layer.layer, self.layer.path,
-                                           self.output_index, functions)(inputs)
-
+        # Score-CAM scores its masked inputs with the same score functions (F columns)
+        score = self._score if functions is None else functools.partial(
+            self._score, functions=functions)
         return methods.apply(method, methods.CamInputs(
             activations, grads, np.asarray(docs, dtype=self.input_dtype), targets,
             self.data_format, score, batch_size, max_channels,
         ))
+
+    def _score(self, inputs: np.ndarray, functions: tuple[Any, ...] | None = None) -> np.ndarray:
+        """The model's selected output on ``inputs`` (or the score functions' columns): one
+        compiled score-only forward, built on first use."""
+        return backends.score_function(self.model, self.layer.layer, self.layer.path,
+                                       self.output_index, functions)(inputs)
 
 
 def _check_finite(model: keras.Model, scores: np.ndarray, activations: np.ndarray,
