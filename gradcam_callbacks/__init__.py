@@ -16,8 +16,12 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "ClassScore": "targets",
     "Explanation": "explanation",
     "GradCamCallback": "callback",
+    "MultiLabelScore": "targets",
+    "RegressionScore": "targets",
+    "SegmentationScore": "targets",
     "TargetExplanation": "explanation",
     "explain_prediction": "explain",
     "explain_predictions": "explain",
@@ -28,8 +32,12 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "ClassScore",
     "Explanation",
     "GradCamCallback",
+    "MultiLabelScore",
+    "RegressionScore",
+    "SegmentationScore",
     "TargetExplanation",
     "explain_prediction",
     "explain_predictions",
@@ -50,6 +58,7 @@ if TYPE_CHECKING:
     )
     from .explanation import Explanation, TargetExplanation
     from .image import format_as_image
+    from .targets import ClassScore, MultiLabelScore, RegressionScore, SegmentationScore
 
 
 def __getattr__(name: str) -> Any:

@@ -13,9 +13,9 @@ import numpy as np
 from PIL import Image
 
 from . import backends, logdirs, methods, tags
-from ._validation import check_bool, check_int
+from ._validation import check_bool, check_int, is_int
 from .distribute import is_chief
-from .explain import Plan, check_docs, derive_image, plan
+from .explain import Plan, ScoreSlots, check_docs, derive_image, plan
 from .image import Colormap, check_alpha_limit, get_colormap
 from .layers import LayerSpec
 from .probes import (
@@ -32,9 +32,10 @@ from .probes import (
 )
 from .report import EpochMaps, ProbeReport
 from .sinks import BackgroundWriter
+from .targets import ScoreFunction, describe
 from .tensorboard import EventWriter
 
-TargetsOption = str | Sequence[int] | np.ndarray | None
+TargetsOption = str | Sequence[Any] | np.ndarray | ScoreFunction | None
 
 
 class GradCamCallback(keras.callbacks.Callback):
@@ -99,7 +100,9 @@ class GradCamCallback(keras.callbacks.Callback):
             the inputs are preprocessed; by default each input is min-max stretched.
         targets: ``None`` (each probe's predicted class, re-decided every logged epoch),
             ``"true"`` (the labels from ``y``: sparse whole non-negative indices or one-hot
-            rows, finite) or a list of class indices.
+            rows, finite), a list of class indices, or a score function (one for every
+            probe, e.g. ``SegmentationScore(3)``) or a list of them, one per probe (see
+            :mod:`gradcam_callbacks.targets`; captions then name the function's ``repr``).
         class_names: Names of the classes, for captions: one per class of the model (checked
             when training begins). Any iterable of str; it is read once.
         layer: The layer to explain at (see :func:`~gradcam_callbacks.explain_prediction`).
@@ -196,14 +199,15 @@ class GradCamCallback(keras.callbacks.Callback):
         check_docs(model, self.probe_x, name="probes")
         check_against_model(model, self._plan.classes, self.class_names, self.probe_y,
                             self.targets)
-        self._plan.targets(self._requested_targets(), len(self.probe_x))
+        slots, _ = self._plan.targets(self._requested_targets(), len(self.probe_x))
         warn_integer_probes(model, self.probe_x, self._plan.input_dtype)
         if self.pictures is None:
             self.pictures = [derive_image(x, self._plan.data_format) for x in self.probe_x]
         self.probe_masks = object_masks(self.probe_boxes, self._given_masks,
                                         self._picture_sizes())
         backends.gradient_function(model, self._plan.layer.layer, self._plan.layer.path,
-                                   self._plan.output_index)
+                                   self._plan.output_index,
+                                   slots.functions if isinstance(slots, ScoreSlots) else None)
         if is_chief():
             logdirs.claim(self, self.log_dir)
         self._start_fit()
@@ -248,7 +252,8 @@ class GradCamCallback(keras.callbacks.Callback):
         return {
             "num_probes": len(self.probe_x),
             "targets": self.targets if isinstance(self.targets, (str, type(None)))
-            else [int(t) for t in self.targets],
+            else describe(self.targets) if callable(self.targets)
+            else [int(t) if is_int(t) else describe(t) for t in self.targets],
             "class_names": self.class_names,
             "layer": self.layer if isinstance(self.layer, (str, int, type(None)))
             else self.layer.name,
@@ -289,18 +294,18 @@ class GradCamCallback(keras.callbacks.Callback):
                              check_finite=False)
         raws = [raw] + [self._plan.apply(raw, self.probe_x, m, max_channels=self._channels(m))
                         for m in others]
-        return [(r.method.name, r.heatmaps[:, 0], r.targets[:, 0], r.scores[:, 0])
+        return [(r.method.name, r.heatmaps[:, 0], r.explained_targets()[:, 0], r.scores[:, 0])
                 for r in raws]
 
     def _channels(self, method: methods.Method) -> int | None:
         return self.max_channels if method.name == "scorecam" else None
 
-    def _requested_targets(self) -> list[int] | None:
-        if self.targets is None:
-            return None
+    def _requested_targets(self) -> Any:
+        if self.targets is None or callable(self.targets):
+            return self.targets
         if isinstance(self.targets, str):
             return [int(t) for t in labels(self.probe_y)]
-        return [int(t) for t in self.targets]
+        return [int(t) if is_int(t) else t for t in self.targets]
 
     def _start_fit(self) -> None:
         """Per-fit state, reset so that one callback serves several fits and models."""

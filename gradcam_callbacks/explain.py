@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from . import backends, layers, methods
+from . import targets as scores_module
 from ._validation import (
     as_array,
     check_names,
@@ -28,7 +29,7 @@ from ._validation import (
 )
 from .explanation import Explanation, TargetExplanation
 
-TargetsSpec = Sequence[Any] | np.ndarray | None
+TargetsSpec = Sequence[Any] | np.ndarray | scores_module.ScoreFunction | None
 OutputSpec = int | str | None
 
 
@@ -62,6 +63,8 @@ class RawExplanation:
     ``activations (N, h, w, C)``, ``grads (N, K, h, w, C)``, ``weights (N, K, C)``,
     ``heatmaps (N, K, h, w)``, ``targets (N, K)``, ``scores (N, K)``, ``outputs (N, classes)``.
     ``counts[n]`` is how many of doc n's K slots are real (the rest repeat its last target).
+    With score functions (``functions``, see :mod:`gradcam_callbacks.targets`), ``outputs``
+    is ``(N, F)``: each of the F distinct functions on each doc, and ``targets`` index them.
     ``heatmaps`` are ``method``'s; ``weights`` its channel weights (Grad-CAM, Grad-CAM++,
     XGrad-CAM, Score-CAM: the map is their weighted sum of the activation maps; Eigen-CAM:
     the first right singular vector, applied to the mean-centred activation maps), and NaN
@@ -79,6 +82,39 @@ class RawExplanation:
     layer: layers.LayerChoice
     data_format: str
     method: methods.Method = methods.METHODS[methods.DEFAULT]
+    functions: tuple[scores_module.ScoreFunction, ...] | None = None
+
+    def explained_targets(self) -> np.ndarray:
+        """``(N, K)`` what each slot explained: class indices (int), or with score
+        functions their descriptions (``repr``, an object array of str)."""
+        if self.functions is None:
+            return self.targets
+        names = np.array([scores_module.describe(f) for f in self.functions], dtype=object)
+        return names[self.targets]
+
+
+class ScoreSlots(np.ndarray):
+    """Validated score-function targets: an ``(N, K)`` int32 array of indices into
+    ``functions``, the distinct score functions in order of first use. Slicing keeps
+    ``functions``, so a slice of docs runs as the whole does.
+
+    Example:
+        >>> slots = ScoreSlots.of(np.zeros((2, 1), np.int32), (ClassScore(0),))  # doctest: +SKIP
+        >>> slots[1:].functions  # doctest: +SKIP
+        (ClassScore(class_index=0),)
+    """
+
+    functions: tuple[scores_module.ScoreFunction, ...] = ()
+
+    @classmethod
+    def of(cls, indices: np.ndarray,
+           functions: tuple[scores_module.ScoreFunction, ...]) -> ScoreSlots:
+        slots = np.asarray(indices, np.int32).view(cls)
+        slots.functions = functions
+        return slots
+
+    def __array_finalize__(self, obj: Any) -> None:
+        self.functions = getattr(obj, "functions", ())
 
 
 @dataclass(frozen=True)
@@ -91,10 +127,22 @@ class Plan:
     classes: int | None
     data_format: str
     input_dtype: str
+    output_shape: tuple[int | None, ...] | None = None
 
     def targets(self, targets: TargetsSpec, count: int) -> tuple[np.ndarray, np.ndarray]:
         """Validate ``targets`` for ``count`` docs: ``(N, K)`` int32 (-1 = top class) and
-        the number of real slots per doc."""
+        the number of real slots per doc; with score functions a :class:`ScoreSlots`,
+        each function checked on the model's symbolic output first."""
+        if _has_score_functions(targets):
+            return _score_slots(targets, count, self)
+        if self.output_shape is not None and len(self.output_shape) not in (1, 2):
+            raise ValueError(
+                f"output {self.output_index} of model {self.model.name!r} has shape "
+                f"{self.output_shape}; Grad-CAM explains class scores, an output of shape "
+                "(batch, classes), unless targets are score functions (ClassScore, "
+                "RegressionScore, SegmentationScore, MultiLabelScore or your own; see "
+                "gradcam_callbacks.targets)"
+            )
         return _normalise_targets(targets, count, self.classes)
 
     def run(
@@ -113,9 +161,11 @@ class Plan:
                 named, as ``name(s) [i, ...]``), unless ``check_finite`` is false.
         """
         chosen = methods.check_options(method, max_channels)
+        functions = targets.functions if isinstance(targets, ScoreSlots) else None
         function = backends.gradient_function(
-            self.model, self.layer.layer, self.layer.path, self.output_index
+            self.model, self.layer.layer, self.layer.path, self.output_index, functions
         )
+        targets = np.asarray(targets)
         docs = np.asarray(docs, dtype=self.input_dtype)
         step = len(docs) if not batch_size else batch_size
         parts = [function(docs[i:i + step], targets[i:i + step]) for i in range(0, len(docs), step)]
@@ -129,13 +179,13 @@ class Plan:
         scores = np.take_along_axis(outputs, resolved.astype(np.intp), axis=-1)
         with np.errstate(over="ignore", invalid="ignore"):
             heatmaps, weights = self._method_maps(
-                chosen, activations, grads, docs, resolved, batch_size, max_channels)
+                chosen, activations, grads, docs, resolved, batch_size, max_channels, functions)
         if check_finite:
             _check_finite(self.model, scores, activations, grads, heatmaps, counts, name)
         return RawExplanation(
             activations=activations, grads=grads, weights=weights, heatmaps=heatmaps,
             targets=resolved, scores=scores, outputs=outputs, counts=counts, layer=self.layer,
-            data_format=self.data_format, method=chosen,
+            data_format=self.data_format, method=chosen, functions=functions,
         )
 
     def apply(
@@ -152,23 +202,25 @@ class Plan:
         """
         chosen = methods.check_options(method, max_channels)
         heatmaps, weights = self._method_maps(
-            chosen, raw.activations, raw.grads, docs, raw.targets, batch_size, max_channels)
+            chosen, raw.activations, raw.grads, docs, raw.targets, batch_size, max_channels,
+            raw.functions)
         return replace(raw, heatmaps=heatmaps, weights=weights, method=chosen)
 
     def _method_maps(
         self, method: methods.Method, activations: np.ndarray, grads: np.ndarray,
         docs: np.ndarray, targets: np.ndarray, batch_size: int | None,
-        max_channels: int | None,
+        max_channels: int | None, functions: tuple[Any, ...] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
+        def score(inputs: np.ndarray) -> np.ndarray:
+            """The selected output on ``inputs`` (Score-CAM's masked inputs), or the same
+            score functions' columns: one compiled score-only forward, built on first use."""
+            return backends.score_function(self.model, self.layer.layer, self.layer.path,
+                                           self.output_index, functions)(inputs)
+
         return methods.apply(method, methods.CamInputs(
             activations, grads, np.asarray(docs, dtype=self.input_dtype), targets,
-            self.data_format, self._score, batch_size, max_channels,
+            self.data_format, score, batch_size, max_channels,
         ))
-
-    def _score(self, inputs: np.ndarray) -> np.ndarray:
-        """The model's selected output on ``inputs``: one compiled score-only forward."""
-        return backends.score_function(
-            self.model, self.layer.layer, self.layer.path, self.output_index)(inputs)
 
 
 def _check_finite(model: keras.Model, scores: np.ndarray, activations: np.ndarray,
@@ -212,13 +264,14 @@ def plan(model: keras.Model, layer: layers.LayerSpec = None, output: OutputSpec 
         'mobilenetv2_1.00_224/out_relu'
     """
     _check_model(model)
-    index, classes = _resolve_output(model, output)
+    index, classes, shape = _resolve_output(model, output)
     choice = layers.resolve_layer(model, layer, index)  # the automatic layer depends on it
     rank = layers.input_rank(model)
     dtype = model.inputs[0].dtype if rank is not None else "float32"
     if not str(dtype).startswith(("float", "bfloat")):
         dtype = "float32"
-    return Plan(model, choice, index, classes, layers.data_format(model, choice.layer), str(dtype))
+    return Plan(model, choice, index, classes, layers.data_format(model, choice.layer), str(dtype),
+                shape)
 
 
 def explain_raw(
@@ -272,7 +325,11 @@ def explain_predictions(
         images: Optional pictures to draw on, one per doc (Pillow images or uint8 arrays).
             By default each is derived from its doc like ``keras.utils.array_to_img``.
         targets: ``None`` (each doc's top class), a list of N class indices, or a list of N
-            lists (several targets per doc).
+            lists (several targets per doc). Or score functions (see
+            :mod:`gradcam_callbacks.targets`): one for every doc (``RegressionScore()``,
+            ``SegmentationScore(3)``), or a list with one per doc (or a list per doc); the
+            output may then have any rank, and ``Explanation.targets[k].target`` holds the
+            function's ``repr`` (a str) instead of a class index.
         layer: ``None`` (the last layer with a spatial output, inside nested models too), a
             name, a path ``"base/layer"``, an index, or a layer instance.
         output: For models with several outputs: an index or an output name (default 0).
@@ -311,7 +368,7 @@ def explain_prediction(
     model: keras.Model,
     doc: np.ndarray,
     image: Image.Image | np.ndarray | None = None,
-    targets: Sequence[int] | None = None,
+    targets: Sequence[Any] | scores_module.ScoreFunction | None = None,
     layer: layers.LayerSpec = None,
     output: OutputSpec = None,
     *,
@@ -329,7 +386,8 @@ def explain_prediction(
         image: The picture to draw on (Pillow image or uint8 array); pass the original image
             when ``doc`` is preprocessed, else it is derived from ``doc`` by a min-max stretch.
         targets: ``None`` (the top class) or a list of class indices, one
-            :class:`TargetExplanation` each.
+            :class:`TargetExplanation` each; or a score function, or a list of them (see
+            :mod:`gradcam_callbacks.targets` and :func:`explain_predictions`).
         layer: ``None`` (automatic), a name, a ``"base/layer"`` path, an index or a layer.
         output: For models with several outputs: an index or a name (default the first).
         method: ``"gradcam"`` (default) or another name of :func:`explain_predictions`.
@@ -353,11 +411,14 @@ def explain_prediction(
     pass_plan = plan(model, layer, output)
     doc = check_docs(model, doc, single=True)
     pictures = None if image is None else [to_picture(image, "image")]
+    if callable(targets):
+        targets = [targets]
     if targets is not None and (
         not isinstance(targets, (list, tuple, np.ndarray)) or np.ndim(targets) != 1
     ):
         raise TypeError(
-            f"targets must be None or a list of class indices; received {targets!r}"
+            f"targets must be None or a list of class indices; received {targets!r} (a score "
+            "function, or a list of them, is accepted too: see gradcam_callbacks.targets)"
         )
     slots, counts = pass_plan.targets(None if targets is None else [list(targets)], 1)
     raw = pass_plan.run(doc, slots, counts, batch_size, method, max_channels)
@@ -412,6 +473,7 @@ def explanations_from_raw(
     images: list[Image.Image] | None,
 ) -> list[Explanation]:
     """Turn engine numbers into one :class:`Explanation` per doc."""
+    labels = raw.explained_targets()
     result = []
     for n in range(len(docs)):
         picture = images[n] if images is not None else derive_image(docs[n], raw.data_format)
@@ -420,7 +482,7 @@ def explanations_from_raw(
             image=picture,
             targets=[
                 TargetExplanation(
-                    target=int(raw.targets[n, k]), score=float(raw.scores[n, k]),
+                    target=scores_module.as_target(labels[n, k]), score=float(raw.scores[n, k]),
                     heatmap=raw.heatmaps[n, k],
                 )
                 for k in range(int(raw.counts[n]))
@@ -511,7 +573,12 @@ def _check_model(model: Any) -> None:
         )
 
 
-def _resolve_output(model: keras.Model, output: OutputSpec) -> tuple[int, int | None]:
+def _resolve_output(
+    model: keras.Model, output: OutputSpec
+) -> tuple[int, int | None, tuple[int | None, ...] | None]:
+    """``(index, classes, shape)`` of the explained output; ``classes`` is ``None`` when
+    unknown (no symbolic outputs) or when the output is not ``(batch, classes)`` (only score
+    functions explain those; :meth:`Plan.targets` says so)."""
     structure, flat = _symbolic_outputs(model)
     if output is None:
         index = 0
@@ -538,14 +605,11 @@ def _resolve_output(model: keras.Model, output: OutputSpec) -> tuple[int, int | 
             f"{type(output).__name__}: {output!r}"
         )
     if flat is None:
-        return index, None
-    shape = flat[index].shape
+        return index, None, None
+    shape = tuple(flat[index].shape)
     if len(shape) not in (1, 2):
-        raise ValueError(
-            f"output {index} of model {model.name!r} has shape {tuple(shape)}; Grad-CAM "
-            "explains class scores, an output of shape (batch, classes)"
-        )
-    return index, (1 if len(shape) == 1 else shape[-1])
+        return index, None, shape
+    return index, (1 if len(shape) == 1 else shape[-1]), shape
 
 
 def _symbolic_outputs(model: keras.Model) -> tuple[Any, list[Any] | None]:
@@ -609,6 +673,89 @@ def _normalise_targets(
     array = np.array([r + r[-1:] * (slots - len(r)) for r in rows], np.int32)
     _check_target_range(array, classes)
     return array, np.array([len(r) for r in rows], np.int32)
+
+
+def _has_score_functions(targets: Any) -> bool:
+    """Whether ``targets`` holds a score function (then every entry is read as one)."""
+    if callable(targets):
+        return True
+    if not isinstance(targets, (list, tuple)):
+        return False
+    return any(callable(entry) or (isinstance(entry, (list, tuple))
+                                   and any(callable(v) for v in entry)) for entry in targets)
+
+
+def _score_slots(targets: Any, count: int, pass_plan: Plan) -> tuple[ScoreSlots, np.ndarray]:
+    """Score-function targets for ``count`` docs: one function for all, or one entry per
+    doc (a function, a class index, read as :class:`ClassScore`, or a list of those)."""
+    def one(value: Any, where: str) -> scores_module.ScoreFunction:
+        if is_int(value) and value >= 0:
+            return scores_module.ClassScore(int(value))
+        if not callable(value) or isinstance(value, type):
+            raise TypeError(
+                f"{where} must be a score function (a callable: outputs -> one score per doc, "
+                "such as ClassScore(k) or SegmentationScore(k)) or a class index; received "
+                f"{type(value).__name__}: {value!r}")
+        return _split(value, 1)[0]
+
+    if callable(targets):
+        rows = [[f] for f in _split(targets, count)]
+    else:
+        if len(targets) != count:
+            raise ValueError(
+                f"targets must be one score function for all docs or a list with one entry "
+                f"per doc ({count}); received {len(targets)} entries")
+        rows = []
+        for n, entry in enumerate(targets):
+            row = list(entry) if isinstance(entry, (list, tuple)) else [entry]
+            if not row:
+                raise ValueError(f"targets[{n}] must not be empty; received {entry!r}")
+            rows.append([one(value, f"targets[{n}]") for value in row])
+    functions: list[scores_module.ScoreFunction] = []
+    indices = []
+    for row in rows:
+        found = []
+        for function in row:
+            position = next((i for i, known in enumerate(functions)
+                             if known is function or known == function), None)
+            if position is None:
+                position = len(functions)
+                functions.append(function)
+                _check_score_function(function, pass_plan)
+            found.append(position)
+        indices.append(found)
+    slots = max(len(r) for r in indices)
+    array = np.array([r + r[-1:] * (slots - len(r)) for r in indices], np.int32)
+    return (ScoreSlots.of(array, tuple(functions)),
+            np.array([len(r) for r in indices], np.int32))
+
+
+def _split(function: Any, count: int) -> list[Any]:
+    if isinstance(function, scores_module.Score):
+        return function.split(count)
+    return [function] * count
+
+
+def _check_score_function(function: Any, pass_plan: Plan) -> None:
+    """Run ``function`` on a symbolic batch of 3 of the model's output (no computation):
+    it must give 3 floating-point scores. Models without symbolic outputs are checked when
+    the pass is traced (:meth:`backends.PassSpec.select`)."""
+    if pass_plan.output_shape is None:
+        return
+    shape = (3,) + tuple(pass_plan.output_shape[1:])
+    try:
+        result = function(keras.KerasTensor(shape))
+    except Exception as error:
+        kind = TypeError if isinstance(error, TypeError) else ValueError
+        message = str(error)
+        if isinstance(function, scores_module.Score):  # its own message is clear
+            message = f"targets: {message}, the model's output {pass_plan.output_shape}"
+        elif not message.startswith("targets"):
+            message = (f"targets: score function {scores_module.describe(function)} failed on "
+                       f"the model's output (a symbolic batch of shape {shape}; write it with "
+                       f"keras.ops): {type(error).__name__}: {error}")
+        raise kind(message) from None
+    scores_module.check_result(function, result, shape)
 
 
 def _check_target_range(targets: np.ndarray, classes: int | None) -> None:

@@ -231,13 +231,16 @@ def explanation_strip(expl: Explanation, class_names: Sequence[str] | None = Non
     return side_by_side([captioned(im, lines) for im, lines in zip(panels, captions)])
 
 
-def target_label(target: int, class_names: Sequence[str] | None = None) -> str:
-    """How a target class is named in pictures: ``"3: cat"`` with names, else ``"class 3"``.
+def target_label(target: int | str, class_names: Sequence[str] | None = None) -> str:
+    """How a target class is named in pictures: ``"3: cat"`` with names, else ``"class 3"``;
+    a score function's description (a str target) as it is.
 
     Example:
         >>> target_label(3, ["a", "b", "c", "cat"]), target_label(3)
         ('3: cat', 'class 3')
     """
+    if isinstance(target, str):
+        return target
     if class_names is not None and 0 <= target < len(class_names):
         return f"{target}: {class_names[target]}"
     return f"class {target}"

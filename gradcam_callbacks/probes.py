@@ -219,9 +219,20 @@ def check_labels(y: np.ndarray) -> np.ndarray:
 
 
 def check_targets(targets: Any, y: np.ndarray | None, count: int) -> Any:
-    """``None``, ``"true"`` (with checked labels) or a list of ``count`` class indices."""
+    """``None``, ``"true"`` (with checked labels), a list of ``count`` class indices, or
+    score functions (:mod:`gradcam_callbacks.targets`): one for every probe, or a list of
+    ``count`` (class indices mixed in are read as ``ClassScore``). The functions are checked
+    against the model when training begins."""
     if targets is None:
         return None
+    if callable(targets):
+        return targets
+    if isinstance(targets, (list, tuple)) and any(callable(v) for v in targets):
+        if len(targets) != count:
+            raise ValueError(
+                f"targets must be one score function or a list of {count} (one per probe); "
+                f"received a list of {len(targets)}")
+        return list(targets)
     if isinstance(targets, str):
         if targets != "true":
             raise ValueError(f"targets must be None, 'true' or a list of class indices; "

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 from . import metrics, tags
 from .image import Colormap, captioned, grid, heatmap_overlay, side_by_side
 from .sinks import Sink
+from .targets import as_target
 
 __all__ = ["EpochMaps", "ProbeReport", "Timeline"]
 
@@ -34,7 +35,7 @@ class EpochMaps:
     Attributes:
         step: The TensorBoard step (see :mod:`gradcam_callbacks.tags`).
         heatmaps: ``(N, h, w)`` maps.
-        targets: ``(N,)`` explained class indices.
+        targets: ``(N,)`` explained class indices, or score functions' descriptions (str).
         scores: ``(N,)`` the targets' scores.
         previous: The maps of the previous logged step (``None`` at the first), for the
             change scalars; rows that were never finite are NaN.
@@ -170,7 +171,7 @@ class ProbeReport:
             hits = dict(zip(ok, metrics.mask_pointing_hits(maps.heatmaps[ok], self.masks[ok])))
         panels = []
         for i, shown in enumerate(self._shown):
-            target, score = int(maps.targets[i]), float(maps.scores[i])
+            target, score = as_target(maps.targets[i]), float(maps.scores[i])
             heading = (f"{tags.step_label(step)} (step {step}): target {target}"
                        f"{self._class_name(target)}")
             tag, method, title = tags.probe_tag(i, self.method), self.method, self.title
@@ -239,8 +240,9 @@ class ProbeReport:
             ImageDraw.Draw(shown).rectangle((x0, y0, x1 - 1, y1 - 1), outline=(255, 0, 0))
         return shown
 
-    def _class_name(self, target: int) -> str:
-        if self.class_names is None or not 0 <= target < len(self.class_names):
+    def _class_name(self, target: int | str) -> str:
+        if self.class_names is None or isinstance(target, str) or not (
+                0 <= target < len(self.class_names)):
             return ""
         return f" ({self.class_names[target]})"
 

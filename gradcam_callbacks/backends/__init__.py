@@ -120,7 +120,8 @@ def compilations() -> dict[str, int]:
     return dict(_COUNTS)
 
 
-_cache: weakref.WeakKeyDictionary[Any, dict[tuple[str, int, int], GradientFunction]] = (
+ScoreHead = tuple[Callable[[Any], Any], ...] | None
+_cache: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], GradientFunction]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -137,32 +138,41 @@ def backend_name() -> str:
 
 
 def gradient_function(
-    model: keras.Model, layer: keras.layers.Layer, path: str, output_index: int
+    model: keras.Model, layer: keras.layers.Layer, path: str, output_index: int,
+    scores: ScoreHead = None,
 ) -> GradientFunction:
-    """The cached compiled pass for (model, layer, output), built on first use."""
-    return _compiled("build", model, layer, path, output_index)
+    """The cached compiled pass for (model, layer, output), built on first use.
+
+    With ``scores`` (a tuple of score functions, see :mod:`gradcam_callbacks.targets`) the
+    pass differentiates those instead of class scores: its ``outputs`` are ``(N, F)``, column
+    ``f`` the score function ``f`` on each doc, and ``targets`` index the functions. Each
+    distinct tuple is its own compiled variant (equal ready-made scores share one)."""
+    return _compiled("build", model, layer, path, output_index, scores)
 
 
 def score_function(
-    model: keras.Model, layer: keras.layers.Layer, path: str, output_index: int
+    model: keras.Model, layer: keras.layers.Layer, path: str, output_index: int,
+    scores: ScoreHead = None,
 ) -> GradientFunction:
     """The cached compiled score-only forward for (model, output), built on first use:
     called with inputs ``(B, ...)`` it returns the selected output ``(B, classes)`` as numpy,
-    with no gradient and no activation kept. ``layer`` only keys the cache.
+    with no gradient and no activation kept (``(B, F)`` with ``scores``, as in
+    :func:`gradient_function`). ``layer`` only keys the cache.
 
     Example:
         >>> score = score_function(model, layer, "feat", 0)  # doctest: +SKIP
         >>> score(x[:4]).shape  # doctest: +SKIP
         (4, 10)
     """
-    return _compiled("build_score", model, layer, path, output_index)
+    return _compiled("build_score", model, layer, path, output_index, scores)
 
 
 def _compiled(
-    builder: str, model: keras.Model, layer: keras.layers.Layer, path: str, output_index: int
+    builder: str, model: keras.Model, layer: keras.layers.Layer, path: str, output_index: int,
+    scores: ScoreHead = None,
 ) -> GradientFunction:
     per_model = _cache.setdefault(model, {})
-    key = (builder, id(layer), output_index)
+    key = (builder, id(layer), output_index, scores)
     cached = per_model.get(key)
     if cached is None:
         module = backend_module()
@@ -170,7 +180,7 @@ def _compiled(
         _COUNTS["builds"] += 1
         cached.run = getattr(module, builder)(
             PassSpec(weakref.ref(model), weakref.ref(layer), path, output_index,
-                     score_scale(model)),
+                     score_scale(model), scores),
             cached.count_trace,
         )
         per_model[key] = cached
@@ -188,6 +198,7 @@ class PassSpec:
     path: str
     output_index: int
     score_scale: float
+    scores: ScoreHead = None  # score functions (gradcam_callbacks.targets); None: classes
 
     @property
     def model(self) -> keras.Model:
@@ -205,8 +216,17 @@ class PassSpec:
 
     def select(self, outputs: Any) -> Any:
         """The chosen model output as a ``(N, classes)`` tensor (a ``(N,)`` output becomes
-        ``(N, 1)``)."""
+        ``(N, 1)``); with score functions, their scores ``(N, F)`` on it (any rank)."""
         selected = keras.tree.flatten(outputs)[self.output_index]
+        if self.scores is not None:
+            from ..targets import check_result
+
+            columns = []
+            for function in self.scores:
+                column = function(selected)
+                check_result(function, column, tuple(selected.shape))
+                columns.append(keras.ops.cast(column, selected.dtype))
+            return keras.ops.stack(columns, axis=-1)
         if len(selected.shape) == 1:
             return keras.ops.expand_dims(selected, -1)
         if len(selected.shape) != 2:

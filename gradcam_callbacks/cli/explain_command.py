@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
@@ -85,6 +85,7 @@ def run_explain(args: argparse.Namespace) -> int:
         raise UsageError(f"--out: cannot create {str(out_dir)!r}: {error}") from None
     options = ExplainOptions(
         model=model, plan=pass_plan, geometry=geometry, targets=args.target, top=args.top,
+        score=score_option(args),
         class_names=names, preprocess=args.preprocess, colormap=colormap,
         alpha_limit=alpha_limit, side_by_side=args.side_by_side, max_pixels=args.max_pixels,
         methods=methods, max_channels=args.max_channels)
@@ -200,6 +201,22 @@ def _model_geometry(model: keras.Model, pass_plan: Plan, size: tuple[int, int] |
     return Geometry(int(channels), spatial[0], spatial[1], channels_first)
 
 
+def score_option(args: argparse.Namespace) -> Any:
+    """The score function asked for by ``--regression`` or ``--segmentation-class``, if any.
+
+    Example:
+        >>> score_option(argparse.Namespace(regression=1, segmentation_class=None))
+        RegressionScore(index=1, sign=1)
+    """
+    from ..targets import RegressionScore, SegmentationScore
+
+    if args.regression is not None:
+        return RegressionScore(args.regression)
+    if args.segmentation_class is not None:
+        return SegmentationScore(args.segmentation_class)
+    return None
+
+
 def _check_options(model: keras.Model, pass_plan: Plan, args: argparse.Namespace,
                    names: list[str] | None) -> Geometry:
     """Check the options that depend on the model, all at once; returns its geometry.
@@ -208,11 +225,18 @@ def _check_options(model: keras.Model, pass_plan: Plan, args: argparse.Namespace
         UsageError: With one message per option that does not fit the model.
     """
     problems = []
-    if args.target:
+    score = score_option(args)
+    if score is not None:
+        option = "--regression" if args.regression is not None else "--segmentation-class"
         try:
-            pass_plan.targets([args.target], 1)
+            pass_plan.targets(score, 1)
         except (TypeError, ValueError) as error:
-            problems.append(f"--target: {error}")
+            problems.append(f"{option}: {error}")
+    else:
+        try:
+            pass_plan.targets([args.target] if args.target else None, 1)
+        except (TypeError, ValueError) as error:
+            problems.append(f"--target: {error}" if args.target else str(error))
     classes = pass_plan.classes
     if args.top is not None and classes is not None and args.top > classes:
         problems.append(f"--top {args.top} is more than the model's {classes} classes")

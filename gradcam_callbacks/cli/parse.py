@@ -102,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
                          help="class index to explain (repeatable; default: the top class)")
     targets.add_argument("--top", type=positive_int, metavar="K",
                          help="explain each image's K highest-scoring classes")
+    targets.add_argument("--regression", type=non_negative_int, nargs="?", const=0,
+                         metavar="INDEX",
+                         help="explain predicted value INDEX (default 0) of a regression "
+                         "head: what pushes it up (RegressionScore)")
+    targets.add_argument("--segmentation-class", type=non_negative_int, metavar="K",
+                         help="explain class K of a segmentation output (batch, h, w, "
+                         "classes): the sum of its scores over the pixels the model assigns "
+                         "to it (SegmentationScore); pass --layer, an inner feature map")
     explain.add_argument("--method", action="append", choices=METHOD_NAMES, metavar="NAME",
                          help="CAM method, repeatable for one PNG per method per input: "
                          f"{', '.join(METHOD_NAMES)} (default: {DEFAULT_METHOD})")

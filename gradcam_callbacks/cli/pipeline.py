@@ -66,6 +66,7 @@ class ExplainOptions:
     max_pixels: int
     methods: list[str] = field(default_factory=lambda: [DEFAULT_METHOD])
     max_channels: int | None = None
+    score: Any = None  # a score function (--regression, --segmentation-class)
 
 
 @dataclass
@@ -318,14 +319,17 @@ def method_output(output: Path, method: str, index: int) -> Path:
     return output.with_name(f"{output.name[:-len(OUTPUT_SUFFIX)]}.{method}{OUTPUT_SUFFIX}")
 
 
-def class_name(names: list[str] | None, target: int) -> str | None:
-    """The name of class ``target``, if names were given.
+def class_name(names: list[str] | None, target: int | str) -> str | None:
+    """The name of class ``target``, if names were given (none for a score function's
+    description).
 
     Example:
         >>> class_name(["cat", "dog"], 1), class_name(None, 1)
         ('dog', None)
     """
-    return names[target] if names is not None and 0 <= target < len(names) else None
+    if names is None or isinstance(target, str) or not 0 <= target < len(names):
+        return None
+    return names[target]
 
 
 # -- explaining ------------------------------------------------------------------------------
@@ -388,7 +392,9 @@ def explain_docs(items: list[tuple[np.ndarray, Image.Image]],
                       options.geometry.channels_first)
     check_docs(options.model, docs)
     count = len(docs)
-    if options.top is not None:  # ranks -1..-K: the engine picks each doc's K best classes
+    if options.score is not None:
+        slots, counts = pass_plan.targets(options.score, count)
+    elif options.top is not None:  # ranks -1..-K: the engine picks each doc's K best classes
         slots = np.tile(-np.arange(1, options.top + 1, dtype=np.int32), (count, 1))
         counts = np.full(count, options.top, np.int32)
     else:
@@ -419,7 +425,7 @@ def explain_docs(items: list[tuple[np.ndarray, Image.Image]],
                 notes.append("heatmap is all zero" if index == 0
                              else f"{name} heatmap is all zero")
         top = float(np.max(raw.outputs[n]))
-        if SATURATED <= top <= 1.0 + 1e-6:
+        if options.score is None and SATURATED <= top <= 1.0 + 1e-6:
             notes.append(f"top score {top:.4f} is saturated")
         outcomes.append(Explained(expl, notes, [each[n] for each in explanations[1:]]))
     return outcomes
