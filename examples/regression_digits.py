@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
+from PIL import Image
 
 from gradcam_callbacks import explain_predictions
 from gradcam_callbacks.datasets import ClutteredDigits, make_cluttered_digits
@@ -129,7 +130,8 @@ def score(model: keras.Model, test_set: ClutteredDigits) -> tuple[Scores, list]:
     ), expls
 
 
-def picture(expls: list, test_set: ClutteredDigits, count: int = 6, scale: int = 4):
+def picture(expls: list, test_set: ClutteredDigits, count: int = 6,
+            scale: int = 4) -> Image.Image:
     """Each image above its map, enlarged, the true and predicted centre x written below.
 
     Example:
@@ -141,7 +143,8 @@ def picture(expls: list, test_set: ClutteredDigits, count: int = 6, scale: int =
         size = (expl.image.width * scale, expl.image.height * scale)
         pair = side_by_side([expl.image.resize(size, 0), format_as_image(expl).resize(size, 0)],
                             gap=2)
-        panels.append(captioned(pair, [f"true x {x:.2f}", f"predicted {expl.targets[0].score:.2f}"]))
+        lines = [f"true x {x:.2f}", f"predicted {expl.targets[0].score:.2f}"]
+        panels.append(captioned(pair, lines))
     return side_by_side(panels, gap=8)
 
 

@@ -24,10 +24,11 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
+from PIL import Image
 
 from gradcam_callbacks import explain_predictions
 from gradcam_callbacks.datasets import ClutteredDigits, make_cluttered_digits
-from gradcam_callbacks.image import captioned, format_as_image, side_by_side
+from gradcam_callbacks.image import captioned, format_as_image, grid, side_by_side
 from gradcam_callbacks.metrics import mask_masses, mask_pointing_hits
 from gradcam_callbacks.targets import SegmentationScore
 
@@ -107,7 +108,7 @@ def build_segmenter(input_shape: tuple[int, ...]) -> keras.Model:
     return model
 
 
-def _block(x, filters: int):
+def _block(x: keras.KerasTensor, filters: int) -> keras.KerasTensor:
     x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
     x = keras.layers.BatchNormalization(momentum=0.9)(x)
     return keras.layers.ReLU()(x)
@@ -153,15 +154,14 @@ def score(model: keras.Model, test_set: ClutteredDigits) -> tuple[Scores, list]:
 
 
 def picture(expls: list, model: keras.Model, test_set: ClutteredDigits, count: int = 6,
-            scale: int = 4):
+            scale: int = 4) -> Image.Image:
     """Per image: the input, the map for its digit's class, and what the model painted
-    (the digit's class in white, other digit classes in grey), enlarged and captioned.
+    (the digit's class in white, other digit classes in grey), enlarged and captioned;
+    three images a row.
 
     Example:
         >>> picture(expls, model, test_set).save("segmentation.png")  # doctest: +SKIP
     """
-    from PIL import Image
-
     painted = np.asarray(model.predict(test_set.x[:count], verbose=0)).argmax(axis=-1)
     panels = []
     for k, expl in enumerate(expls[:count]):
@@ -172,20 +172,13 @@ def picture(expls: list, model: keras.Model, test_set: ClutteredDigits, count: i
         triple = side_by_side([im.resize(size, 0) for im in row], gap=2)
         panels.append(captioned(triple, [f"digit {digit}: input, map of class {digit + 1}, "
                                          "painted"]))
-    return side_by_side(panels[:3], gap=8) if len(panels) <= 3 else _two_rows(panels)
-
-
-def _two_rows(panels: list):
-    from gradcam_callbacks.image import grid
-
-    half = (len(panels) + 1) // 2
-    return grid([panels[:half], panels[half:]], gap=8)
+    return grid([panels[i:i + 3] for i in range(0, len(panels), 3)], gap=8)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Train, explain, print the scores of the trained and the untrained model, save a picture."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--train", type=int, default=2000, help="training images")
     parser.add_argument("--test", type=int, default=200, help="test images")
     parser.add_argument("--seed", type=int, default=0)
