@@ -13,16 +13,16 @@ for the trained model and for the same model untrained, and saves a picture.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 
 import keras
 import numpy as np
+from digits_common import command_line, compare, load_data
 from PIL import Image
 
 from gradcam_callbacks import explain_predictions
-from gradcam_callbacks.datasets import ClutteredDigits, make_cluttered_digits
+from gradcam_callbacks.datasets import ClutteredDigits
 from gradcam_callbacks.image import captioned, format_as_image, side_by_side
 from gradcam_callbacks.metrics import box_masses, boxes_to_masks, pointing_hits
 from gradcam_callbacks.targets import RegressionScore
@@ -50,26 +50,12 @@ def centre_x(data: ClutteredDigits) -> np.ndarray:
     """The regression target: each digit box's centre x over the image width, float32 (n, 1).
 
     Example:
-        >>> data = make_cluttered_digits(2, canvas_size=32, digit_size=12)
-        >>> bool(((centre_x(data) > 0) & (centre_x(data) < 1)).all())
-        True
+        >>> xs = centre_x(load_data(2, 1)[0])
+        >>> xs.shape, bool(((xs > 0) & (xs < 1)).all())
+        ((2, 1), True)
     """
     width = data.x.shape[2]
     return ((data.boxes[:, [0]] + data.boxes[:, [2]]) / (2 * width)).astype(np.float32)
-
-
-def load_data(num_train: int, num_test: int, canvas_size: int = 32, digit_size: int = 12,
-              seed: int = 0) -> tuple[ClutteredDigits, ClutteredDigits]:
-    """Train and test cluttered digits (test digits unseen in training).
-
-    Example:
-        >>> train_set, test_set = load_data(8, 4)
-        >>> train_set.x.shape, test_set.x.shape
-        ((8, 32, 32, 1), (4, 32, 32, 1))
-    """
-    settings = {"canvas_size": canvas_size, "digit_size": digit_size, "clutter": 3, "seed": seed}
-    return (make_cluttered_digits(num_train, split="train", **settings),
-            make_cluttered_digits(num_test, split="test", **settings))
 
 
 def build_regressor(input_shape: tuple[int, ...]) -> keras.Model:
@@ -109,13 +95,12 @@ def train(train_set: ClutteredDigits, epochs: int, batch_size: int = 32,
 
 
 def score(model: keras.Model, test_set: ClutteredDigits) -> tuple[Scores, list]:
-    """Explain each test image with ``RegressionScore()`` and measure the maps on the boxes.
-
-    Returns:
-        The `Scores` and the explanations (one per test image).
+    """Explain each test image with ``RegressionScore()`` and measure the maps on the boxes;
+    return the `Scores` and the explanations, one per test image.
 
     Example:
-        >>> scores, expls = score(model, test_set)  # doctest: +SKIP
+        >>> print(score(model, test_set)[0])  # doctest: +SKIP
+        pointing game 0.95, ...
     """
     expls = explain_predictions(model, test_set.x, targets=RegressionScore(), layer=LAYER)
     heatmaps = np.stack([e.targets[0].heatmap for e in expls])
@@ -150,20 +135,10 @@ def picture(expls: list, test_set: ClutteredDigits, count: int = 6,
 
 def main(argv: list[str] | None = None) -> int:
     """Train, explain, print the scores of the trained and the untrained model, save a picture."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--train", type=int, default=2000, help="training images")
-    parser.add_argument("--test", type=int, default=200, help="test images")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="regression_digits.png", help="picture to save")
-    args = parser.parse_args(argv)
-
+    args = command_line(__doc__.splitlines()[0], argv, epochs=6, out="regression_digits.png")
     train_set, test_set = load_data(args.train, args.test, seed=args.seed)
-    keras.utils.set_random_seed(args.seed)
-    untrained, _ = score(build_regressor(train_set.x.shape[1:]), test_set)
-    trained, expls = score(train(train_set, args.epochs, seed=args.seed), test_set)
-    print(f"untrained: {untrained}")
-    print(f"trained ({args.epochs} epochs): {trained}")
+    _, expls = compare(build_regressor, train, score, train_set, test_set, args.epochs,
+                       args.seed)
     picture(expls, test_set).save(args.out)
     print(f"saved {args.out}")
     return 0

@@ -18,16 +18,16 @@ trained model and for the same model untrained, and saves a picture.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 
+import digits_common
 import keras
 import numpy as np
 from PIL import Image
 
 from gradcam_callbacks import explain_predictions
-from gradcam_callbacks.datasets import ClutteredDigits, make_cluttered_digits
+from gradcam_callbacks.datasets import ClutteredDigits
 from gradcam_callbacks.image import captioned, format_as_image, grid, side_by_side
 from gradcam_callbacks.metrics import mask_masses, mask_pointing_hits
 from gradcam_callbacks.targets import SegmentationScore
@@ -59,7 +59,7 @@ def pixel_labels(data: ClutteredDigits) -> np.ndarray:
     """The segmenter's target: int64 ``(n, H, W)``, 0 off the strokes, ``1 + digit`` on them.
 
     Example:
-        >>> data = make_cluttered_digits(2, canvas_size=32, digit_size=12, masks=True)
+        >>> data = load_data(2, 1)[0]
         >>> sorted(set(np.unique(pixel_labels(data)[0]).tolist()))  == [0, 1 + int(data.y[0])]
         True
     """
@@ -75,10 +75,8 @@ def load_data(num_train: int, num_test: int, canvas_size: int = 32, digit_size: 
         >>> train_set.masks.shape, test_set.x.shape
         ((8, 32, 32), (4, 32, 32, 1))
     """
-    settings = {"canvas_size": canvas_size, "digit_size": digit_size, "clutter": 3,
-                "seed": seed, "masks": True}
-    return (make_cluttered_digits(num_train, split="train", **settings),
-            make_cluttered_digits(num_test, split="test", **settings))
+    return digits_common.load_data(num_train, num_test, canvas_size, digit_size, seed,
+                                   masks=True)
 
 
 def build_segmenter(input_shape: tuple[int, ...]) -> keras.Model:
@@ -177,21 +175,11 @@ def picture(expls: list, model: keras.Model, test_set: ClutteredDigits, count: i
 
 def main(argv: list[str] | None = None) -> int:
     """Train, explain, print the scores of the trained and the untrained model, save a picture."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--train", type=int, default=2000, help="training images")
-    parser.add_argument("--test", type=int, default=200, help="test images")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="segmentation_digits.png", help="picture to save")
-    args = parser.parse_args(argv)
-
+    args = digits_common.command_line(__doc__.splitlines()[0], argv, epochs=8,
+                                      out="segmentation_digits.png")
     train_set, test_set = load_data(args.train, args.test, seed=args.seed)
-    keras.utils.set_random_seed(args.seed)
-    untrained, _ = score(build_segmenter(train_set.x.shape[1:]), test_set)
-    model = train(train_set, args.epochs, seed=args.seed)
-    trained, expls = score(model, test_set)
-    print(f"untrained: {untrained}")
-    print(f"trained ({args.epochs} epochs): {trained}")
+    model, expls = digits_common.compare(build_segmenter, train, score, train_set, test_set,
+                                         args.epochs, args.seed)
     picture(expls, model, test_set).save(args.out)
     print(f"saved {args.out}")
     return 0

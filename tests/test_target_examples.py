@@ -30,7 +30,10 @@ POINTING_AT_STROKES = 0.45
 
 
 def load_example(name: str) -> ModuleType:
-    """Import ``examples/<name>.py`` (the examples are scripts, not a package)."""
+    """Import ``examples/<name>.py`` (the examples are scripts, not a package, importing
+    ``digits_common`` from their folder)."""
+    if EXAMPLES not in sys.path:
+        sys.path.insert(0, EXAMPLES)
     spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up there
