@@ -21,7 +21,7 @@ import pytest
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 SEED = 0
 # Thresholds. Seen on TensorFlow for seeds 0, 1, 2 (trained / untrained):
-# regression pointing game 0.95, 0.92, ... / 0.07, 0.35, ...;
+# regression pointing game 0.97, 0.83, 0.92 / 0.07, 0.35, 0.00;
 # segmentation mass over stroke share 2.3, 2.6, 3.4 / 0.9, 0.9, 1.2, pointing on the strokes
 # 0.58, 0.63, 0.70 / 0.22, 0.28, 0.17.
 POINTING_AT_BOX = 0.75
@@ -43,10 +43,11 @@ def load_example(name: str) -> ModuleType:
 
 def test_regression_maps_point_at_the_digit_and_untrained_ones_do_not():
     example = load_example("regression_digits")
-    train_set, test_set = example.load_data(800, 60, canvas_size=32, digit_size=12, seed=SEED)
+    train_set, test_set = example.load_data(500, 60, canvas_size=32, digit_size=12, seed=SEED)
     keras.utils.set_random_seed(SEED)
     untrained, _ = example.score(example.build_regressor(train_set.x.shape[1:]), test_set)
-    trained, expls = example.score(example.train(train_set, epochs=3, seed=SEED), test_set)
+    trained, expls = example.score(example.train(train_set, epochs=3, batch_size=16, seed=SEED),
+                                     test_set)
     print(f"\nuntrained: {untrained}\ntrained: {trained}")
 
     assert trained.error < 0.15  # it learned the task (untrained: about 0.55)
