@@ -21,10 +21,11 @@ import pytest
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 SEED = 0
 # Thresholds. Seen on TensorFlow for seeds 0, 1, 2 (trained / untrained):
-# regression pointing game 0.97, 0.83, 0.92 / 0.07, 0.35, 0.00;
+# regression pointing game 0.97, 0.83, 0.92 / 0.07, 0.35, 0.00 (seed 0: JAX 0.98 / 0.10,
+# torch 0.80 / 0.30);
 # segmentation mass over stroke share 2.3, 2.6, 3.4 / 0.9, 0.9, 1.2, pointing on the strokes
 # 0.58, 0.63, 0.70 / 0.22, 0.28, 0.17.
-POINTING_AT_BOX = 0.75
+POINTING_AT_BOX = 0.7
 MASS_OVER_SHARE = 1.8
 POINTING_AT_STROKES = 0.45
 
