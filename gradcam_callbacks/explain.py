@@ -135,6 +135,7 @@ class Plan:
         each function checked on the model's symbolic output first."""
         if _has_score_functions(targets):
             return _score_slots(targets, count, self)
+        slots = _normalise_targets(targets, count, self.classes)
         if self.output_shape is not None and len(self.output_shape) not in (1, 2):
             raise ValueError(
                 f"output {self.output_index} of model {self.model.name!r} has shape "
@@ -143,7 +144,7 @@ class Plan:
                 "RegressionScore, SegmentationScore, MultiLabelScore or your own; see "
                 "gradcam_callbacks.targets)"
             )
-        return _normalise_targets(targets, count, self.classes)
+        return slots
 
     def run(
         self, docs: np.ndarray, targets: np.ndarray, counts: np.ndarray,
@@ -691,14 +692,11 @@ def _score_slots(targets: Any, count: int, pass_plan: Plan) -> tuple[ScoreSlots,
     def one(value: Any, where: str) -> scores_module.ScoreFunction:
         if is_int(value) and value >= 0:
             return scores_module.ClassScore(int(value))
-        if not callable(value) or isinstance(value, type):
-            raise TypeError(
-                f"{where} must be a score function (a callable: outputs -> one score per doc, "
-                "such as ClassScore(k) or SegmentationScore(k)) or a class index; received "
-                f"{type(value).__name__}: {value!r}")
+        _check_callable(value, where)
         return _split(value, 1)[0]
 
     if callable(targets):
+        _check_callable(targets, "targets")
         rows = [[f] for f in _split(targets, count)]
     else:
         if len(targets) != count:
@@ -728,6 +726,14 @@ def _score_slots(targets: Any, count: int, pass_plan: Plan) -> tuple[ScoreSlots,
     array = np.array([r + r[-1:] * (slots - len(r)) for r in indices], np.int32)
     return (ScoreSlots.of(array, tuple(functions)),
             np.array([len(r) for r in indices], np.int32))
+
+
+def _check_callable(value: Any, where: str) -> None:
+    if not callable(value) or isinstance(value, type):  # a class is callable, but no score
+        raise TypeError(
+            f"{where} must be a score function (a callable: outputs -> one score per doc, "
+            "such as ClassScore(k) or SegmentationScore(k)) or a class index; received "
+            f"{type(value).__name__}: {value!r}")
 
 
 def _split(function: Any, count: int) -> list[Any]:
