@@ -24,7 +24,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 from PIL import Image
 
-from ._validation import check_int, check_number
+from ._validation import check_bool, check_int, check_number
 
 __all__ = ["ClutteredDigits", "TEST_FRACTION", "make_cluttered_digits", "marker_spots"]
 
@@ -70,6 +70,9 @@ class ClutteredDigits:
             ``(x0, y0, x1, y1)`` form; else ``None``.
         marker_spot: With ``marker=``, int64 ``(n,)``: which of the ten `marker_spots`
             each marker is at (the label's spot when the cue holds); else ``None``.
+        masks: With ``masks=True``, bool ``(n, H, W)``: True on the digit's strokes, the
+            pixels the pasted digit lights (at or above its floor of 0.05, before the
+            noise), all inside its box; else ``None``.
 
     Example:
         >>> data = make_cluttered_digits(2)
@@ -83,6 +86,7 @@ class ClutteredDigits:
     source_index: np.ndarray
     marker_boxes: np.ndarray | None = None
     marker_spot: np.ndarray | None = None
+    masks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -98,6 +102,7 @@ def make_cluttered_digits(
     seed: int = 0,
     split: Literal["train", "test"] = "train",
     marker: float | None = None,
+    masks: bool = False,
 ) -> ClutteredDigits:
     """Make ``n`` cluttered-digit images with the digits' boxes.
 
@@ -134,10 +139,12 @@ def make_cluttered_digits(
             is at their label's spot: ``0.0`` for an uncorrelated marker, ``1.0`` for
             one that always gives the label away. Needs
             ``canvas_size - digit_size >= marker width + 2``.
+        masks: Also return ``masks``, each digit's strokes as a boolean pixel mask (the
+            target of a segmenter). The images are the same either way.
 
     Returns:
-        A `ClutteredDigits` with ``x``, ``y``, ``boxes`` and ``source_index``, and
-        with ``marker``, ``marker_boxes`` and ``marker_spot``.
+        A `ClutteredDigits` with ``x``, ``y``, ``boxes`` and ``source_index``, with
+        ``marker``, ``marker_boxes`` and ``marker_spot``, and with ``masks=True``, ``masks``.
 
     Raises:
         TypeError: If an argument has the wrong type.
@@ -151,6 +158,9 @@ def make_cluttered_digits(
         >>> cued = make_cluttered_digits(8, marker=1.0)
         >>> bool((cued.marker_spot == cued.y).all())
         True
+        >>> strokes = make_cluttered_digits(8, masks=True).masks
+        >>> strokes.shape, strokes.dtype.name
+        ((8, 48, 48), 'bool')
     """
     check_int("n", n, minimum=0)
     check_int("canvas_size", canvas_size, minimum=8)
@@ -163,6 +173,7 @@ def make_cluttered_digits(
     check_int("clutter", clutter, minimum=0)
     check_number("noise", noise, 0, 1)
     check_int("seed", seed, minimum=0)
+    check_bool("masks", masks)
     if split not in _SPLITS:
         raise ValueError(f"split must be 'train' or 'test'; received split={split!r}")
     if marker is not None:
@@ -188,6 +199,8 @@ def make_cluttered_digits(
     canvas = np.zeros((n, canvas_size, canvas_size), dtype=np.float32)
     for image, (row, col), source in zip(canvas, corners, source_index, strict=True):
         image[row : row + digit_size, col : col + digit_size] = stamps[source]
+    # Only the digits are drawn yet: their lit pixels are the strokes.
+    strokes = canvas > 0 if masks else None
     if clutter:
         plan = _plan_distractors(
             rng, labels[source_index], boxes, clutter, canvas_size, pool, digit_size
@@ -207,6 +220,7 @@ def make_cluttered_digits(
         source_index=source_index.astype(np.int64),
         marker_boxes=None if marker_boxes is None else marker_boxes.astype(np.int64),
         marker_spot=None if marker_spot is None else marker_spot.astype(np.int64),
+        masks=strokes,
     )
 
 

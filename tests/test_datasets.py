@@ -154,6 +154,31 @@ def test_distractors_are_small_pieces_of_other_classes_from_the_same_split(monke
     assert all(len(stroke) <= round(0.6 * 16) for stroke in datasets._stroke_bank(16))
 
 
+@pytest.mark.parametrize("marker", [None, 0.5])
+def test_masks_are_the_digits_strokes_and_change_nothing_else(marker):
+    kwargs = {"canvas_size": 40, "digit_size": 16, "clutter": 6, "seed": 5, "marker": marker}
+    plain = make_cluttered_digits(30, **kwargs)
+    data = make_cluttered_digits(30, masks=True, **kwargs)
+    clean = make_cluttered_digits(30, masks=True, noise=0.0, **kwargs)
+
+    assert plain.masks is None
+    assert data.masks.shape == (30, 40, 40) and data.masks.dtype == np.bool_
+    for name in ("x", "y", "boxes", "source_index", "marker_boxes"):
+        np.testing.assert_array_equal(getattr(data, name), getattr(plain, name))
+    np.testing.assert_array_equal(data.masks, clean.masks)  # noise does not move strokes
+    for image, mask, box, source in zip(
+        clean.x[..., 0], data.masks, data.boxes, data.source_index, strict=True
+    ):
+        x0, y0, x1, y1 = (int(v) for v in box)
+        # Inside the box: exactly the source digit's lit pixels; outside: nothing.
+        np.testing.assert_array_equal(mask[y0:y1, x0:x1], expected_digit(source, 16) > 0)
+        assert mask.sum() == mask[y0:y1, x0:x1].sum()
+        assert (image[mask] >= 0.05).all()
+    # Strokes, not boxes: the digit lights a part of its box.
+    box_area = (data.boxes[:, 2] - data.boxes[:, 0]) * (data.boxes[:, 3] - data.boxes[:, 1])
+    assert (data.masks.sum(axis=(1, 2)) < box_area).all()
+
+
 def test_zero_images():
     data = make_cluttered_digits(0)
 
@@ -176,6 +201,7 @@ def test_zero_images():
         ({"n": 2, "noise": "low"}, TypeError, "noise must be a number in \\[0, 1\\]"),
         ({"n": 2, "seed": -3}, ValueError, "seed must be a non-negative integer"),
         ({"n": 2, "split": "validation"}, ValueError, "split must be 'train' or 'test'"),
+        ({"n": 2, "masks": 1}, TypeError, "masks must be a bool; received int"),
     ],
 )
 def test_bad_arguments_raise_naming_the_argument(kwargs, error, match):
