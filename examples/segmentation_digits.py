@@ -168,7 +168,7 @@ def picture(expls: list, model: keras.Model, test_set: ClutteredDigits, count: i
         size = (expl.image.width * scale, expl.image.height * scale)
         row = [expl.image, format_as_image(expl), Image.fromarray(paint.astype(np.uint8))]
         triple = side_by_side([im.resize(size, 0) for im in row], gap=2)
-        panels.append(captioned(triple, [f"digit {digit}: input, map of class {digit + 1}, "
+        panels.append(captioned(triple, [f"digit {digit}: input, map of its class ({digit + 1}), "
                                          "painted"]))
     return grid([panels[i:i + 3] for i in range(0, len(panels), 3)], gap=8)
 
