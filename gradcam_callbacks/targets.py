@@ -171,7 +171,9 @@ class SegmentationScore(Score):
         self.mask = mask
 
     def __call__(self, outputs: Any) -> Any:
-        ops = keras.ops
+        from .backends import tensor_ops
+
+        ops = tensor_ops(outputs)
         shape = tuple(outputs.shape)
         if len(shape) != 4:
             raise ValueError(
@@ -258,7 +260,7 @@ def check_result(function: ScoreFunction, result: Any, output_shape: tuple[Any, 
             f"targets: score function {name} must return one score per doc, shape "
             f"({batch if batch is not None else 'batch'},), for an output of shape "
             f"{tuple(output_shape)}; received shape {shape}")
-    dtype = keras.backend.standardize_dtype(dtype)
+    dtype = getattr(dtype, "name", None) or keras.backend.standardize_dtype(dtype)
     if not (dtype.startswith("float") or dtype.startswith("bfloat")):
         raise TypeError(
             f"targets: score function {name} must return floating-point scores (integer or "

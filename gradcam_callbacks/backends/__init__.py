@@ -219,10 +219,11 @@ class PassSpec:
     def select(self, outputs: Any) -> Any:
         """The chosen model output as a ``(N, classes)`` tensor (a ``(N,)`` output becomes
         ``(N, 1)``); with score functions, their scores ``(N, F)`` on it (any rank)."""
-        return self.pick(keras.tree.flatten(outputs), keras.ops.expand_dims)
+        return self.pick(keras.tree.flatten(outputs), keras.ops)
 
-    def pick(self, flat: list[Any], expand_dims: Callable[[Any, int], Any]) -> Any:
-        """:meth:`select` on the flattened outputs, with the framework's ``expand_dims``."""
+    def pick(self, flat: list[Any], ops: Any) -> Any:
+        """:meth:`select` on the flattened outputs, with the model's ops namespace
+        (:func:`tensor_ops`: ``expand_dims``, ``cast``, ``stack``)."""
         selected = flat[self.output_index]
         if self.scores is not None:
             from ..targets import check_result
@@ -231,10 +232,10 @@ class PassSpec:
             for function in self.scores:
                 column = function(selected)
                 check_result(function, column, tuple(selected.shape))
-                columns.append(keras.ops.cast(column, selected.dtype))
-            return keras.ops.stack(columns, axis=-1)
+                columns.append(ops.cast(column, selected.dtype))
+            return ops.stack(columns, axis=-1)
         if len(selected.shape) == 1:
-            return expand_dims(selected, -1)
+            return ops.expand_dims(selected, -1)
         if len(selected.shape) != 2:
             raise ValueError(
                 f"output {self.output_index} of the model has shape {tuple(selected.shape)}; "
@@ -272,6 +273,41 @@ def model_backend(model: Any) -> Backend:
     if is_keras2(model):
         return importlib.import_module(_KERAS2)  # type: ignore[return-value]
     return backend_module()
+
+
+def tensor_ops(tensor: Any) -> Any:
+    """The ops namespace for a tensor a score function receives: ``keras.ops``, unless the
+    tensor is TensorFlow's (a Keras 2 model's output) and ``keras.ops`` cannot take it
+    (Keras 2.15 has no ``keras.ops``; Keras 3 on JAX or PyTorch cannot run on a TensorFlow
+    tensor): then TensorFlow's ops under ``keras.ops`` names (:data:`.keras2_backend.OPS`).
+    The one place where a ready-made score (:mod:`gradcam_callbacks.targets`) picks its ops.
+
+    Example:
+        >>> tensor_ops(keras.KerasTensor((2, 3))) is keras.ops
+        True
+    """
+    tensorflow = type(tensor).__module__.startswith("tensorflow")
+    if hasattr(keras, "ops") and not (tensorflow and keras.backend.backend() != "tensorflow"):
+        return keras.ops
+    return importlib.import_module(_KERAS2).OPS
+
+
+def symbolic_call(model: Any, function: Callable[[Any], Any],
+                  shape: tuple[int | None, ...]) -> Any:
+    """``function`` on a symbolic batch of ``model``'s output, of ``shape`` (float32; nothing
+    is computed): a ``keras.KerasTensor`` for a Keras 3 model, a TensorFlow graph tensor
+    (a traced ``tf.function``) for a Keras 2 one, so that a score function is checked on
+    the kind of tensor it will get.
+
+    Example:
+        >>> symbolic_call(model, lambda y: y[:, 0], (3, 10)).shape  # doctest: +SKIP
+        (3,)
+    """
+    from ..keras_family import is_keras2
+
+    if is_keras2(model):
+        return importlib.import_module(_KERAS2).symbolic_call(function, shape)
+    return function(keras.KerasTensor(shape))
 
 
 def spatial_mean(grads: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -22,12 +23,41 @@ import tensorflow as tf
 from . import PassSpec, RawOutputs, tf_backend
 
 
+OPS = types.SimpleNamespace(
+    argmax=tf.argmax, cast=tf.cast, convert_to_tensor=tf.convert_to_tensor, equal=tf.equal,
+    expand_dims=tf.expand_dims, stack=tf.stack, stop_gradient=tf.stop_gradient,
+    sum=tf.reduce_sum,
+)
+"""TensorFlow's ops under the ``keras.ops`` names the engine and the ready-made scores use,
+for a Keras 2 model's tensors where ``keras.ops`` cannot take them (see
+:func:`..backends.tensor_ops`)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Keras2PassSpec(PassSpec):
     """A :class:`PassSpec` whose outputs are Keras 2's: flattened by ``tf.nest``."""
 
     def select(self, outputs: Any) -> Any:
-        return self.pick(tf.nest.flatten(outputs), tf.expand_dims)
+        return self.pick(tf.nest.flatten(outputs), OPS)
+
+
+def symbolic_call(function: Callable[[Any], Any], shape: tuple[int | None, ...]) -> Any:
+    """``function``'s result on a float32 graph tensor of ``shape``: traced in a
+    ``tf.function``, never run. The result (a graph tensor, or whatever it returned) is
+    only read for its shape and dtype.
+
+    Example:
+        >>> symbolic_call(lambda y: y[:, 0], (3, 4)).shape
+        TensorShape([3])
+    """
+    results = []
+
+    def trace(outputs: tf.Tensor) -> tf.Tensor:
+        results.append(function(outputs))
+        return tf.zeros(())
+
+    tf.function(trace, autograph=False).get_concrete_function(tf.TensorSpec(shape, tf.float32))
+    return results[0]
 
 
 def _keras2_spec(spec: PassSpec) -> Keras2PassSpec:
