@@ -6,6 +6,9 @@ first) and returns one score per doc, shape ``(batch,)``, floating point. It is 
 ``keras.ops``, so it runs on every backend inside the compiled pass; the engine
 differentiates it (Grad-CAM and the other gradient methods) or evaluates it on masked inputs
 (Score-CAM). Pass one as ``targets`` (one for every doc) or a list with one per doc.
+A Keras 2 model's output is a TensorFlow tensor: the ready-made scores take their ops from
+the tensor (:func:`gradcam_callbacks.backends.tensor_ops`); a function of your own uses tensor
+indexing or TensorFlow ops there (``keras.ops`` only with Keras 3 on TensorFlow next to it).
 
 Ready-made ones: :class:`ClassScore` (what an int target means), :class:`RegressionScore`,
 :class:`SegmentationScore` and :class:`MultiLabelScore`. Their ``repr`` is what

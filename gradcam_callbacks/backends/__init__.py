@@ -14,6 +14,7 @@ pass. This module builds each pass once per (model, layer, output), wraps it in 
 from __future__ import annotations
 
 import importlib
+import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -289,7 +290,10 @@ def tensor_ops(tensor: Any) -> Any:
     tensorflow = type(tensor).__module__.startswith("tensorflow")
     if hasattr(keras, "ops") and not (tensorflow and keras.backend.backend() != "tensorflow"):
         return keras.ops
-    return importlib.import_module(_KERAS2).OPS
+    # a Keras 2 model's pass imported the module already; a plain look-up, since this runs
+    # inside the traced pass, where AutoGraph would try to convert importlib
+    module = sys.modules.get(_KERAS2) or importlib.import_module(_KERAS2)
+    return module.OPS
 
 
 def symbolic_call(model: Any, function: Callable[[Any], Any],
