@@ -22,7 +22,6 @@ import tensorflow as tf
 
 from . import PassSpec, RawOutputs, tf_backend
 
-
 OPS = types.SimpleNamespace(
     argmax=tf.argmax, cast=tf.cast, convert_to_tensor=tf.convert_to_tensor, equal=tf.equal,
     expand_dims=tf.expand_dims, stack=tf.stack, stop_gradient=tf.stop_gradient,
