@@ -7,7 +7,7 @@ first) and returns one score per doc, shape ``(batch,)``, floating point. It is 
 differentiates it (Grad-CAM and the other gradient methods) or evaluates it on masked inputs
 (Score-CAM). Pass one as ``targets`` (one for every doc) or a list with one per doc.
 A Keras 2 model's output is a TensorFlow tensor: the ready-made scores take their ops from
-the tensor (:func:`gradcam_callbacks.backends.tensor_ops`); a function of your own uses tensor
+the tensor (:func:`gradcam_callbacks.keras_family.tensor_ops`); a function of your own uses tensor
 indexing or TensorFlow ops there (``keras.ops`` only with Keras 3 on TensorFlow next to it).
 
 Ready-made ones: :class:`ClassScore` (what an int target means), :class:`RegressionScore`,
@@ -33,6 +33,7 @@ import keras
 import numpy as np
 
 from ._validation import is_int
+from .keras_family import tensor_ops
 
 __all__ = ["ClassScore", "MultiLabelScore", "RegressionScore", "Score", "ScoreFunction",
            "SegmentationScore", "as_target", "check_result", "describe"]
@@ -174,8 +175,6 @@ class SegmentationScore(Score):
         self.mask = mask
 
     def __call__(self, outputs: Any) -> Any:
-        from .backends import tensor_ops
-
         ops = tensor_ops(outputs)
         shape = tuple(outputs.shape)
         if len(shape) != 4:

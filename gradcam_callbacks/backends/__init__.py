@@ -14,7 +14,6 @@ pass. This module builds each pass once per (model, layer, output), wraps it in 
 from __future__ import annotations
 
 import importlib
-import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -224,7 +223,8 @@ class PassSpec:
 
     def pick(self, flat: list[Any], ops: Any) -> Any:
         """:meth:`select` on the flattened outputs, with the model's ops namespace
-        (:func:`tensor_ops`: ``expand_dims``, ``cast``, ``stack``)."""
+        (``keras.ops``, or :func:`..keras_family.tensorflow_ops` for a Keras 2 model):
+        ``expand_dims``, ``cast``, ``stack``."""
         selected = flat[self.output_index]
         if self.scores is not None:
             from ..targets import check_result
@@ -274,26 +274,6 @@ def model_backend(model: Any) -> Backend:
     if is_keras2(model):
         return importlib.import_module(_KERAS2)  # type: ignore[return-value]
     return backend_module()
-
-
-def tensor_ops(tensor: Any) -> Any:
-    """The ops namespace for a tensor a score function receives: ``keras.ops``, unless the
-    tensor is TensorFlow's (a Keras 2 model's output) and ``keras.ops`` cannot take it
-    (Keras 2.15 has no ``keras.ops``; Keras 3 on JAX or PyTorch cannot run on a TensorFlow
-    tensor): then TensorFlow's ops under ``keras.ops`` names (:data:`.keras2_backend.OPS`).
-    The one place where a ready-made score (:mod:`gradcam_callbacks.targets`) picks its ops.
-
-    Example:
-        >>> tensor_ops(keras.KerasTensor((2, 3))) is keras.ops
-        True
-    """
-    tensorflow = type(tensor).__module__.startswith("tensorflow")
-    if hasattr(keras, "ops") and not (tensorflow and keras.backend.backend() != "tensorflow"):
-        return keras.ops
-    # a Keras 2 model's pass imported the module already; a plain look-up, since this runs
-    # inside the traced pass, where AutoGraph would try to convert importlib
-    module = sys.modules.get(_KERAS2) or importlib.import_module(_KERAS2)
-    return module.OPS
 
 
 def symbolic_call(model: Any, function: Callable[[Any], Any],

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import types
 from collections.abc import Callable
 from typing import Any
 
@@ -20,16 +19,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ..keras_family import tensorflow_ops
 from . import PassSpec, RawOutputs, tf_backend
-
-OPS = types.SimpleNamespace(
-    argmax=tf.argmax, cast=tf.cast, convert_to_tensor=tf.convert_to_tensor, equal=tf.equal,
-    expand_dims=tf.expand_dims, stack=tf.stack, stop_gradient=tf.stop_gradient,
-    sum=tf.reduce_sum,
-)
-"""TensorFlow's ops under the ``keras.ops`` names the engine and the ready-made scores use,
-for a Keras 2 model's tensors where ``keras.ops`` cannot take them (see
-:func:`..backends.tensor_ops`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +28,7 @@ class Keras2PassSpec(PassSpec):
     """A :class:`PassSpec` whose outputs are Keras 2's: flattened by ``tf.nest``."""
 
     def select(self, outputs: Any) -> Any:
-        return self.pick(tf.nest.flatten(outputs), OPS)
+        return self.pick(tf.nest.flatten(outputs), tensorflow_ops())
 
 
 def symbolic_call(function: Callable[[Any], Any], shape: tuple[int | None, ...]) -> Any:
