@@ -751,14 +751,15 @@ def _split(function: Any, count: int) -> list[Any]:
 
 
 def _check_score_function(function: Any, pass_plan: Plan) -> None:
-    """Run ``function`` on a symbolic batch of 3 of the model's output (no computation):
-    it must give 3 floating-point scores. Models without symbolic outputs are checked when
-    the pass is traced (:meth:`backends.PassSpec.select`)."""
+    """Run ``function`` on a symbolic batch of 3 of the model's output (no computation;
+    a Keras 2 model's is a traced TensorFlow tensor): it must give 3 floating-point scores.
+    Models without symbolic outputs are checked when the pass is traced
+    (:meth:`backends.PassSpec.select`)."""
     if pass_plan.output_shape is None:
         return
     shape = (3,) + tuple(pass_plan.output_shape[1:])
     try:
-        result = function(keras.KerasTensor(shape))
+        result = backends.symbolic_call(pass_plan.model, function, shape)
     except Exception as error:
         kind = TypeError if isinstance(error, TypeError) else ValueError
         message = str(error)
@@ -767,9 +768,16 @@ def _check_score_function(function: Any, pass_plan: Plan) -> None:
         elif not message.startswith("targets"):
             message = (f"targets: score function {scores_module.describe(function)} failed on "
                        f"the model's output (a symbolic batch of shape {shape}; write it with "
-                       f"keras.ops): {type(error).__name__}: {error}")
+                       f"{_ops_hint(pass_plan.model)}): {type(error).__name__}: {error}")
         raise kind(message) from None
     scores_module.check_result(function, result, shape)
+
+
+def _ops_hint(model: keras.Model) -> str:
+    if graph_of(model).name == "Keras 3":
+        return "keras.ops"
+    return ("TensorFlow ops or tensor indexing: a Keras 2 model's output is a TensorFlow "
+            "tensor, which keras.ops takes only under Keras 3 on TensorFlow")
 
 
 def _check_target_range(targets: np.ndarray, classes: int | None) -> None:

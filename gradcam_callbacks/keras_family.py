@@ -7,14 +7,17 @@ does not have. There is no global switch, and this module imports neither Tensor
 ``tf_keras`` (a Keras 3 user pays nothing): a Keras 2 object's own modules are already loaded,
 and are read from ``sys.modules``. The graph differences are few: a tensor's history names its
 ``layer`` (Keras 3: ``operation``), a node's inputs are ``keras_inputs`` (Keras 3:
-``input_tensors``, flat) and its ``outputs`` may be nested. The compiled pass and loading of
+``input_tensors``, flat) and its ``outputs`` may be nested; its tensors are TensorFlow's,
+which ``keras.ops`` does not always take (:func:`tensor_ops`). The compiled pass and loading of
 Keras 2 models live in :mod:`gradcam_callbacks.backends.keras2_backend`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+import types
 import zipfile
 from typing import Any
 
@@ -123,6 +126,42 @@ def graph_of(obj: Any) -> KerasGraph:
         'Keras 3'
     """
     return Keras2Graph if is_keras2(obj) else Keras3Graph
+
+
+def tensor_ops(tensor: Any) -> Any:
+    """The ops namespace for a model output tensor (what a score function receives):
+    ``keras.ops``, unless the tensor is TensorFlow's (a Keras 2 model's) and ``keras.ops``
+    cannot take it (Keras 2.15 has no ``keras.ops``; Keras 3 on JAX or PyTorch cannot run
+    on a TensorFlow tensor): then :func:`tensorflow_ops`. The one place where the ready-made
+    scores (:mod:`gradcam_callbacks.targets`) pick their ops.
+
+    Example:
+        >>> import keras
+        >>> tensor_ops(keras.KerasTensor((2, 3))) is keras.ops
+        True
+    """
+    tensorflow = type(tensor).__module__.startswith("tensorflow")
+    if hasattr(keras, "ops") and not (tensorflow and keras.backend.backend() != "tensorflow"):
+        return keras.ops
+    return tensorflow_ops()
+
+
+@functools.cache
+def tensorflow_ops() -> types.SimpleNamespace:
+    """TensorFlow's ops under the ``keras.ops`` names that the engine's Keras 2 pass and the
+    ready-made scores use (``argmax``, ``cast``, ``convert_to_tensor``, ``equal``,
+    ``expand_dims``, ``stack``, ``stop_gradient``, ``sum``). TensorFlow is read from
+    ``sys.modules`` (a Keras 2 model or a TensorFlow tensor loaded it), never imported here.
+
+    Example:
+        >>> tensorflow_ops().sum  # doctest: +SKIP
+        <function reduce_sum at ...>
+    """
+    tf = sys.modules["tensorflow"]
+    return types.SimpleNamespace(
+        argmax=tf.argmax, cast=tf.cast, convert_to_tensor=tf.convert_to_tensor, equal=tf.equal,
+        expand_dims=tf.expand_dims, stack=tf.stack, stop_gradient=tf.stop_gradient,
+        sum=tf.reduce_sum)
 
 
 def written_by_keras2(path: str) -> bool:

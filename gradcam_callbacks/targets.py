@@ -6,6 +6,9 @@ first) and returns one score per doc, shape ``(batch,)``, floating point. It is 
 ``keras.ops``, so it runs on every backend inside the compiled pass; the engine
 differentiates it (Grad-CAM and the other gradient methods) or evaluates it on masked inputs
 (Score-CAM). Pass one as ``targets`` (one for every doc) or a list with one per doc.
+A Keras 2 model's output is a TensorFlow tensor: the ready-made scores take their ops from
+the tensor (:func:`gradcam_callbacks.keras_family.tensor_ops`); a function of your own uses tensor
+indexing or TensorFlow ops there (``keras.ops`` only with Keras 3 on TensorFlow next to it).
 
 Ready-made ones: :class:`ClassScore` (what an int target means), :class:`RegressionScore`,
 :class:`SegmentationScore` and :class:`MultiLabelScore`. Their ``repr`` is what
@@ -30,6 +33,7 @@ import keras
 import numpy as np
 
 from ._validation import is_int
+from .keras_family import tensor_ops
 
 __all__ = ["ClassScore", "MultiLabelScore", "RegressionScore", "Score", "ScoreFunction",
            "SegmentationScore", "as_target", "check_result", "describe"]
@@ -171,7 +175,7 @@ class SegmentationScore(Score):
         self.mask = mask
 
     def __call__(self, outputs: Any) -> Any:
-        ops = keras.ops
+        ops = tensor_ops(outputs)
         shape = tuple(outputs.shape)
         if len(shape) != 4:
             raise ValueError(
@@ -258,7 +262,7 @@ def check_result(function: ScoreFunction, result: Any, output_shape: tuple[Any, 
             f"targets: score function {name} must return one score per doc, shape "
             f"({batch if batch is not None else 'batch'},), for an output of shape "
             f"{tuple(output_shape)}; received shape {shape}")
-    dtype = keras.backend.standardize_dtype(dtype)
+    dtype = getattr(dtype, "name", None) or keras.backend.standardize_dtype(dtype)
     if not (dtype.startswith("float") or dtype.startswith("bfloat")):
         raise TypeError(
             f"targets: score function {name} must return floating-point scores (integer or "

@@ -71,12 +71,30 @@ def keras3_tf() -> Any:
 
 
 # -- models, the same architecture in either Keras -----------------------------------------
-def cnn(K: Any) -> Any:
+def cnn(K: Any, head: tuple[int, str | None] = (4, "softmax"), name: str = "cnn") -> Any:
     inputs = K.Input(SHAPE)
     h = K.layers.Conv2D(6, 3, activation="relu", name="conv1")(inputs)
     h = K.layers.Conv2D(8, 3, activation="relu", name="conv2")(h)
     h = K.layers.GlobalAveragePooling2D(name="gap")(h)
-    return K.Model(inputs, K.layers.Dense(4, activation="softmax", name="probs")(h), name="cnn")
+    units, activation = head
+    return K.Model(inputs, K.layers.Dense(units, activation=activation, name="head")(h),
+                   name=name)
+
+
+def regressor(K: Any) -> Any:
+    return cnn(K, (2, None), "regressor")
+
+
+def tagger(K: Any) -> Any:
+    return cnn(K, (4, "sigmoid"), "tagger")
+
+
+def segmenter(K: Any) -> Any:
+    """A small fully convolutional segmenter: 3 classes per pixel, same size as the input."""
+    inputs = K.Input(SHAPE)
+    h = K.layers.Conv2D(6, 3, padding="same", activation="relu", name="features")(inputs)
+    return K.Model(inputs, K.layers.Conv2D(3, 1, activation="softmax", name="seg")(h),
+                   name="segmenter")
 
 
 def nested(K: Any) -> Any:
@@ -97,7 +115,46 @@ def sequential(K: Any) -> Any:
     ], name="seq")
 
 
-BUILDERS = {"cnn": cnn, "nested": nested}
+MASK = np.zeros(SHAPE[:2], bool)
+MASK[2:8, 3:9] = True
+
+
+def y_minus_x(outputs: Any) -> Any:
+    """A user-written score function: tensor indexing only, so any Keras's tensors take it."""
+    return outputs[:, 1] - outputs[:, 0]
+
+
+def class_targets(count: int) -> list[list[Any]]:
+    return [[n % 4, 2] for n in range(count)]
+
+
+def regression_targets(count: int) -> list[list[Any]]:
+    from gradcam_callbacks import RegressionScore
+
+    return [[RegressionScore(0), y_minus_x]] + [[RegressionScore(1, sign=-1)]] * (count - 1)
+
+
+def segmentation_targets(count: int) -> list[list[Any]]:
+    from gradcam_callbacks import SegmentationScore
+
+    return [[SegmentationScore(1, mask=MASK), SegmentationScore(2)]] * count
+
+
+def label_targets(count: int) -> list[list[Any]]:
+    from gradcam_callbacks import ClassScore, MultiLabelScore
+
+    return [[MultiLabelScore(2), ClassScore(1)]] * count
+
+
+# name: (model builder, targets for N docs, layer, methods); the stored reference has each
+CASES = {
+    "cnn": (cnn, class_targets, None, METHODS),
+    "nested": (nested, class_targets, None, METHODS),
+    "regressor": (regressor, regression_targets, None, ("gradcam", "scorecam")),
+    "segmenter": (segmenter, segmentation_targets, "features", ("gradcam", "scorecam")),
+    "tagger": (tagger, label_targets, None, ("gradcam", "scorecam")),
+}
+BUILDERS = {name: case[0] for name, case in CASES.items()}
 
 
 def seeded_weights(model: Any, seed: int) -> list[np.ndarray]:
@@ -109,13 +166,15 @@ def probe_images(count: int = 4, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((count, *SHAPE)).astype("float32")
 
 
-def engine_numbers(model: Any, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Every method's heatmaps and scores for ``x`` (two targets per input)."""
+def engine_numbers(model: Any, x: np.ndarray, name: str) -> dict[str, np.ndarray]:
+    """Case ``name``'s methods' heatmaps and scores for ``x`` (up to two targets per input:
+    class indices, or score functions)."""
     from gradcam_callbacks.explain import explain_raw
 
+    _, targets, layer, methods = CASES[name]
     numbers = {}
-    for method in METHODS:
-        raw = explain_raw(model, x, [[n % 4, 2] for n in range(len(x))], method=method)
+    for method in methods:
+        raw = explain_raw(model, x, targets(len(x)), layer, method=method)
         numbers[f"{method}__heatmaps"] = raw.heatmaps
         numbers[f"{method}__scores"] = raw.scores
     return numbers
@@ -132,7 +191,7 @@ def keras3_reference() -> dict[str, np.ndarray]:
         weights = seeded_weights(model, seed=len(name))
         model.set_weights(weights)
         stored.update({f"{name}__weight{i}": w for i, w in enumerate(weights)})
-        stored.update({f"{name}__{k}": v for k, v in engine_numbers(model, x).items()})
+        stored.update({f"{name}__{k}": v for k, v in engine_numbers(model, x, name).items()})
     return stored
 
 
@@ -144,7 +203,7 @@ def test_every_method_matches_the_stored_keras3_numbers(K, name):
     model = BUILDERS[name](K)
     count = sum(1 for key in stored.files if key.startswith(f"{name}__weight"))
     model.set_weights([stored[f"{name}__weight{i}"] for i in range(count)])
-    numbers = engine_numbers(model, stored["x"])
+    numbers = engine_numbers(model, stored["x"], name)
     for key, value in numbers.items():
         np.testing.assert_allclose(value, stored[f"{name}__{key}"], rtol=0, atol=1e-5,
                                    err_msg=f"{name} {key}")
@@ -159,7 +218,7 @@ def test_same_weights_in_keras2_and_keras3_give_the_same_heatmaps(K, name):
     model2.set_weights(weights)
     model3.set_weights(weights)
     x = probe_images(seed=5)
-    two, three = engine_numbers(model2, x), engine_numbers(model3, x)
+    two, three = engine_numbers(model2, x, name), engine_numbers(model3, x, name)
     for key in three:
         np.testing.assert_allclose(two[key], three[key], rtol=0, atol=1e-5, err_msg=key)
 
@@ -261,6 +320,88 @@ def test_public_functions_take_keras2_models(K):
     assert show_prediction(model, x[:1], targets=[0, 1]).width > 24
     with pytest.raises(ValueError, match="layer 'gap' has an output of rank 2"):
         explain_predictions(model, x, layer="gap")
+
+
+# -- score functions (gradcam_callbacks.targets) ---------------------------------------------
+@keras2
+def test_ready_made_and_own_score_functions_score_what_keras2_predicts(K):
+    from gradcam_callbacks import (
+        ClassScore,
+        MultiLabelScore,
+        RegressionScore,
+        SegmentationScore,
+        explain_predictions,
+    )
+
+    x = probe_images(3, seed=6)
+    models = {name: BUILDERS[name](K) for name in ("regressor", "segmenter", "tagger")}
+    for seed, model in enumerate(models.values()):
+        model.set_weights(seeded_weights(model, seed))
+    predicted = {name: model.predict(x, verbose=0) for name, model in models.items()}
+    seg = predicted["segmenter"]
+    painted = int(np.bincount(seg.argmax(-1).ravel(), minlength=3).argmax())  # some pixels
+    cases = [
+        ("regressor", RegressionScore(1, sign=-1), -predicted["regressor"][:, 1]),
+        ("regressor", y_minus_x, predicted["regressor"][:, 1] - predicted["regressor"][:, 0]),
+        ("segmenter", SegmentationScore(1, mask=MASK), seg[:, MASK, 1].sum(axis=1)),
+        ("segmenter", SegmentationScore(painted), np.where(
+            seg.argmax(-1) == painted, seg[..., painted], 0).sum(axis=(1, 2))),
+        ("tagger", MultiLabelScore(2), predicted["tagger"][:, 2]),
+        ("tagger", ClassScore(3), predicted["tagger"][:, 3]),
+    ]
+    for name, score, expected in cases:
+        layer = "features" if name == "segmenter" else None
+        expls = explain_predictions(models[name], x, targets=score, layer=layer)
+        label = repr(score) if name != "regressor" or score is not y_minus_x else "y_minus_x"
+        assert [e.targets[0].target for e in expls] == [label] * 3
+        np.testing.assert_allclose([e.targets[0].score for e in expls], expected, rtol=1e-5,
+                                   atol=1e-5, err_msg=label)
+        maps = np.stack([e.targets[0].heatmap for e in expls])
+        assert maps.shape == ((3, 12, 12) if name == "segmenter" else (3, 8, 8))
+        assert 0 <= maps.min() and maps.max() <= 1 and maps.max() > 0, label
+
+
+@keras2
+def test_bad_score_functions_are_refused_before_any_keras2_pass(K):
+    from gradcam_callbacks import SegmentationScore, explain_predictions
+    from gradcam_callbacks.backends import compilations
+
+    model = regressor(K)
+    x = probe_images(2)
+    before = compilations()
+    refused = [
+        (lambda y: y, ValueError, r"must return one score per doc, shape \(3,\).*received "
+                                  r"shape \(3, 2\)"),
+        (lambda y: y[:, 0] > 0, TypeError, "must return floating-point scores.*received dtype "
+                                           "bool"),
+        (lambda y: y.numpy()[:, 0], ValueError, "failed on the model's output"),
+        (SegmentationScore(0), ValueError, r"needs a segmentation output \(batch, h, w, "
+                                           r"classes\); received an output of shape \(3, 2\)"),
+        ([y_minus_x, "nope"], TypeError, r"targets\[1\] must be a score function"),
+    ]
+    for targets, kind, message in refused:
+        with pytest.raises(kind, match=message):
+            explain_predictions(model, x, targets=targets)
+    assert compilations() == before  # refused before any pass was built or traced
+
+
+@keras2
+def test_callback_with_a_score_function_in_keras2_fit(K, tmp_path):
+    from gradcam_callbacks import GradCamCallback, RegressionScore
+    from gradcam_callbacks.tensorboard import read_events
+
+    model = regressor(K)
+    model.set_weights(seeded_weights(model, 2))
+    model.compile(K.optimizers.SGD(0.05), "mse")
+    values = np.stack([DATA_Y / 4, 1 - DATA_Y / 4], axis=1).astype("float32")
+    callback = GradCamCallback(DATA_X[:2], targets=RegressionScore(1, sign=-1), log_dir=tmp_path)
+    model.fit(DATA_X, values, epochs=2, batch_size=8, shuffle=False, callbacks=[callback],
+              verbose=0)
+    final = model.predict(DATA_X[:2], verbose=0)
+    scores = {e.step: e.value for e in read_events(tmp_path) if e.tag == "gradcam/probe_01/score"}
+    assert sorted(scores) == [-1, 0, 1]
+    assert scores[1] == pytest.approx(-float(final[1, 1]), abs=1e-5)
+    assert scores[-1] != pytest.approx(scores[1], abs=1e-7)  # the fit moved the value
 
 
 # -- the callback --------------------------------------------------------------------------

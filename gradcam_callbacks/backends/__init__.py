@@ -219,10 +219,12 @@ class PassSpec:
     def select(self, outputs: Any) -> Any:
         """The chosen model output as a ``(N, classes)`` tensor (a ``(N,)`` output becomes
         ``(N, 1)``); with score functions, their scores ``(N, F)`` on it (any rank)."""
-        return self.pick(keras.tree.flatten(outputs), keras.ops.expand_dims)
+        return self.pick(keras.tree.flatten(outputs), keras.ops)
 
-    def pick(self, flat: list[Any], expand_dims: Callable[[Any, int], Any]) -> Any:
-        """:meth:`select` on the flattened outputs, with the framework's ``expand_dims``."""
+    def pick(self, flat: list[Any], ops: Any) -> Any:
+        """:meth:`select` on the flattened outputs, with the model's ops namespace
+        (``keras.ops``, or :func:`..keras_family.tensorflow_ops` for a Keras 2 model):
+        ``expand_dims``, ``cast``, ``stack``."""
         selected = flat[self.output_index]
         if self.scores is not None:
             from ..targets import check_result
@@ -231,10 +233,10 @@ class PassSpec:
             for function in self.scores:
                 column = function(selected)
                 check_result(function, column, tuple(selected.shape))
-                columns.append(keras.ops.cast(column, selected.dtype))
-            return keras.ops.stack(columns, axis=-1)
+                columns.append(ops.cast(column, selected.dtype))
+            return ops.stack(columns, axis=-1)
         if len(selected.shape) == 1:
-            return expand_dims(selected, -1)
+            return ops.expand_dims(selected, -1)
         if len(selected.shape) != 2:
             raise ValueError(
                 f"output {self.output_index} of the model has shape {tuple(selected.shape)}; "
@@ -272,6 +274,24 @@ def model_backend(model: Any) -> Backend:
     if is_keras2(model):
         return importlib.import_module(_KERAS2)  # type: ignore[return-value]
     return backend_module()
+
+
+def symbolic_call(model: Any, function: Callable[[Any], Any],
+                  shape: tuple[int | None, ...]) -> Any:
+    """``function`` on a symbolic batch of ``model``'s output, of ``shape`` (float32; nothing
+    is computed): a ``keras.KerasTensor`` for a Keras 3 model, a TensorFlow graph tensor
+    (a traced ``tf.function``) for a Keras 2 one, so that a score function is checked on
+    the kind of tensor it will get.
+
+    Example:
+        >>> symbolic_call(model, lambda y: y[:, 0], (3, 10)).shape  # doctest: +SKIP
+        (3,)
+    """
+    from ..keras_family import is_keras2
+
+    if is_keras2(model):
+        return importlib.import_module(_KERAS2).symbolic_call(function, shape)
+    return function(keras.KerasTensor(shape))
 
 
 def spatial_mean(grads: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ..keras_family import tensorflow_ops
 from . import PassSpec, RawOutputs, tf_backend
 
 
@@ -27,7 +28,26 @@ class Keras2PassSpec(PassSpec):
     """A :class:`PassSpec` whose outputs are Keras 2's: flattened by ``tf.nest``."""
 
     def select(self, outputs: Any) -> Any:
-        return self.pick(tf.nest.flatten(outputs), tf.expand_dims)
+        return self.pick(tf.nest.flatten(outputs), tensorflow_ops())
+
+
+def symbolic_call(function: Callable[[Any], Any], shape: tuple[int | None, ...]) -> Any:
+    """``function``'s result on a float32 graph tensor of ``shape``: traced in a
+    ``tf.function``, never run. The result (a graph tensor, or whatever it returned) is
+    only read for its shape and dtype.
+
+    Example:
+        >>> symbolic_call(lambda y: y[:, 0], (3, 4)).shape
+        TensorShape([3])
+    """
+    results = []
+
+    def trace(outputs: tf.Tensor) -> tf.Tensor:
+        results.append(function(outputs))
+        return tf.zeros(())
+
+    tf.function(trace, autograph=False).get_concrete_function(tf.TensorSpec(shape, tf.float32))
+    return results[0]
 
 
 def _keras2_spec(spec: PassSpec) -> Keras2PassSpec:
