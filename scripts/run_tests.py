@@ -87,7 +87,8 @@ def keras2_runs(install: subprocess.Popen | None, started: float,
 
 def run_pytest(label: str, backend: str, selection: list[str], env: dict[str, str],
                python: str, argv: list[str]) -> tuple[str, int, float]:
-    command = [python, "-m", "pytest", *selection, *argv]
+    # the slowest tests of each run, in the log: where the suite's time goes
+    command = [python, "-m", "pytest", "--durations=15", *selection, *argv]
     print(f"=== KERAS_BACKEND={backend}: {' '.join(command)}", flush=True)
     started = time.monotonic()
     code = subprocess.call(command, env={**env, "KERAS_BACKEND": backend})
