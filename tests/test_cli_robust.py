@@ -366,6 +366,7 @@ def test_sheet_with_corrupt_or_unreadable_event_files_fails_in_one_line(log_dir,
 
 
 # -- #12.4: advice and summary -----------------------------------------------------------------
+@pytest.mark.backend_agnostic  # the advice reads scores; test_cli.py runs the CLI per backend
 def test_saturated_scores_warn_to_check_preprocess_and_runs_end_with_a_summary(models, tmp_path):
     inputs = tmp_path / "in"
     for i in range(6):

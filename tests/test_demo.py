@@ -12,6 +12,8 @@ from PIL import Image
 from gradcam_callbacks.tensorboard import read_events
 
 
+@pytest.mark.backend_agnostic  # the quickstart's job (TensorFlow); the callback and training
+# on JAX and torch are held by test_callback.py and the documented blocks (test_readme.py)
 def test_demo_command_runs_and_writes_its_outputs(tmp_path):
     log_dir = tmp_path / "logs"
     done = subprocess.run(

@@ -605,6 +605,7 @@ KERAS3_ONLY = textwrap.dedent("""
 
 @pytest.mark.skipif(not __import__("keras").__version__.startswith("3."),
                     reason="Keras 3 is not installed here")
+@pytest.mark.backend_agnostic  # the dispatch that could import tf_keras is one code path
 def test_keras3_explain_and_fit_never_import_tf_keras(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT),
                                                         os.environ.get("PYTHONPATH", "")])}
