@@ -33,9 +33,10 @@ def test_demo_command_runs_and_writes_its_outputs(tmp_path):
 
 
 @pytest.mark.backend_agnostic  # argparse's help: no backend involved
-def test_example_script_help():
-    script = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples",
-                          "cluttered_digits.py")
-    done = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True,
+@pytest.mark.parametrize("script, option", [("cluttered_digits.py", "--epochs"),
+                                            ("shortcut_digits.py", "--shortcut-rate")])
+def test_example_script_help(script, option):
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples", script)
+    done = subprocess.run([sys.executable, path, "--help"], capture_output=True, text=True,
                           timeout=300, env={**os.environ})
-    assert done.returncode == 0 and "--epochs" in done.stdout
+    assert done.returncode == 0 and option in done.stdout

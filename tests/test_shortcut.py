@@ -189,16 +189,3 @@ def test_shortcut_demo_prints_its_table_and_writes_a_sheet(tmp_path, capsys):
                  f"tensorboard --logdir {log_dir}"):
         assert line in out
     assert (log_dir / "contact_sheet.png").is_file()
-
-
-@pytest.mark.backend_agnostic
-def test_shortcut_example_script_help():
-    import os
-    import subprocess
-    import sys
-
-    script = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples",
-                          "shortcut_digits.py")
-    done = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True,
-                          timeout=300, env={**os.environ})
-    assert done.returncode == 0 and "--shortcut-rate" in done.stdout
