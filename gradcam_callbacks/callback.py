@@ -193,6 +193,9 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         self.probe_masks = object_masks(self.probe_boxes, self._given_masks,
                                         None if self.pictures is None else self._picture_sizes())
         self._plan: Plan | None = None
+        # the probes' validated target slots, made once per fit: a score function's check
+        # (a symbolic call, a trace for Keras 2) stays out of the epoch ends
+        self._slots: tuple[np.ndarray, np.ndarray] | None = None
         self._writer: BackgroundWriter | None = None
         self._previous: list[np.ndarray | None] = []
         self._reports: list[ProbeReport] = []
@@ -202,11 +205,13 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         """Check the probes against the model and build the Grad-CAM pass, before epoch 1."""
         model = self.model
+        self._slots = None
         self._plan = plan(model, self.layer, self.output)
         check_docs(model, self.probe_x, name="probes")
         check_against_model(model, self._plan.classes, self.class_names, self.probe_y,
                             self.targets)
-        slots, _ = self._plan.targets(self._requested_targets(), len(self.probe_x))
+        self._slots = self._plan.targets(self._requested_targets(), len(self.probe_x))
+        slots = self._slots[0]
         warn_integer_probes(model, self.probe_x, self._plan.input_dtype)
         if self.pictures is None:
             self.pictures = [derive_image(x, self._plan.data_format) for x in self.probe_x]
@@ -292,9 +297,9 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
     ) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
         """Every method's maps of every probe now, from one pass: ``(name, heatmaps (N, h, w),
         targets (N,), scores (N,))`` per method, in the order given."""
-        if self._plan is None:
+        if self._plan is None or self._slots is None:
             raise RuntimeError("explain_probes() needs on_train_begin() (model.fit) first")
-        targets, counts = self._plan.targets(self._requested_targets(), len(self.probe_x))
+        targets, counts = self._slots
         first, *others = self.methods
         # non-finite maps come back as they are: _log reports them per probe
         raw = self._plan.run(self.probe_x, targets, counts, self.batch_size, first,
