@@ -8,12 +8,22 @@ backend at import, so each backend needs its own process. Tests marked ``backend
 run once (under TensorFlow). Any failed check, any failure, and any run that collects no test
 (pytest's exit code 5), makes this script fail.
 
+CPUs differ: TensorFlow turns its oneDNN kernels on by default on some x86 CPUs (AVX512_VNNI,
+AMX) and off on others, and the numbers move with them. So the TensorFlow suite runs with
+oneDNN forced on (``TF_ENABLE_ONEDNN_OPTS=1`` turns it on on any x86 CPU), and the files that
+touch numerics, the command line or the platform (``ONEDNN_OFF_FILES``) run again with it
+forced off: every machine checks both worlds.
+
 Tests marked ``keras2`` run only in the two Keras 2 environments (``scripts/keras2_env.py``
 installs them once): ``tf_keras`` here with ``TF_USE_LEGACY_KERAS=1``, and TensorFlow 2.15
 (Keras 2.15 as ``keras``) in its own virtual environment. There they must run, not skip
 (``GRADCAM_REQUIRE_KERAS2=1``).
 
-Usage: python scripts/run_tests.py [extra pytest arguments]
+The runs go in two lanes side by side (two pytest processes at a time: the suite's time is
+mostly single-threaded Python, so two cores finish it in about 60% of the time); each run's
+output is printed whole when it ends. ``--serial`` runs one at a time.
+
+Usage: python scripts/run_tests.py [--serial] [extra pytest arguments]
 """
 
 from __future__ import annotations
@@ -21,6 +31,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +44,16 @@ BACKENDS = ("tensorflow", "jax", "torch")
 # functions on the CPU; the tests' numbers do not depend on them. The numeric tests (marker
 # ``xla_defaults``: ELI5 parity, the methods against their definitions and the stored
 # reference) run once more under JAX with XLA's defaults, the setting users run.
-EXTRA_ENV = {"jax": {"XLA_FLAGS": "--xla_backend_optimization_level=0"}}
+EXTRA_ENV = {"jax": {"XLA_FLAGS": "--xla_backend_optimization_level=0"},
+             "tensorflow": {"TF_ENABLE_ONEDNN_OPTS": "1"}}
+# run again under TensorFlow with oneDNN off: the files whose subject is numbers (stored
+# references, thresholds of trained models, non-finite handling), the command line's output
+# and the platform (channels-first kernels)
+ONEDNN_OFF_FILES = [
+    "tests/test_eli5_parity.py", "tests/test_methods.py", "tests/test_targets.py",
+    "tests/test_explain.py", "tests/test_probes.py", "tests/test_cam.py",
+    "tests/test_pretrained.py", "tests/test_target_examples.py", "tests/test_cli_robust.py",
+]
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,40 +112,78 @@ def keras2_runs(install: subprocess.Popen | None, started: float,
 
 def run_pytest(label: str, backend: str, selection: list[str], env: dict[str, str],
                python: str, argv: list[str]) -> tuple[str, int, float]:
+    """One pytest process; its output goes to a file, printed whole when it ends (two runs
+    go side by side)."""
     # the slowest tests of each run, in the log: where the suite's time goes
     command = [python, "-m", "pytest", "--durations=15", *selection, *argv]
-    print(f"=== KERAS_BACKEND={backend}: {' '.join(command)}", flush=True)
     started = time.monotonic()
-    code = subprocess.call(command, env={**env, "KERAS_BACKEND": backend})
-    return label, code, time.monotonic() - started
+    with tempfile.TemporaryFile("w+") as log:
+        code = subprocess.call(command, env={**env, "KERAS_BACKEND": backend}, cwd=ROOT,
+                               stdout=log, stderr=subprocess.STDOUT)
+        log.seek(0)
+        output = log.read()
+    seconds = time.monotonic() - started
+    with _PRINTING:
+        print(f"=== {label}: KERAS_BACKEND={backend} {' '.join(command)}\n{output}"
+              f"=== {label}: exit {code} in {seconds:.0f} s", flush=True)
+    return label, code, seconds
+
+
+_PRINTING = threading.Lock()
+
+
+def run_check(name: str, command: list[str]) -> tuple[str, int, float]:
+    with _PRINTING:
+        print(f"=== {name}: {' '.join(command)}", flush=True)
+        started = time.monotonic()
+        code = subprocess.call(command, cwd=ROOT)
+    return name, code, time.monotonic() - started
 
 
 def main(argv: list[str]) -> int:
-    results = []
+    serial = "--serial" in argv
+    argv = [a for a in argv if a != "--serial"]
+    results: list[tuple[str, int, float]] = []
     os.makedirs(os.path.join(ROOT, ".cache"), exist_ok=True)
     install_started = time.monotonic()
     install = start_keras2_install()
     for name, command in CHECKS.items():
-        print(f"=== {name}: {' '.join(command)}", flush=True)
-        started = time.monotonic()
-        code = subprocess.call(command, cwd=ROOT)
-        results.append((name, code, time.monotonic() - started))
+        results.append(run_check(name, command))
     runs = [(backend, backend, ["-m", "not keras2" if i == 0 else
                                 "not backend_agnostic and not keras2"],
              {**os.environ, **EXTRA_ENV.get(backend, {})}, sys.executable)
             for i, backend in enumerate(BACKENDS)]
+    runs[0] = ("tensorflow (oneDNN on)", *runs[0][1:])
+    off = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"}
+    runs.append(("tensorflow (oneDNN off)", "tensorflow", ["-m", "not keras2",
+                                                           *ONEDNN_OFF_FILES], off,
+                 sys.executable))
     defaults = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     runs.append(("jax (XLA defaults)", "jax", ["-m", "xla_defaults and not backend_agnostic"],
                  defaults, sys.executable))
-    for label, backend, selection, env, python in runs:
-        results.append(run_pytest(label, backend, selection, env, python, argv))
-    for label, backend, selection, env, python in keras2_runs(install, install_started,
-                                                               results):
-        results.append(run_pytest(label, backend, selection, env, python, argv))
+
+    def lane(planned: list[tuple[Any, ...]], keras2: bool) -> None:
+        for run in planned:
+            results.append(run_pytest(*run, argv))
+        if keras2:
+            for run in keras2_runs(install, install_started, results):
+                results.append(run_pytest(*run, argv))
+
+    # the TensorFlow run is the longest: the other lane takes the rest; the Keras 2 runs
+    # wait for their install at the end of the first lane
+    lanes = [(runs[:1], True), (runs[1:], False)]
+    if serial:
+        lanes = [(runs, True)]
+    threads = [threading.Thread(target=lane, args=planned) for planned in lanes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     print("=== summary")
-    for backend, code, seconds in results:
+    for label, code, seconds in results:
         verdict = {0: "passed", 5: "FAILED: no tests ran"}.get(code, f"FAILED (exit {code})")
-        print(f"{backend:>32}: {verdict} in {seconds:.0f} s")
+        print(f"{label:>32}: {verdict} in {seconds:.0f} s")
+    print(f"{'wall time':>32}: {time.monotonic() - install_started:.0f} s")
     return 0 if all(code == 0 for _, code, _ in results) else 1
 
 

@@ -1,8 +1,15 @@
 """ELI5 0.16's results on fixed models and inputs, the reference every backend must match.
 
 Run under TensorFlow with eli5 installed to (re)write ``data/eli5_reference.npz``:
-``KERAS_BACKEND=tensorflow python tests/eli5_reference.py``. The TensorFlow test run checks
-that the stored file still equals what ELI5 computes.
+``KERAS_BACKEND=tensorflow python tests/eli5_reference.py``. It was written by ELI5 0.16.0
+itself (not by this package), on TensorFlow 2.21 / Keras 3.15.
+
+A stored number is exact only on the machine that wrote it. Live ELI5 against this file,
+measured: heatmaps differ by up to 8.3e-7 (oneDNN on) and 9.3e-7 (oneDNN off) on an Intel
+Xeon with AVX512_VNNI/AMX (2026-12-05), 9.3e-7 on an AMD EPYC with AVX512_VNNI (issue #20);
+scores by up to 3.0e-8; overlays and targets equal. So the stored reference is held at
+``STORED_ATOL`` (10x the largest spread seen); bit-for-bit claims are made only between two
+live computations in one process (ours against ELI5 live).
 """
 
 from __future__ import annotations
@@ -17,6 +24,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 from models import images, small_cnn  # noqa: E402
 
 PATH = os.path.join(os.path.dirname(__file__), "data", "eli5_reference.npz")
+# live ELI5 against the stored file: the measured spread across CPUs and oneDNN settings
+# is 9.3e-7 (see the module docstring)
+STORED_ATOL = 1e-5
 CASES = [  # (model seed, input seed, targets)
     (0, 0, None), (0, 1, [2]), (1, 2, None), (1, 3, [0]), (2, 4, [4]),
 ]

@@ -39,7 +39,10 @@ def _env(backend: str = BACKEND, home: Path | None = None) -> dict[str, str]:
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     caches = {} if home is None else {"KERAS_HOME": str(home / ".keras"),
                                       "MPLCONFIGDIR": str(home / ".matplotlib")}
-    return {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": path, **caches}
+    # a user's shell has no TF_CPP_MIN_LOG_LEVEL; this process has one because importing
+    # jax (which Keras does) sets it
+    shell = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return {**shell, "KERAS_BACKEND": backend, "PYTHONPATH": path, **caches}
 
 
 def cli(*args: object, prefix: tuple[str, ...] = (), timeout: float = 300,
@@ -78,14 +81,35 @@ def _small(name: str, scale: float, seed: int = 0) -> keras.Model:
     return keras.Model(inputs, outputs, name=name)
 
 
+def _nan_model() -> keras.Model:
+    """``_small``'s CNN plus an explicit NaN: every pixel looks up a table by brightness
+    (``Discretization`` then ``Embedding``: a gather, no arithmetic that a kernel could round
+    away), row 1 (brighter than 127) is NaN, row 0 zeros; their mean is added to the logits.
+    So any input with a bright pixel scores NaN on every backend and CPU, a black one gives
+    finite, tied scores."""
+    cnn = _small("nan_cnn", 1 / 255)
+    head = cnn.layers[-1]
+    logits = keras.layers.Dense(4, name="logits")(head.input)
+    bins = keras.layers.Discretization(bin_boundaries=[127.5], name="bright")(cnn.inputs[0])
+    table = keras.layers.Embedding(2, 1, name="nan_table")
+    poison = keras.layers.GlobalAveragePooling1D()(
+        keras.layers.Reshape((-1, 1))(table(bins)))
+    logits = keras.layers.Add()([logits, keras.layers.Dense(
+        4, use_bias=False, kernel_initializer="ones", name="spread")(poison)])
+    model = keras.Model(cnn.inputs, keras.layers.Softmax()(logits), name="nan_model")
+    model.get_layer("logits").set_weights(head.get_weights())
+    table.set_weights([np.array([[0.0], [np.nan]], "float32")])
+    return model
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> Path:
-    """``nan.keras``: any input with a bright pixel overflows (x * 1e37) to a NaN output, a
-    black one gives finite (tied) scores. ``raw.keras``: expects pixels in [0, 1]; fed 0..255
+    """``nan.keras``: any input with a bright pixel scores NaN (an explicit NaN, not an
+    overflow: :func:`_nan_model`), a black one gives finite (tied) scores. ``raw.keras``: expects pixels in [0, 1]; fed 0..255
     (--preprocess none) its softmax saturates. ``plain.keras``: rescales inside, any size."""
     folder = tmp_path_factory.mktemp("robust_models")
     keras.utils.set_random_seed(0)
-    _small("nan_model", 1e37).save(folder / "nan.keras")
+    _nan_model().save(folder / "nan.keras")
     _small("raw_model", 1.0).save(folder / "raw.keras")
     _small("plain_model", 1 / 255).save(folder / "plain.keras")
     os.chmod(folder, 0o755)
@@ -385,6 +409,29 @@ def test_saturated_scores_warn_to_check_preprocess_and_runs_end_with_a_summary(m
                "--preprocess", "unit", "--quiet")
     assert unit.returncode == 0 and unit.stderr == "", unit.stderr
     assert not [r for r in records(tmp_path / "unit").values() if r["warnings"]]
+
+
+def test_native_start_up_lines_stay_out_of_stderr_unless_the_user_asks(models, tmp_path):
+    """TensorFlow's C++ start-up lines (absl's notice, "oneDNN custom operations are on")
+    are not ours: without ``TF_CPP_MIN_LOG_LEVEL`` the user sees our lines only; a user who
+    set it chose what to see. oneDNN is forced on so that TensorFlow has a line to print on
+    any x86 CPU."""
+    inputs = tmp_path / "in"
+    save_image(inputs / "a.png", size=16)
+    base = _env()
+    command = [sys.executable, "-m", "gradcam_callbacks", "explain", str(models / "plain.keras"),
+               str(inputs), "--quiet"]
+    quiet = subprocess.run([*command, "--out", str(tmp_path / "a")], capture_output=True,
+                           text=True, timeout=300, env={**base, "TF_ENABLE_ONEDNN_OPTS": "1"})
+    assert quiet.returncode == 0, quiet.stderr[-3000:]
+    assert quiet.stderr == "", quiet.stderr
+    if BACKEND != "tensorflow":
+        return  # no TensorFlow import, no native lines to hide or to show
+    asked = subprocess.run([*command, "--out", str(tmp_path / "b")], capture_output=True,
+                           text=True, timeout=300, env={**base, "TF_ENABLE_ONEDNN_OPTS": "1",
+                                                        "TF_CPP_MIN_LOG_LEVEL": "0"})
+    assert asked.returncode == 0, asked.stderr[-3000:]
+    assert "oneDNN custom operations are on" in asked.stderr
 
 
 # -- #10: --top in one pass, --help without a backend, the console script -----------------------

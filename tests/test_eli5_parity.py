@@ -6,7 +6,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from eli5_reference import PATH, collect, compute_with_eli5
+from eli5_reference import PATH, STORED_ATOL, collect, compute_with_eli5
 from models import images, small_cnn
 from PIL import Image
 
@@ -37,8 +37,11 @@ def test_every_backend_matches_eli5_reference():
 @TF_ONLY
 def test_tensorflow_matches_eli5_to_the_last_digits():
     reference = compute_with_eli5()
-    # the stored reference is still what ELI5 computes
-    np.testing.assert_allclose(reference["heatmaps"], REFERENCE["heatmaps"], atol=1e-12)
+    # the stored reference is still what ELI5 computes, within the spread CPUs and oneDNN
+    # settings give (measured: eli5_reference.py); exact claims are live against live only
+    np.testing.assert_array_equal(reference["targets"], REFERENCE["targets"])
+    np.testing.assert_allclose(reference["heatmaps"], REFERENCE["heatmaps"], atol=STORED_ATOL)
+    np.testing.assert_allclose(reference["scores"], REFERENCE["scores"], rtol=1e-6)
     got = ours()
     np.testing.assert_array_equal(got["targets"], reference["targets"])
     np.testing.assert_array_equal(got["scores"], reference["scores"])

@@ -42,6 +42,7 @@ from .parse import (
     UsageError,
     build_parser,
 )
+from .startup import quiet_native_startup
 
 __all__ = ["build_parser", "main"]
 
@@ -108,6 +109,7 @@ def run_demo(argv: list[str]) -> int:
     from ..demo_settings import parse_args
 
     parse_args(argv)  # usage errors and --help answer here, before Keras is imported
-    from ..demo import main as demo_main
+    with quiet_native_startup():
+        from ..demo import main as demo_main
 
     return demo_main(argv)

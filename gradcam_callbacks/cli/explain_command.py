@@ -28,6 +28,7 @@ from .parse import (
 )
 from .pipeline import ExplainOptions, Interrupted, Pipeline, Tally
 from .progress import Progress
+from .startup import quiet_native_startup
 
 if TYPE_CHECKING:
     import keras
@@ -70,8 +71,8 @@ def run_explain(args: argparse.Namespace) -> int:
     # Only now pay for Keras and the backend; nothing is written yet, so Ctrl-C can end the
     # process at once even while the main thread is inside a native call.
     interrupt.loading()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
-    from ..explain import plan
+    with quiet_native_startup():  # TensorFlow's C++ start-up chatter stays out of stderr
+        from ..explain import plan
 
     model = _load_model(model_path, args.quiet)
     try:
