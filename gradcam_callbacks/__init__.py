@@ -4,8 +4,10 @@ Public names are imported on first use, so that ``import gradcam_callbacks`` (an
 command line's ``sheet``) does not pay for importing Keras and a backend.
 
 Example:
-    >>> from gradcam_callbacks import explain_prediction, format_as_image  # doctest: +SKIP
-    >>> overlay = format_as_image(explain_prediction(model, doc))  # doctest: +SKIP
+    >>> from gradcam_callbacks import explain_prediction, format_as_image
+    >>> overlay = format_as_image(explain_prediction(model, doc))
+    >>> overlay.size, overlay.mode
+    ((48, 48), 'RGBA')
 """
 
 from __future__ import annotations

@@ -139,10 +139,13 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             device's best batch.
 
     Example:
-        >>> cam = GradCamCallback(x_val[:8], targets="true", probe_boxes=boxes[:8],
-        ...                       log_dir="logs/run1/gradcam")  # doctest: +SKIP
-        >>> model.fit(x, y, epochs=5, callbacks=[cam])  # doctest: +SKIP
-        >>> both = GradCamCallback(x_val[:8], method=["gradcam", "layercam"])  # doctest: +SKIP
+        >>> cam = GradCamCallback((x_val[:8], y_val[:8]), targets="true", probe_boxes=boxes[:8],
+        ...                       log_dir="logs/run1/gradcam")
+        >>> history = model.fit(x, y, epochs=1, verbose=0, callbacks=[cam])
+        >>> from gradcam_callbacks.tensorboard import read_events
+        >>> sorted({r.step for r in read_events("logs/run1/gradcam") if r.tag == "gradcam/grid"})
+        [-1, 0]
+        >>> both = GradCamCallback(x_val[:8], method=["gradcam", "layercam"])
     """
 
     def __init__(
@@ -248,7 +251,9 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         complete after ``fit`` returns without this. Failures become warnings, as in ``fit``.
 
         Example:
-            >>> cam.flush()  # doctest: +SKIP
+            >>> cam = GradCamCallback(x_val[:4], log_dir="logs/flushed/gradcam")
+            >>> history = model.fit(x, y, epochs=1, verbose=0, callbacks=[cam])
+            >>> cam.flush()
         """
         if self._writer is None:
             return

@@ -147,9 +147,12 @@ class ShortcutMonitor(keras.callbacks.Callback):
             `shortcut_scores`.
 
     Example:
-        >>> _, watch = load_data(num_train=8, num_test=64, marker=0.9)
-        >>> monitor = ShortcutMonitor(watch)  # doctest: +SKIP
-        >>> train(model, train_set, callbacks=[monitor])  # doctest: +SKIP
+        >>> train_set, watch = load_data(num_train=16, num_test=8, marker=0.9)
+        >>> monitor = ShortcutMonitor(watch, verbose=False)
+        >>> history = train(build_model((48, 48, 1)), train_set, epochs=1, verbose=0,
+        ...                 callbacks=[monitor])
+        >>> [row["step"] for row in monitor.rows]
+        [-1, 0]
     """
 
     def __init__(self, data: ClutteredDigits, verbose: bool = True) -> None:
@@ -356,7 +359,7 @@ def train(
         The ``History`` that ``model.fit`` returns.
 
     Example:
-        >>> train_set, _ = load_data(num_train=64, num_test=8)
+        >>> train_set, _ = load_data(num_train=32, num_test=8)
         >>> history = train(build_model((48, 48, 1)), train_set, epochs=1, verbose=0)
         >>> sorted(history.history)
         ['accuracy', 'learning_rate', 'loss']
@@ -386,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     looks (the digit or the marker), then the training and test accuracy.
 
     Example:
+        >>> # each trains on 4000 images, minutes (tests/test_demo.py, test_shortcut.py: smaller)
         >>> main(["--epochs", "1", "--log-dir", "/tmp/demo"])  # doctest: +SKIP
         0
         >>> main(["--shortcut", "--log-dir", "/tmp/shortcut"])  # doctest: +SKIP

@@ -44,8 +44,8 @@ class NonFiniteError(ValueError):
     ``"heatmap"``).
 
     Example:
-        >>> try:  # doctest: +SKIP
-        ...     explain_predictions(diverged_model, docs)
+        >>> try:
+        ...     explain_predictions(diverged_model, docs[:3])
         ... except NonFiniteError as error:
         ...     print(error.indices)
         [0, 1, 2]
@@ -101,8 +101,9 @@ class ScoreSlots(np.ndarray):
     ``functions``, so a slice of docs runs as the whole does.
 
     Example:
-        >>> slots = ScoreSlots.of(np.zeros((2, 1), np.int32), (ClassScore(0),))  # doctest: +SKIP
-        >>> slots[1:].functions  # doctest: +SKIP
+        >>> from gradcam_callbacks.targets import ClassScore
+        >>> slots = ScoreSlots.of(np.zeros((2, 1), np.int32), (ClassScore(0),))
+        >>> slots[1:].functions
         (ClassScore(class_index=0),)
     """
 
@@ -199,8 +200,10 @@ class Plan:
         and gradients (so several methods cost one pass; Score-CAM adds its scoring passes).
 
         Example:
-            >>> raw = pass_plan.run(docs, slots, counts)  # doctest: +SKIP
-            >>> pass_plan.apply(raw, docs, "layercam").method.title  # doctest: +SKIP
+            >>> pass_plan = plan(model)
+            >>> slots, counts = pass_plan.targets(None, len(docs))
+            >>> raw = pass_plan.run(docs, slots, counts)
+            >>> pass_plan.apply(raw, docs, "layercam").method.title
             'LayerCAM'
         """
         chosen = methods.check_options(method, max_channels)
@@ -265,9 +268,9 @@ def plan(model: keras.Model, layer: layers.LayerSpec = None, output: OutputSpec 
     """Check the model, pick the layer and output once, for many calls.
 
     Example:
-        >>> p = plan(model, layer=None)  # doctest: +SKIP
-        >>> p.layer.path  # doctest: +SKIP
-        'mobilenetv2_1.00_224/out_relu'
+        >>> p = plan(model, layer=None)
+        >>> p.layer.path
+        'last_conv'
     """
     _check_model(model)
     index, classes, shape = _resolve_output(model, output)
@@ -298,9 +301,9 @@ def explain_raw(
     ``single=True`` enforces ELI5's batch of exactly one doc.
 
     Example:
-        >>> raw = explain_raw(model, docs)  # doctest: +SKIP
-        >>> raw.heatmaps.shape  # doctest: +SKIP
-        (16, 1, 7, 7)
+        >>> raw = explain_raw(model, docs)
+        >>> raw.heatmaps.shape
+        (4, 1, 12, 12)
     """
     methods.check_options(method, max_channels)
     methods.check_positive("batch_size", batch_size)
@@ -357,9 +360,9 @@ def explain_predictions(
             named by index; no heatmap is returned rather than one outside [0, 1].
 
     Example:
-        >>> expls = explain_predictions(model, x_test[:16])  # doctest: +SKIP
-        >>> [e.targets[0].target for e in expls[:3]]  # doctest: +SKIP
-        [7, 2, 1]
+        >>> expls = explain_predictions(model, x_test[:16])
+        >>> [e.targets[0].target for e in expls[:3]]
+        [4, 8, 5]
     """
     methods.check_positive("batch_size", batch_size)
     methods.check_options(method, max_channels)
@@ -410,9 +413,9 @@ def explain_prediction(
             ``doc`` are NaN or infinite (e.g. a diverged model), so no map in [0, 1] exists.
 
     Example:
-        >>> expl = explain_prediction(model, x[:1], targets=[3])  # doctest: +SKIP
-        >>> expl.targets[0].target, expl.targets[0].heatmap.shape  # doctest: +SKIP
-        (3, (7, 7))
+        >>> expl = explain_prediction(model, x[:1], targets=[3])
+        >>> expl.targets[0].target, expl.targets[0].heatmap.shape
+        (3, (12, 12))
     """
     methods.check_options(method, max_channels)
     methods.check_positive("batch_size", batch_size)
@@ -446,10 +449,10 @@ def show_prediction(model: keras.Model, doc: np.ndarray, **kwargs: Any) -> Image
     ``class_names`` names the classes in the labels.
 
     Example:
-        >>> show_prediction(model, x[:1], alpha_limit=0.5).size  # doctest: +SKIP
-        (224, 224)
-        >>> show_prediction(model, x[:1], targets=[3, 5]).size  # doctest: +SKIP
-        (680, 258)
+        >>> show_prediction(model, x[:1], alpha_limit=0.5).size
+        (48, 48)
+        >>> show_prediction(model, x[:1], targets=[3, 5]).size
+        (440, 180)
     """
     from .image import check_alpha_limit, explanation_strip, format_as_image, get_colormap
 
@@ -524,8 +527,8 @@ def check_docs(model: keras.Model, docs: Any, *, single: bool = False,
         ValueError: wrong rank, wrong shape, batch other than 1 (``single``), NaN or inf.
 
     Example:
-        >>> check_docs(model, x[:2].tolist()).shape  # doctest: +SKIP
-        (2, 16, 16, 3)
+        >>> check_docs(model, x[:2].tolist()).shape
+        (2, 48, 48, 1)
     """
     name = name or ("doc" if single else "docs")
     docs = as_array(docs, name)
@@ -811,8 +814,9 @@ def gradcam_backend(
         explained and the model's output for it.
 
     Example:
-        >>> weights, acts, grads, idx, val = gradcam_backend(model, doc, None, "out_relu")
-        ... # doctest: +SKIP
+        >>> weights, acts, grads, idx, val = gradcam_backend(model, doc, None, "last_conv")
+        >>> weights.shape, acts.shape, grads.shape, idx
+        ((48,), (12, 12, 48), (12, 12, 48), 4)
     """
     if targets is not None and (not isinstance(targets, (list, tuple)) or len(targets) != 1):
         raise ValueError(

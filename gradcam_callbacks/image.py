@@ -109,8 +109,9 @@ def format_as_image(
         An RGBA image of the input image's size; the image itself if there are no targets.
 
     Example:
-        >>> overlay = format_as_image(explain_prediction(model, doc))  # doctest: +SKIP
-        >>> overlay.mode  # doctest: +SKIP
+        >>> from gradcam_callbacks import explain_prediction
+        >>> overlay = format_as_image(explain_prediction(model, doc))
+        >>> overlay.mode
         'RGBA'
     """
     if not isinstance(expl.image, Image.Image):
@@ -204,10 +205,11 @@ def explanation_strip(expl: Explanation, class_names: Sequence[str] | None = Non
         **overlay_kwargs: Passed to :func:`format_as_image` (``colormap``, ``alpha_limit``...).
 
     Example:
+        >>> from gradcam_callbacks import explain_prediction
         >>> strip = explanation_strip(explain_prediction(model, doc, targets=[1, 2]),
-        ...                           class_names=names)  # doctest: +SKIP
-        >>> strip.size  # doctest: +SKIP
-        (680, 256)
+        ...                           class_names=names)
+        >>> strip.size
+        (440, 180)
     """
     if not isinstance(expl.image, Image.Image):
         raise TypeError(

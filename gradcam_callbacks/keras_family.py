@@ -154,7 +154,7 @@ def tensorflow_ops() -> types.SimpleNamespace:
     ``sys.modules`` (a Keras 2 model or a TensorFlow tensor loaded it), never imported here.
 
     Example:
-        >>> tensorflow_ops().sum  # doctest: +SKIP
+        >>> tensorflow_ops().sum
         <function reduce_sum at ...>
     """
     tf = sys.modules["tensorflow"]

@@ -28,9 +28,11 @@ class LayerChoice:
     """A layer picked for Grad-CAM and the path that names it from the outer model.
 
     Example:
-        >>> choice = resolve_layer(model, "mobilenetv2_1.00_224/out_relu")  # doctest: +SKIP
-        >>> choice.path  # doctest: +SKIP
-        'mobilenetv2_1.00_224/out_relu'
+        >>> inputs = keras.Input((48, 48, 1))
+        >>> outer = keras.Model(inputs, model(inputs))  # model nested in another
+        >>> choice = resolve_layer(outer, "cluttered_digits_cnn/last_conv")
+        >>> choice.path, choice.layer.name
+        ('cluttered_digits_cnn/last_conv', 'last_conv')
     """
 
     layer: keras.Operation  # a Layer, or an operation of a Functional such as ``x + y``
@@ -97,8 +99,8 @@ def resolve_layer(model: keras.Model, layer: LayerSpec, output_index: int = 0) -
         ValueError: the layer is not found, has no spatial output, or no suitable layer exists.
 
     Example:
-        >>> resolve_layer(model, None).path  # doctest: +SKIP
-        'mobilenetv2_1.00_224/out_relu'
+        >>> resolve_layer(model, None).path
+        'last_conv'
     """
     if layer is None:
         return auto_layer(model, output_index)
@@ -152,10 +154,10 @@ def intercept(
     activation inside a traced call.
 
     Example:
-        >>> with intercept(layer, lambda a: a) as outputs:  # doctest: +SKIP
-        ...     model(x, training=False)
-        >>> len(outputs)  # doctest: +SKIP
-        1
+        >>> with intercept(layer, lambda a: a) as outputs:
+        ...     _ = model(x, training=False)
+        >>> len(outputs), tuple(outputs[0].shape)
+        (1, (16, 12, 12, 48))
     """
     had_own_call = "call" in vars(layer)
     original = layer.call
@@ -249,8 +251,8 @@ def auto_layer(model: keras.Model, output_index: int = 0) -> LayerChoice:
         ValueError: the model has no graph (subclassed), or no map or several maps qualify.
 
     Example:
-        >>> auto_layer(model).path  # doctest: +SKIP
-        'mobilenetv2_1.00_96/out_relu'
+        >>> auto_layer(model).path
+        'last_conv'
     """
     graph = graph_of(model)
     rank, outputs = input_rank(model), _graph_outputs(graph, model)

@@ -56,7 +56,15 @@ def claim(owner: Any, log_dir: str) -> None:
             path).
 
     Example:
-        >>> claim(callback, "logs/run1/gradcam")  # doctest: +SKIP
+        >>> class Writer:  # a GradCamCallback, say
+        ...     pass
+        >>> callback, other = Writer(), Writer()
+        >>> claim(callback, "logs/run1/gradcam")
+        >>> claim(other, "logs/run1/gradcam")
+        Traceback (most recent call last):
+        ...
+        ValueError: log_dir must be a run directory no other GradCamCallback is writing; ...
+        >>> release(callback)
     """
     key = _key(log_dir)
     with _LOCK:
@@ -81,7 +89,13 @@ def release(owner: Any) -> None:
     """Release whatever directory ``owner`` holds (nothing if it holds none).
 
     Example:
-        >>> release(callback)  # doctest: +SKIP
+        >>> class Writer:  # a GradCamCallback, say
+        ...     pass
+        >>> callback = Writer()
+        >>> claim(callback, "logs/run2/gradcam")
+        >>> release(callback)
+        >>> holder("logs/run2/gradcam") is None
+        True
     """
     with _LOCK:
         for key, ref in list(_CLAIMS.items()):

@@ -265,7 +265,11 @@ def check_against_model(model: keras.Model, classes: int | None, class_names: li
     """Checks that need the model's class count: class names and ``targets="true"`` labels.
 
     Example:
-        >>> check_against_model(model, 5, list("abcde"), None, None)  # doctest: +SKIP
+        >>> check_against_model(model, 10, list("0123456789"), None, None)
+        >>> check_against_model(model, 10, list("abcde"), None, None)
+        Traceback (most recent call last):
+        ...
+        ValueError: class_names must hold one name per class of model ... (10); received 5 names
     """
     if classes is None:
         return

@@ -138,8 +138,19 @@ class ProbeReport:
 
     Example:
         >>> report = ProbeReport([Image.new("RGB", (8, 8))], "viridis", 0.6, 16)
+        >>> import tempfile
+        >>> from gradcam_callbacks.tensorboard import EventWriter, read_events
+        >>> sink = EventWriter(tempfile.mkdtemp())
         >>> report.write(EpochMaps(0, np.ones((1, 2, 2)), np.array([1]), np.array([0.9])),
-        ...              sink)  # doctest: +SKIP
+        ...              sink)
+        >>> sink.close()
+        >>> for tag in sorted({r.tag for r in read_events(sink.log_dir)}):
+        ...     print(tag)
+        gradcam/grid
+        gradcam/nonfinite
+        gradcam/probe_00
+        gradcam/probe_00/score
+        gradcam/timeline/probe_00
     """
 
     def __init__(self, pictures: Sequence[Image.Image], colormap: Colormap,

@@ -39,9 +39,15 @@ class Backend(Protocol):
     """What a backend module (``tf_backend``, ``jax_backend``, ``torch_backend``) provides.
 
     Example:
-        >>> module: Backend = backend_module()  # doctest: +SKIP
-        >>> run = module.build(spec, on_trace=lambda: None)  # doctest: +SKIP
-        >>> activations, grads, outputs, targets = run(docs, top)  # doctest: +SKIP
+        >>> module: Backend = backend_module()
+        >>> isinstance(module, Backend)
+        True
+        >>> spec = PassSpec(weakref.ref(model), weakref.ref(layer), "last_conv", 0, 1.0)
+        >>> run = module.build(spec, on_trace=lambda: None)
+        >>> top = np.full((4, 1), -1, np.int32)  # each doc's top class
+        >>> activations, grads, outputs, targets = run(docs, top)
+        >>> activations.shape, grads.shape, outputs.shape, targets.shape
+        ((4, 12, 12, 48), (4, 1, 12, 12, 48), (4, 10), (4, 1))
     """
 
     def build(
@@ -67,7 +73,7 @@ def backend_module() -> Backend:
     """The running Keras backend's module, which satisfies :class:`Backend`.
 
     Example:
-        >>> backend_module().process_index_and_count()  # doctest: +SKIP
+        >>> backend_module().process_index_and_count()
         (0, 1)
     """
     return importlib.import_module(_MODULES[backend_name()])  # type: ignore[return-value]
@@ -114,9 +120,11 @@ def compilations() -> dict[str, int]:
     every backend, whatever the backend caches.
 
     Example:
+        >>> from gradcam_callbacks import explain_predictions
+        >>> _ = explain_predictions(model, x)
         >>> before = compilations()
-        >>> explain_predictions(model, x)  # doctest: +SKIP
-        >>> compilations() == before  # doctest: +SKIP
+        >>> _ = explain_predictions(model, x)  # the same pass again: nothing is rebuilt
+        >>> compilations() == before
         True
     """
     return dict(_COUNTS)
@@ -162,8 +170,8 @@ def score_function(
     :func:`gradient_function`). ``layer`` only keys the cache.
 
     Example:
-        >>> score = score_function(model, layer, "feat", 0)  # doctest: +SKIP
-        >>> score(x[:4]).shape  # doctest: +SKIP
+        >>> score = score_function(model, layer, "last_conv", 0)
+        >>> score(x[:4]).shape
         (4, 10)
     """
     return _compiled("build_score", model, layer, path, output_index, scores)
@@ -266,6 +274,9 @@ def model_backend(model: Any) -> Backend:
     else the running Keras backend's.
 
     Example:
+        >>> model_backend(model) is backend_module()  # a Keras 3 model
+        True
+        >>> # needs tf_keras, installed in the Keras 2 environments only:
         >>> model_backend(tf_keras_model).__name__  # doctest: +SKIP
         'gradcam_callbacks.backends.keras2_backend'
     """
@@ -284,7 +295,7 @@ def symbolic_call(model: Any, function: Callable[[Any], Any],
     the kind of tensor it will get.
 
     Example:
-        >>> symbolic_call(model, lambda y: y[:, 0], (3, 10)).shape  # doctest: +SKIP
+        >>> symbolic_call(model, lambda y: y[:, 0], (3, 10)).shape
         (3,)
     """
     from ..keras_family import is_keras2
@@ -318,6 +329,10 @@ def load_model(path: str) -> tuple[Any, str]:
         ValueError: no installed Keras could load it; says why for each one tried.
 
     Example:
+        >>> model, used = load_model("model.keras")
+        >>> used
+        'Keras 3...'
+        >>> # a Keras 2 file needs tf_keras, installed in the Keras 2 environments only:
         >>> model, used = load_model("model.h5")  # doctest: +SKIP
         >>> used  # doctest: +SKIP
         'Keras 2 (tf_keras 2.21.0)'

@@ -113,7 +113,7 @@ def process_local(variable: Any) -> jax.Array:
     skip Grad-CAM, so this raises rather than hang or break their training step.
 
     Example:
-        >>> process_local(model.weights[0]).is_fully_addressable  # doctest: +SKIP
+        >>> process_local(model.weights[0]).is_fully_addressable
         True
     """
     value = variable.value

@@ -84,6 +84,7 @@ def keras2() -> tuple[Any, str]:
         ValueError: no Keras 2 is installed.
 
     Example:
+        >>> # needs tf_keras, installed in the Keras 2 environments only:
         >>> keras2()[1]  # doctest: +SKIP
         'Keras 2 (tf_keras 2.21.0)'
     """
@@ -105,6 +106,7 @@ def load_model(path: str) -> tuple[Any, str]:
             with the Keras 2 tried.
 
     Example:
+        >>> # needs tf_keras and a Keras 2 file (the Keras 2 environments only):
         >>> model, used = load_model("model.h5")  # doctest: +SKIP
     """
     module, name = keras2()

@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         interrupted.
 
     Example:
-        >>> main(["explain", "model.keras", "photos/", "--out", "overlays"])  # doctest: +SKIP
+        >>> main(["explain", "model.keras", "photos/", "--out", "overlays", "--preprocess", "unit"])
         0
     """
     as_program = argv is None
@@ -103,6 +103,7 @@ def run_demo(argv: list[str]) -> int:
     """Forward ``demo``'s arguments to :func:`gradcam_callbacks.demo.main`.
 
     Example:
+        >>> # trains on 4000 images, minutes (tests/test_demo.py runs the command, smaller):
         >>> run_demo(["--epochs", "2", "--log-dir", "logs/demo"])  # doctest: +SKIP
         0
     """

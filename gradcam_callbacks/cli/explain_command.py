@@ -43,7 +43,7 @@ def run_explain(args: argparse.Namespace) -> int:
     Example:
         >>> from gradcam_callbacks.cli.parse import build_parser
         >>> run_explain(build_parser().parse_args(
-        ...     ["explain", "model.keras", "photos/", "--out", "overlays"]))  # doctest: +SKIP
+        ...     ["explain", "model.keras", "photos/", "--out", "overlays", "--preprocess", "unit"]))
         0
     """
     from ..image import check_alpha_limit, get_colormap

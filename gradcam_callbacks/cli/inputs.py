@@ -86,8 +86,8 @@ def collect_inputs(inputs: Sequence[Path], out_dir: Path) -> list[Job]:
         UsageError: An input does not exist, or no image file (and no failure) was found.
 
     Example:
-        >>> jobs = collect_inputs([Path("photos")], Path("out"))  # doctest: +SKIP
-        >>> jobs[0].source, jobs[0].output  # doctest: +SKIP
+        >>> jobs = collect_inputs([Path("photos")], Path("out"))
+        >>> jobs[0].source, jobs[0].output
         (PosixPath('photos/cats/a.jpg'), PosixPath('cats/a.gradcam.png'))
     """
     suffixes = image_suffixes()

@@ -50,7 +50,15 @@ class ExplainOptions:
     """Everything ``explain`` decided before reading the first image.
 
     Example:
-        >>> ExplainOptions  # doctest: +SKIP
+        >>> from gradcam_callbacks.explain import plan
+        >>> from gradcam_callbacks.image import get_colormap
+        >>> options = ExplainOptions(
+        ...     model=model, plan=plan(model), geometry=Geometry(1, 48, 48, False),
+        ...     targets=None, top=None, class_names=None, preprocess="unit",
+        ...     colormap=get_colormap("jet"), alpha_limit=None, side_by_side=False,
+        ...     max_pixels=Image.MAX_IMAGE_PIXELS)
+        >>> options.methods
+        ['gradcam']
     """
 
     model: Any
@@ -106,7 +114,13 @@ class Pipeline:
     """Stream ``jobs`` through read, explain and write; see the module docstring.
 
     Example:
-        >>> Pipeline(jobs, options, Path("out"), results, progress, 32).run()  # doctest: +SKIP
+        >>> from gradcam_callbacks.cli.inputs import collect_inputs
+        >>> jobs = collect_inputs([Path("photos")], Path("out"))
+        >>> with open("results.jsonl", "w") as results:
+        ...     progress = Progress(len(jobs), enabled=False)
+        ...     Pipeline(jobs, options, Path("out"), results, progress, 32).run()
+        >>> sorted(p.relative_to("out").as_posix() for p in Path("out").rglob("*.png"))
+        ['cats/a.gradcam.png', 'dogs/b.gradcam.png']
     """
 
     def __init__(self, jobs: Sequence[Job], options: ExplainOptions, out_dir: Path,
@@ -294,7 +308,7 @@ def draw(expl: Any, options: ExplainOptions) -> Image.Image:
     ``--class-names``) and score below it; a single overlay is drawn bare, at the image's size.
 
     Example:
-        >>> draw(explanation, options).mode  # doctest: +SKIP
+        >>> draw(explanation, options).mode
         'RGB'
     """
     from ..image import explanation_strip, format_as_image
@@ -340,8 +354,11 @@ def explain_batch(loaded: Loaded, options: ExplainOptions) -> list[Outcome]:
     when that pass raises, they are retried one by one.
 
     Example:
-        >>> explain_batch(([None], {0: (doc, picture)}), options)  # doctest: +SKIP
-        [Explained(explanation=Explanation(...), notes=[])]
+        >>> doc, picture = read_image(Path("photos/cats/a.jpg"), options.geometry,
+        ...                           options.max_pixels)
+        >>> outcomes = explain_batch(([None], {0: (doc, picture)}), options)
+        >>> outcomes[0].explanation.layer, outcomes[0].notes
+        ('last_conv', [])
     """
     outcomes, docs = loaded
     groups: dict[tuple[int, ...], list[int]] = {}
@@ -381,9 +398,11 @@ def explain_docs(items: list[tuple[np.ndarray, Image.Image]],
     failed when its output, scores or maps are not finite.
 
     Example:
-        >>> outcome = explain_docs([(doc, picture)], options)[0]  # doctest: +SKIP
-        >>> outcome.explanation.targets[0].target  # doctest: +SKIP
-        3
+        >>> doc, picture = read_image(Path("photos/cats/a.jpg"), options.geometry,
+        ...                           options.max_pixels)
+        >>> outcome = explain_docs([(doc, picture)], options)[0]
+        >>> outcome.explanation.targets[0].target  # the predicted digit
+        4
     """
     from ..explain import check_docs, explanations_from_raw
 

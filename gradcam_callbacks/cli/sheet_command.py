@@ -22,7 +22,7 @@ def run_sheet(args: argparse.Namespace) -> int:
     Example:
         >>> from gradcam_callbacks.cli.parse import build_parser
         >>> run_sheet(build_parser().parse_args(
-        ...     ["sheet", "logs/gradcam", "--out", "sheet.png", "--gif"]))  # doctest: +SKIP
+        ...     ["sheet", "logs/gradcam", "--out", "sheet.png", "--gif"]))
         0
     """
     from ..sheet import draw_sheet, probe_frames, save_atomically, write_gifs

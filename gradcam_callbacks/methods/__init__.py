@@ -106,7 +106,8 @@ def heatmaps(method: Method | str, activations: np.ndarray, grads: np.ndarray) -
 
     Example:
         >>> import numpy as np
-        >>> heatmaps("hirescam", np.ones((1, 2, 2, 3)), np.ones((1, 1, 2, 2, 3))).max().round(3)
+        >>> round(float(heatmaps("hirescam", np.ones((1, 2, 2, 3)),
+        ...                      np.ones((1, 1, 2, 2, 3))).max()), 3)
         1.0
     """
     grads = np.asarray(grads)
