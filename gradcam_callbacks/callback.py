@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import warnings
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,7 +33,7 @@ from .probes import (
     warn_integer_probes,
 )
 from .report import EpochMaps, ProbeReport
-from .sinks import BackgroundWriter
+from .sinks import EXIT_WAIT_S, BackgroundWriter
 from .targets import ScoreFunction, describe
 from .tensorboard import EventWriter
 
@@ -197,9 +198,16 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         # (a symbolic call, a trace for Keras 2) stays out of the epoch ends
         self._slots: tuple[np.ndarray, np.ndarray] | None = None
         self._writer: BackgroundWriter | None = None
+        self._run: logdirs.RunDir | None = None
+        self._release: weakref.finalize | None = None
+        self.run_dir: str | None = None
+        self._fits = 0
         self._previous: list[np.ndarray | None] = []
         self._reports: list[ProbeReport] = []
         self._initial_logged = False
+        # the last epoch that ended and the last step logged, for the fit's last epoch
+        self._ended: int | None = None
+        self._logged: int | None = None
 
     # -- Keras hooks -------------------------------------------------------------------------
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -220,8 +228,6 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         backends.gradient_function(model, self._plan.layer.layer, self._plan.layer.path,
                                    self._plan.output_index,
                                    slots.functions if isinstance(slots, ScoreSlots) else None)
-        if is_chief():
-            logdirs.claim(self, self.log_dir)
         self._start_fit()
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -230,6 +236,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             self._log(epoch - 1)  # the model before this epoch: -1 for a fresh fit
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._ended = epoch
         last = epoch == (self.params or {}).get("epochs", 0) - 1 or bool(
             getattr(self.model, "stop_training", False))
         if epoch % self.freq == 0 or last:
@@ -238,7 +245,11 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             self._report_writer_errors()
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        logdirs.release(self)
+        # a callback listed after this one may have stopped the fit after its last epoch
+        # ended here (EarlyStopping): that epoch is logged now, before any later callback's
+        # on_train_end (EarlyStopping's restore_best_weights) changes the weights
+        if self._ended is not None and self._ended != self._logged:
+            self._log(self._ended)
         self._stop_writer()
 
     def flush(self) -> None:
@@ -320,12 +331,21 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         return [int(t) if is_int(t) else t for t in self.targets]
 
     def _start_fit(self) -> None:
-        """Per-fit state, reset so that one callback serves several fits and models."""
+        """Per-fit state, reset so that one callback serves several fits and models; a run
+        directory of the fit's own (see :mod:`gradcam_callbacks.logdirs`)."""
         self._stop_writer()
         self._previous = [None] * len(self.methods)
         self._initial_logged = False
+        self._ended = self._logged = None
+        self._fits += 1
         if not is_chief():  # only one process of a distributed run writes
             return
+        run = self._run = logdirs.take_run_dir(self.log_dir)
+        self.run_dir = run.path
+        if self._fits == 1 and run.path != self.log_dir:
+            warnings.warn(f"GradCamCallback writes this fit to {run.path!r}: log_dir="
+                          f"{self.log_dir!r} is another fit's run (one run directory per "
+                          "fit, so that no two fits share steps)", UserWarning, stacklevel=3)
         assert self.pictures is not None
         layer_path = self._plan.layer.path if self._plan is not None else ""
         self._reports = [
@@ -333,22 +353,34 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
                         self.probe_boxes, self.probe_masks, self.class_names, layer_path,
                         method=None if index == 0 else method.name, title=method.title)
             for index, method in enumerate(self.methods)]
-        self._writer = BackgroundWriter(EventWriter(self.log_dir, png_compress_level=1))
+        self._writer = BackgroundWriter(EventWriter(run.path, png_compress_level=1))
+        # a callback whose fit raised (no on_train_end) and that is then deleted still
+        # finishes its writing and lets its directory go; the finalizer holds no callback
+        self._release = weakref.finalize(self, _finish, self._writer, run)
+        self._release.atexit = False  # at exit, sinks.close_all waits for all, bounded
 
     def _stop_writer(self) -> None:
         writer, self._writer = self._writer, None
-        if writer is None:
-            return
+        release, self._release = self._release, None
+        if release is not None:
+            release.detach()
         try:
-            writer.close()
+            if writer is not None:
+                writer.close()
         except OSError as error:
             self._warn(f"could not close its event file ({error})")
-        self._report_writer_errors(writer)
+        finally:
+            if self._run is not None:
+                self._run.release()
+                self._run = None
+        if writer is not None:
+            self._report_writer_errors(writer)
 
     def _log(self, step: int) -> None:
         """Grad-CAM of the probes now (on the training thread: it needs these weights), then
         hand the drawing and writing of ``step`` to the background writer."""
         self._report_writer_errors()
+        self._logged = step
         if self._writer is None:  # not the chief process, or on_train_begin not run
             return
         try:
@@ -359,10 +391,12 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             self._warn(f"could not compute {self.methods[0].title} at step {step} "
                        f"({type(error).__name__}: {error}); {_GOES_ON}")
             return
+        optimizer_steps = _optimizer_steps(self.model)
         jobs = []
         for index, ((_, heatmaps, targets, scores), report) in enumerate(
                 zip(results, self._reports)):
-            maps = EpochMaps(step, heatmaps, targets, scores, self._previous[index])
+            maps = EpochMaps(step, heatmaps, targets, scores, self._previous[index],
+                             optimizer_steps)
             self._previous[index] = maps.carried()
             jobs.append((report, maps))
             broken = int((~maps.finite).sum())
@@ -398,6 +432,24 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
 
 
 _GOES_ON = "training goes on and the next logged epoch tries again"
+
+
+def _optimizer_steps(model: Any) -> int | None:
+    """How many steps the model's optimizer has taken, or None if that cannot be read."""
+    try:
+        return int(np.asarray(model.optimizer.iterations.numpy()))
+    except Exception:  # noqa: BLE001 - no optimizer, or one without a step counter
+        return None
+
+
+def _finish(writer: BackgroundWriter, run: logdirs.RunDir) -> None:
+    """Finish a deleted callback's writing (bounded, as at exit) and free its directory."""
+    try:
+        writer.close(timeout=EXIT_WAIT_S)
+    except OSError:
+        pass  # nobody is left to warn; the records are on disk
+    finally:
+        run.release()
 
 
 def _write_reports(jobs: list[tuple[ProbeReport, EpochMaps]], sink: Any) -> None:
