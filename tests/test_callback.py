@@ -198,7 +198,8 @@ def test_misconfiguration_raises_in_init(kwargs, error, message):
 def test_bad_probe_sources_raise_in_init():
     with pytest.raises(TypeError, match=r"probes must be an array .* received int"):
         gc.GradCamCallback(3)
-    with pytest.raises(ValueError, match=r"probes must hold at least one image input"):
+    with pytest.raises(ValueError, match=r"probes must be images: .*; received probes of "
+                                         r"shape \(2, 8\), one grayscale image"):
         gc.GradCamCallback(np.zeros((2, 8)))
 
 

@@ -116,9 +116,9 @@ def test_lists_of_mixed_images_and_bad_elements_are_named():
     with pytest.raises(ValueError, match=r"probes must all have one shape; received element 0 "
                        r"with inputs of shape \(16, 16, 3\) and element 1 with \(12, 12, 3\)"):
         gc.GradCamCallback([X[0], images(1, shape=(12, 12, 3))[0]])
-    with pytest.raises(ValueError, match=r"probes must yield batches of images \(rank 4.*\) "
-                       r"or single images \(rank 3\); received element 0 with inputs of shape "
-                       r"\(16, 16\)"):
+    with pytest.raises(ValueError, match=r"probes must be images: .*; received probes "
+                       r"element 0 of shape \(16, 16\), one grayscale image without a "
+                       r"channel axis: pass x\[\.\.\., None\] \(shape \(16, 16, 1\)\)"):
         gc.GradCamCallback(iter([X[0, ..., 0], X[1, ..., 0]]))
 
 
