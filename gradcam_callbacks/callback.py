@@ -66,7 +66,12 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
     are at step ``e``, the step of that epoch's ``epoch_loss``, so one slider position is one
     model state. The untrained model's maps (``log_initial``) are at step -1. With
     ``freq``, epochs with ``epoch % freq == 0`` are logged, as with ``histogram_freq``, and
-    the last epoch of a fit always is.
+    the last epoch of a fit always is, whichever callback stops the fit and wherever it
+    stands in the list (a stop set after this callback's ``on_epoch_end`` is logged in
+    ``on_train_end``). Step ``e`` shows the model after epoch ``e``: with
+    ``EarlyStopping(restore_best_weights=True)`` the last step shows the last epoch's weights,
+    not the restored ones. Step -1 is captioned ``untrained`` when the optimizer had taken no
+    step, else ``before fit``.
 
     TensorBoard keeps only 10 steps per image tag unless told otherwise; the timeline's
     latest image shows the whole history in any TensorBoard. To browse every step of
@@ -81,13 +86,17 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
     training: inference mode, no random draws, no state changes. Grad-CAM runs on the
     training thread (it needs the current weights); drawing and PNG encoding run on a
     background thread while the next epoch trains, one logged epoch at a time, so a killed
-    process loses at most the epoch being written. ``on_train_end`` waits for it.
+    process loses at most the epoch being written. ``on_train_end`` waits for it; after a fit
+    that raised (Ctrl-C, another callback's error), the interpreter's exit waits for it (at
+    most :data:`~gradcam_callbacks.sinks.EXIT_WAIT_S`, 30 s, in all), and so do the
+    callback's next fit and its deletion.
 
     Nothing it does at an epoch end can end the fit: a failure to compute, draw or write
     (log directory removed, read-only, disk full, a broken model) becomes one warning naming
     the step and the cause, and the next logged epoch tries again. Non-finite maps or scores
     (a diverging model) are logged as such, with a warning, never drawn as overlays. One
-    instance can serve several fits, of different models: each ``fit`` starts afresh.
+    instance can serve several fits, of different models: each ``fit`` starts afresh, in a
+    run directory of its own (``run_dir``, below).
 
     Args:
         probes: The model inputs to watch: an array ``(N, ...)`` (numpy, a TensorFlow / JAX /
@@ -111,10 +120,13 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         output: For models with several outputs: index or name (default the first).
         log_dir: The run directory for the event files. Default: a new directory per
             callback, ``logs/gradcam/<YYYYmmdd-HHMMSS>`` (local time when the callback is
-            made). One callback writes a directory at a time in a process: a second callback
-            whose ``log_dir`` is held by a callback still training raises ``ValueError`` when
-            its training begins, before the first epoch. A callback releases its directory
-            when training ends; after a fit that raised, when it trains again or is deleted.
+            made). One run, one history: each fit writes a directory of its own, ``log_dir``
+            if it is free, else the first free of ``log_dir-2``, ``log_dir-3``, ... (see
+            :mod:`gradcam_callbacks.logdirs`): free means holding no GradCamCallback event
+            file and held by no fit, in this process or another (an ``flock``, released by
+            the kernel even on ``kill -9``). A callback's first fit that cannot use
+            ``log_dir`` warns; the attribute ``run_dir`` names the directory of the current
+            (or last) fit.
         freq: Log after every ``freq``-th epoch (when ``epoch % freq == 0``, 0-based, as
             Keras' ``histogram_freq``), and after the last epoch of the fit.
         log_initial: Also log the model's maps before the first epoch, at step -1 (one

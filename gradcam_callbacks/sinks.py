@@ -51,10 +51,11 @@ Job = Callable[[Sink], None]
 
 EXIT_WAIT_S = 30.0
 """How long the interpreter's exit waits, in all, for background writers to finish the jobs
-they hold (see :class:`BackgroundWriter`). One job is one logged epoch: drawing and encoding
-16 probes x 2 methods took about 1 s on a loaded 2-core machine, so 30 s is ample for large
-runs and slow disks, yet bounded, so that a hung file system (an unreachable network share)
-cannot keep a process the user stopped with Ctrl-C alive. A second Ctrl-C ends the wait."""
+they hold (see :class:`BackgroundWriter`). One job is one logged epoch: drawing, encoding and
+writing 16 probes x 2 methods took 1.3 to 2.7 s on a 2-core machine under a load average of
+17, so 30 s leaves room for all seven methods and slow disks, yet is bounded, so that a hung
+file system (an unreachable network share) cannot keep alive a process the user stopped with
+Ctrl-C. A second Ctrl-C ends the wait."""
 
 _LIVE: weakref.WeakSet[BackgroundWriter] = weakref.WeakSet()
 

@@ -132,7 +132,7 @@ def stopped_fit(mode: str, log_dir: Path, tmp_path: Path) -> subprocess.Complete
     marker = tmp_path / "waiting-for-sigint"
     child = subprocess.Popen([sys.executable, "-c", SCRIPT, mode, str(log_dir), str(marker)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=_env())
+                             env=_env(), cwd=ROOT)
     try:
         if mode.startswith("sigint"):
             deadline = time.monotonic() + 400
@@ -246,7 +246,7 @@ def test_two_processes_on_one_log_dir_write_two_runs_that_sheet_reads_apart(tmp_
     marks = [tmp_path / "a", tmp_path / "b"]
     children = [subprocess.Popen([sys.executable, "-c", TWO, str(log_dir), str(mine),
                                   str(other)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True, env=_env())
+                                 text=True, env=_env(), cwd=ROOT)
                 for mine, other in (marks, marks[::-1])]
     outputs = []
     try:
