@@ -107,7 +107,10 @@ SCRIPT = textwrap.dedent(
                 raise SystemExit("no SIGINT came")
             raise RuntimeError("another callback failed")
 
-    cam = gc.GradCamCallback(x[:{probes}], log_dir=log_dir, method={methods!r})
+    # display_size=512: each logged step takes seconds to draw, so the stop surely comes
+    # while step 0 is being written (what main lost)
+    cam = gc.GradCamCallback(x[:{probes}], log_dir=log_dir, method={methods!r},
+                             display_size=512)
     try:
         compiled().fit(x, y, epochs=4, batch_size=4, verbose=0, callbacks=[cam, Stop()])
     except (KeyboardInterrupt, RuntimeError) as error:
