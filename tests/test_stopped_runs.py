@@ -155,9 +155,10 @@ def stopped_fit(mode: str, log_dir: Path, tmp_path: Path) -> subprocess.Complete
 def test_a_stopped_fit_keeps_every_record_of_its_finished_epochs(mode, tmp_path):
     log_dir = tmp_path / "run"
     done = stopped_fit(mode, log_dir, tmp_path)
-    if mode == "sigint":  # an uncaught KeyboardInterrupt ends Python by SIGINT
-        assert done.returncode == -signal.SIGINT, done.stderr[-3000:]
-        assert "KeyboardInterrupt" in done.stderr
+    if mode == "sigint":  # an uncaught KeyboardInterrupt: Python ends by SIGINT (by exit
+        # status 1 when a library replaced Python's SIGINT handler, as under torch)
+        assert done.returncode in (1, -signal.SIGINT), done.stderr[-3000:]
+        assert done.stderr.rstrip().endswith("KeyboardInterrupt"), done.stderr[-3000:]
     elif mode == "raise":
         assert done.returncode == 1 and "another callback failed" in done.stderr, \
             done.stderr[-3000:]
