@@ -54,7 +54,10 @@ def take_probes(probes: Any, limit: int) -> tuple[np.ndarray, np.ndarray | None]
     """
     if isinstance(probes, tuple) and len(probes) in (2, 3) and _is_example(probes[0]) and (
             np.ndim(probes[1]) <= 1 and not _is_example(probes[1])):
-        x, y = as_array(probes[0], "probes x"), as_array(probes[1], "probes labels")
+        label = probes[1]
+        if isinstance(label, (int, float)) and not isinstance(label, bool):
+            label = np.asarray(label)  # a plain Python label, as y[0] of a list gives
+        x, y = as_array(probes[0], "probes x"), as_array(label, "probes labels")
         if not _has_channels(x.shape):
             raise ValueError(_no_channel_axis("probes x", x.shape, labels=y.shape))
         return check_probe_array(x[None]), y[None]  # (x, y) of one example

@@ -408,6 +408,8 @@ def test_one_image_or_one_example_is_one_probe():
     assert one.probe_x.shape == (1, 16, 16, 3) and one.probe_y is None
     pair = gc.GradCamCallback((X[0], Y[0]), targets="true")
     assert pair.probe_x.shape == (1, 16, 16, 3) and pair.probe_y.tolist() == [Y[0]]
+    plain = gc.GradCamCallback((X[1], 3), targets="true")  # a Python int label
+    assert plain.probe_x.shape == (1, 16, 16, 3) and plain.probe_y.tolist() == [3]
 
 
 @pytest.mark.backend_agnostic  # shape checks in __init__, before any backend call
