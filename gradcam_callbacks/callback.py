@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import warnings
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,7 +33,7 @@ from .probes import (
     warn_integer_probes,
 )
 from .report import EpochMaps, ProbeReport
-from .sinks import BackgroundWriter
+from .sinks import EXIT_WAIT_S, BackgroundWriter
 from .targets import ScoreFunction, describe
 from .tensorboard import EventWriter
 
@@ -65,7 +66,12 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
     are at step ``e``, the step of that epoch's ``epoch_loss``, so one slider position is one
     model state. The untrained model's maps (``log_initial``) are at step -1. With
     ``freq``, epochs with ``epoch % freq == 0`` are logged, as with ``histogram_freq``, and
-    the last epoch of a fit always is.
+    the last epoch of a fit always is, whichever callback stops the fit and wherever it
+    stands in the list (a stop set after this callback's ``on_epoch_end`` is logged in
+    ``on_train_end``). Step ``e`` shows the model after epoch ``e``: with
+    ``EarlyStopping(restore_best_weights=True)`` the last step shows the last epoch's weights,
+    not the restored ones. Step -1 is captioned ``untrained`` when the optimizer had taken no
+    step, else ``before fit``.
 
     TensorBoard keeps only 10 steps per image tag unless told otherwise; the timeline's
     latest image shows the whole history in any TensorBoard. To browse every step of
@@ -80,13 +86,17 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
     training: inference mode, no random draws, no state changes. Grad-CAM runs on the
     training thread (it needs the current weights); drawing and PNG encoding run on a
     background thread while the next epoch trains, one logged epoch at a time, so a killed
-    process loses at most the epoch being written. ``on_train_end`` waits for it.
+    process loses at most the epoch being written. ``on_train_end`` waits for it; after a fit
+    that raised (Ctrl-C, another callback's error), the interpreter's exit waits for it (at
+    most :data:`~gradcam_callbacks.sinks.EXIT_WAIT_S`, 30 s, in all), and so do the
+    callback's next fit and its deletion.
 
     Nothing it does at an epoch end can end the fit: a failure to compute, draw or write
     (log directory removed, read-only, disk full, a broken model) becomes one warning naming
     the step and the cause, and the next logged epoch tries again. Non-finite maps or scores
     (a diverging model) are logged as such, with a warning, never drawn as overlays. One
-    instance can serve several fits, of different models: each ``fit`` starts afresh.
+    instance can serve several fits, of different models: each ``fit`` starts afresh, in a
+    run directory of its own (``run_dir``, below).
 
     Args:
         probes: The model inputs to watch: an array ``(N, ...)`` (numpy, a TensorFlow / JAX /
@@ -110,10 +120,13 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         output: For models with several outputs: index or name (default the first).
         log_dir: The run directory for the event files. Default: a new directory per
             callback, ``logs/gradcam/<YYYYmmdd-HHMMSS>`` (local time when the callback is
-            made). One callback writes a directory at a time in a process: a second callback
-            whose ``log_dir`` is held by a callback still training raises ``ValueError`` when
-            its training begins, before the first epoch. A callback releases its directory
-            when training ends; after a fit that raised, when it trains again or is deleted.
+            made). One run, one history: each fit writes a directory of its own, ``log_dir``
+            if it is free, else the first free of ``log_dir-2``, ``log_dir-3``, ... (see
+            :mod:`gradcam_callbacks.logdirs`): free means holding no GradCamCallback event
+            file and held by no fit, in this process or another (an ``flock``, released by
+            the kernel even on ``kill -9``). A callback's first fit that cannot use
+            ``log_dir`` warns; the attribute ``run_dir`` names the directory of the current
+            (or last) fit.
         freq: Log after every ``freq``-th epoch (when ``epoch % freq == 0``, 0-based, as
             Keras' ``histogram_freq``), and after the last epoch of the fit.
         log_initial: Also log the model's maps before the first epoch, at step -1 (one
@@ -200,9 +213,16 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         # (a symbolic call, a trace for Keras 2) stays out of the epoch ends
         self._slots: tuple[np.ndarray, np.ndarray] | None = None
         self._writer: BackgroundWriter | None = None
+        self._run: logdirs.RunDir | None = None
+        self._release: weakref.finalize | None = None
+        self.run_dir: str | None = None
+        self._fits = 0
         self._previous: list[np.ndarray | None] = []
         self._reports: list[ProbeReport] = []
         self._initial_logged = False
+        # the last epoch that ended and the last step logged, for the fit's last epoch
+        self._ended: int | None = None
+        self._logged: int | None = None
 
     # -- Keras hooks -------------------------------------------------------------------------
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -223,8 +243,6 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         backends.gradient_function(model, self._plan.layer.layer, self._plan.layer.path,
                                    self._plan.output_index,
                                    slots.functions if isinstance(slots, ScoreSlots) else None)
-        if is_chief():
-            logdirs.claim(self, self.log_dir)
         self._start_fit()
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -233,6 +251,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             self._log(epoch - 1)  # the model before this epoch: -1 for a fresh fit
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._ended = epoch
         last = epoch == (self.params or {}).get("epochs", 0) - 1 or bool(
             getattr(self.model, "stop_training", False))
         if epoch % self.freq == 0 or last:
@@ -241,7 +260,11 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             self._report_writer_errors()
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        logdirs.release(self)
+        # a callback listed after this one may have stopped the fit after its last epoch
+        # ended here (EarlyStopping): that epoch is logged now, before any later callback's
+        # on_train_end (EarlyStopping's restore_best_weights) changes the weights
+        if self._ended is not None and self._ended != self._logged:
+            self._log(self._ended)
         self._stop_writer()
 
     def flush(self) -> None:
@@ -325,12 +348,21 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         return [int(t) if is_int(t) else t for t in self.targets]
 
     def _start_fit(self) -> None:
-        """Per-fit state, reset so that one callback serves several fits and models."""
+        """Per-fit state, reset so that one callback serves several fits and models; a run
+        directory of the fit's own (see :mod:`gradcam_callbacks.logdirs`)."""
         self._stop_writer()
         self._previous = [None] * len(self.methods)
         self._initial_logged = False
+        self._ended = self._logged = None
+        self._fits += 1
         if not is_chief():  # only one process of a distributed run writes
             return
+        run = self._run = logdirs.take_run_dir(self.log_dir)
+        self.run_dir = run.path
+        if self._fits == 1 and run.path != self.log_dir:
+            warnings.warn(f"GradCamCallback writes this fit to {run.path!r}: log_dir="
+                          f"{self.log_dir!r} is another fit's run (one run directory per "
+                          "fit, so that no two fits share steps)", UserWarning, stacklevel=3)
         assert self.pictures is not None
         layer_path = self._plan.layer.path if self._plan is not None else ""
         self._reports = [
@@ -338,22 +370,34 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
                         self.probe_boxes, self.probe_masks, self.class_names, layer_path,
                         method=None if index == 0 else method.name, title=method.title)
             for index, method in enumerate(self.methods)]
-        self._writer = BackgroundWriter(EventWriter(self.log_dir, png_compress_level=1))
+        self._writer = BackgroundWriter(EventWriter(run.path, png_compress_level=1))
+        # a callback whose fit raised (no on_train_end) and that is then deleted still
+        # finishes its writing and lets its directory go; the finalizer holds no callback
+        self._release = weakref.finalize(self, _finish, self._writer, run)
+        self._release.atexit = False  # at exit, sinks.close_all waits for all, bounded
 
     def _stop_writer(self) -> None:
         writer, self._writer = self._writer, None
-        if writer is None:
-            return
+        release, self._release = self._release, None
+        if release is not None:
+            release.detach()
         try:
-            writer.close()
+            if writer is not None:
+                writer.close()
         except OSError as error:
             self._warn(f"could not close its event file ({error})")
-        self._report_writer_errors(writer)
+        finally:
+            if self._run is not None:
+                self._run.release()
+                self._run = None
+        if writer is not None:
+            self._report_writer_errors(writer)
 
     def _log(self, step: int) -> None:
         """Grad-CAM of the probes now (on the training thread: it needs these weights), then
         hand the drawing and writing of ``step`` to the background writer."""
         self._report_writer_errors()
+        self._logged = step
         if self._writer is None:  # not the chief process, or on_train_begin not run
             return
         try:
@@ -364,10 +408,12 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             self._warn(f"could not compute {self.methods[0].title} at step {step} "
                        f"({type(error).__name__}: {error}); {_GOES_ON}")
             return
+        optimizer_steps = _optimizer_steps(self.model)
         jobs = []
         for index, ((_, heatmaps, targets, scores), report) in enumerate(
                 zip(results, self._reports)):
-            maps = EpochMaps(step, heatmaps, targets, scores, self._previous[index])
+            maps = EpochMaps(step, heatmaps, targets, scores, self._previous[index],
+                             optimizer_steps)
             self._previous[index] = maps.carried()
             jobs.append((report, maps))
             broken = int((~maps.finite).sum())
@@ -403,6 +449,24 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
 
 
 _GOES_ON = "training goes on and the next logged epoch tries again"
+
+
+def _optimizer_steps(model: Any) -> int | None:
+    """How many steps the model's optimizer has taken, or None if that cannot be read."""
+    try:
+        return int(np.asarray(model.optimizer.iterations.numpy()))
+    except Exception:  # noqa: BLE001 - no optimizer, or one without a step counter
+        return None
+
+
+def _finish(writer: BackgroundWriter, run: logdirs.RunDir) -> None:
+    """Finish a deleted callback's writing (bounded, as at exit) and free its directory."""
+    try:
+        writer.close(timeout=EXIT_WAIT_S)
+    except OSError:
+        pass  # nobody is left to warn; the records are on disk
+    finally:
+        run.release()
 
 
 def _write_reports(jobs: list[tuple[ProbeReport, EpochMaps]], sink: Any) -> None:

@@ -429,8 +429,9 @@ def main(argv: list[str] | None = None) -> int:
     train(model, train_set, epochs=args.epochs, callbacks=callbacks, verbose=2)
     seconds = time.monotonic() - started
     sheet_path = os.path.join(args.log_dir, "contact_sheet.png")
-    save_atomically(contact_sheet(os.path.join(args.log_dir, "gradcam")), Path(sheet_path),
-                    format="PNG")
+    # cam.run_dir: log_dir/gradcam, or gradcam-2, ... when an earlier run holds that name
+    save_atomically(contact_sheet(cam.run_dir or os.path.join(args.log_dir, "gradcam")),
+                    Path(sheet_path), format="PNG")
     print(f"trained in {seconds:.0f} s")
     if args.shortcut:
         _, train_accuracy = model.evaluate(train_set.x, train_set.y, verbose=0)

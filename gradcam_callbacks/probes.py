@@ -39,15 +39,32 @@ def take_probes(probes: Any, limit: int) -> tuple[np.ndarray, np.ndarray | None]
 
     A source whose elements are single examples (an unbatched ``tf.data.Dataset``, a list of
     images of rank 3) is read example by example: every element of a probe source is either a
-    batch (rank 4) or one example (rank 3), never ambiguous for an image model.
+    batch (rank 4) or one example (rank 3), never ambiguous for an image model. One image
+    ``(H, W, C)`` with 1, 3 or 4 channels last, alone or as ``(x, y)`` with its label, is one
+    probe. A rank-3 array without such a channel axis (grayscale images ``(N, H, W)``) is
+    refused with a message that says how to add the axis.
 
     Example:
         >>> x, y = take_probes(np.zeros((5, 8, 8, 3), "float32"), 3)
         >>> x.shape, y
         ((3, 8, 8, 3), None)
+        >>> x, y = take_probes((np.zeros((8, 8, 3)), 2), 3)
+        >>> x.shape, y
+        ((1, 8, 8, 3), array([2]))
     """
+    if isinstance(probes, tuple) and len(probes) in (2, 3) and _is_example(probes[0]) and (
+            np.ndim(probes[1]) <= 1 and not _is_example(probes[1])):
+        label = probes[1]
+        if isinstance(label, (int, float)) and not isinstance(label, bool):
+            label = np.asarray(label)  # a plain Python label, as y[0] of a list gives
+        x, y = as_array(probes[0], "probes x"), as_array(label, "probes labels")
+        if not _has_channels(x.shape):
+            raise ValueError(_no_channel_axis("probes x", x.shape, labels=y.shape))
+        return check_probe_array(x[None]), y[None]  # (x, y) of one example
     if isinstance(probes, tuple) and len(probes) in (2, 3) and not _is_example(probes[0]):
         x, y = (as_array(probes[0], "probes x"), as_array(probes[1], "probes labels"))
+        if x.ndim in (2, 3):
+            raise ValueError(_no_channel_axis("probes x", x.shape, y.shape))
         if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
             raise ValueError(
                 f"probes as (x, y) must hold as many labels as inputs; received x of shape "
@@ -56,6 +73,8 @@ def take_probes(probes: Any, limit: int) -> tuple[np.ndarray, np.ndarray | None]
         return check_probe_array(x[:limit]), y[:limit]
     if is_array_like(probes):
         array = _stacked(probes)
+        if array is not None and array.ndim == 3 and _has_channels(array.shape):
+            array = array[None]  # one image
         if array is not None:
             return check_probe_array(array[:limit]), None
     if isinstance(probes, (str, bytes, dict)) or not isinstance(probes, Iterable) and not (
@@ -67,15 +86,12 @@ def take_probes(probes: Any, limit: int) -> tuple[np.ndarray, np.ndarray | None]
     taken = 0
     for number, element in enumerate(_batches(probes)):
         x, y = _split(element, number)
-        if x.ndim == 3:  # one example (an unbatched dataset), not a batch
+        if x.ndim == 3 and _has_channels(x.shape):  # one example (an unbatched dataset)
             x = x[None]
             y = None if y is None else y[None]
         elif x.ndim != 4:
-            raise ValueError(
-                f"probes must yield batches of images (rank 4: batch, height, width, "
-                f"channels) or single images (rank 3); received element {number} with "
-                f"inputs of shape {x.shape}"
-            )
+            raise ValueError(_no_channel_axis(f"probes element {number}", x.shape,
+                                              None if y is None else y.shape))
         if y is not None and (y.ndim == 0 or len(y) != len(x)):
             raise ValueError(
                 f"probes element {number} must hold one label per input; received inputs of "
@@ -99,6 +115,29 @@ def take_probes(probes: Any, limit: int) -> tuple[np.ndarray, np.ndarray | None]
         raise ValueError("probes must yield at least one batch; received an empty source")
     labels = np.concatenate(ys) if ys else None
     return check_probe_array(np.concatenate(xs)), labels
+
+
+def _has_channels(shape: tuple[int, ...]) -> bool:
+    """Whether a rank-3 shape is one image with 1, 3 or 4 channels last (channels-first
+    images cannot be told from grayscale batches: they come batched)."""
+    return shape[-1] in (1, 3, 4)
+
+
+def _no_channel_axis(what: str, shape: tuple[int, ...],
+                     labels: tuple[int, ...] | None = None) -> str:
+    """What was received and what to pass instead, for probes that are not images."""
+    received = f"received {what} of shape {shape}" + (
+        "" if labels is None else f" with labels of shape {labels}")
+    expected = ("probes must be images: a batch (N, H, W, C), one image (H, W, C), or an "
+                "(x, y) tuple or batches of them, with a channel axis of 1, 3 or 4")
+    if len(shape) == 3:
+        return (f"{expected}; {received}, which has no channel axis: for {shape[0]} "
+                f"grayscale images of {shape[1]}x{shape[2]} pass x[..., None] (shape "
+                f"{(*shape, 1)}); for one channels-first image pass x[None]")
+    if len(shape) == 2:
+        return (f"{expected}; {received}, one grayscale image without a channel axis: pass "
+                f"x[..., None] (shape {(*shape, 1)})")
+    return f"{expected}; {received}"
 
 
 def _is_example(x: Any) -> bool:
@@ -147,11 +186,11 @@ def check_probe_array(x: np.ndarray) -> np.ndarray:
         >>> check_probe_array(np.zeros((1, 4, 4, 1))).shape
         (1, 4, 4, 1)
     """
-    if x.ndim != 4 or len(x) == 0:
-        raise ValueError(
-            "probes must hold at least one image input of rank 3 (a batch of rank 4); "
-            f"received inputs of shape {x.shape}"
-        )
+    if x.ndim != 4:
+        raise ValueError(_no_channel_axis("probes", x.shape))
+    if len(x) == 0:
+        raise ValueError(f"probes must hold at least one image; received an empty batch of "
+                         f"shape {x.shape}")
     return check_real_array("probes", x)
 
 

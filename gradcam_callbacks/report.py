@@ -39,6 +39,9 @@ class EpochMaps:
         scores: ``(N,)`` the targets' scores.
         previous: The maps of the previous logged step (``None`` at the first), for the
             change scalars; rows that were never finite are NaN.
+        optimizer_steps: The optimizer's step count when the maps were taken (None if
+            unknown): written as :data:`~gradcam_callbacks.tags.OPTIMIZER_STEPS`; 0 at step
+            -1 labels it ``untrained``, more ``before fit``.
 
     Example:
         >>> maps = EpochMaps(0, np.full((2, 1, 1), [[[1.0]], [[np.nan]]]), np.array([0, 1]),
@@ -52,6 +55,12 @@ class EpochMaps:
     targets: np.ndarray
     scores: np.ndarray
     previous: np.ndarray | None = None
+    optimizer_steps: int | None = None
+
+    @property
+    def label(self) -> str:
+        """The step as captions and sheets name it (:func:`~gradcam_callbacks.tags.step_label`)."""
+        return tags.step_label(self.step, untrained=not self.optimizer_steps)
 
     @property
     def finite(self) -> np.ndarray:
@@ -83,22 +92,23 @@ class Timeline:
         >>> line = Timeline(columns=4)
         >>> for step in range(-1, 9):
         ...     line.add(step, Image.new("RGB", (4, 4)))
-        >>> [step for step, _ in line.kept]
+        >>> [step for step, _, _ in line.kept]
         [-1, 3, 7, 8]
     """
 
     columns: int = TIMELINE_COLUMNS
-    kept: list[tuple[int, Image.Image]] = field(default_factory=list)
+    kept: list[tuple[int, Image.Image, str]] = field(default_factory=list)
     _ordinals: list[int] = field(default_factory=list)
     _stride: int = 1
     _count: int = 0
 
-    def add(self, step: int, cell: Image.Image) -> None:
-        """Append the cell of a new logged step."""
+    def add(self, step: int, cell: Image.Image, label: str | None = None) -> None:
+        """Append the cell of a new logged step, labelled ``label`` (default
+        :func:`~gradcam_callbacks.tags.step_label`)."""
         if self._ordinals and self._ordinals[-1] % self._stride:  # the old latest goes
             self.kept.pop()
             self._ordinals.pop()
-        self.kept.append((step, cell))
+        self.kept.append((step, cell, tags.step_label(step) if label is None else label))
         self._ordinals.append(self._count)
         self._count += 1
         while len(self.kept) > self.columns:
@@ -111,8 +121,8 @@ class Timeline:
 
     def image(self) -> Image.Image:
         """The kept cells in one row, labelled with their epochs."""
-        return grid([[cell for _, cell in self.kept]],
-                    column_labels=[tags.step_label(step) for step, _ in self.kept])
+        return grid([[cell for _, cell, _ in self.kept]],
+                    column_labels=[label for _, _, label in self.kept])
 
 
 class ProbeReport:
@@ -183,7 +193,7 @@ class ProbeReport:
         panels = []
         for i, shown in enumerate(self._shown):
             target, score = as_target(maps.targets[i]), float(maps.scores[i])
-            heading = (f"{tags.step_label(step)} (step {step}): target {target}"
+            heading = (f"{maps.label} (step {step}): target {target}"
                        f"{self._class_name(target)}")
             tag, method, title = tags.probe_tag(i, self.method), self.method, self.title
             if finite[i]:
@@ -212,9 +222,10 @@ class ProbeReport:
             sink.add_image(tag, captioned(side_by_side([shown, overlay]), caption), step,
                            description=f"Probe {i}: the input (left) and its {title} overlay "
                            "(right); the caption names the epoch (step = 0-based epoch, as "
-                           "Keras' TensorBoard; step -1 is the untrained model), the explained "
+                           "Keras' TensorBoard; step -1 is the model before the fit's first "
+                           "epoch: untrained, or before fit if trained before), the explained "
                            f"target and its score. Layer: `{self.layer_path}`")
-            self.timelines[i].add(step, _thumbnail(overlay))
+            self.timelines[i].add(step, _thumbnail(overlay), maps.label)
             sink.add_image(tags.timeline_tag(i, method), self.timelines[i].image(), step,
                            description=f"Probe {i}'s {title} overlay at every logged epoch so "
                            f"far, thinned evenly to at most {TIMELINE_COLUMNS} columns (the "
@@ -226,6 +237,10 @@ class ProbeReport:
                        description=f"The {self.title} overlays of all {len(panels)} probes, "
                        "left to right and top to bottom by probe index. Layer: "
                        f"`{self.layer_path}`")
+        if maps.optimizer_steps is not None and self.method is None:
+            sink.add_scalar(tags.OPTIMIZER_STEPS, float(maps.optimizer_steps), step,
+                            description="The optimizer's step count when this step's maps "
+                            "were taken (0 before any training)")
         sink.add_scalar(tags.section_tag("nonfinite", self.method),
                         float(len(finite) - len(ok)), step,
                         description=f"Probes whose {self.title} map or score was NaN or "

@@ -3,7 +3,12 @@
 Everything is read back with :func:`~gradcam_callbacks.tensorboard.read_events`, so neither
 TensorFlow nor Keras is needed. A row is one probe (tag ``gradcam/probe_00``, ...), a column
 is one logged step (step ``e`` is the model after epoch ``e``, 0-based, as Keras' TensorBoard
-counts; step -1 is the model before training).
+counts; step -1 is the model before the fit: ``untrained``, or ``before fit`` when its
+optimizer had taken steps).
+
+A sheet shows one fit. The callback writes each fit to a run directory of its own; a
+directory that holds several fits anyway (written by older versions, or event files copied
+together) is refused with a ``ValueError`` that lists its fits, never drawn as one.
 """
 
 from __future__ import annotations
@@ -16,13 +21,32 @@ from pathlib import Path
 from PIL import Image
 
 from .image import grid
-from .tags import PROBE_PREFIX, step_label
+from .tags import OPTIMIZER_STEPS, PROBE_PREFIX, step_label
 from .tensorboard import read_events
 
 __all__ = ["contact_sheet", "draw_sheet", "probe_frames", "probe_gifs", "write_gifs"]
 
-#: ``(tags, steps, images)`` as :func:`probe_frames` returns them.
-Frames = tuple[list[str], list[int], dict[tuple[str, int], Image.Image]]
+
+
+class Frames(tuple):
+    """``(tags, steps, images)`` as :func:`probe_frames` returns them (a tuple, unpacked as
+    such), and ``labels``: each kept step's column label (``untrained``, ``before fit``,
+    ``epoch 1``, ...).
+
+    Example:
+        >>> frames = Frames(["gradcam/probe_00"], [-1], {}, {-1: "untrained"})
+        >>> tags, steps, images = frames
+        >>> steps, frames.labels
+        ([-1], {-1: 'untrained'})
+    """
+
+    labels: dict[int, str]
+
+    def __new__(cls, tags: list[str], steps: list[int],
+                images: dict[tuple[str, int], Image.Image], labels: dict[int, str]) -> Frames:
+        frames = super().__new__(cls, (tags, steps, images))
+        frames.labels = labels
+        return frames
 
 
 def probe_frames(
@@ -31,9 +55,10 @@ def probe_frames(
     """The probe images of a run: probe tags, the steps kept, and one image per (tag, step).
 
     Tags are those that start with ``tag_prefix`` and hold nothing after the probe's number
-    (``gradcam/probe_00``, not its scalars ``gradcam/probe_00/score``). When a tag was logged
-    twice for one step (a resumed run), the later record wins. Images are opened lazily:
-    their PNG bytes are decoded when first used.
+    (``gradcam/probe_00``, not its scalars ``gradcam/probe_00/score``). Event files are one
+    fit's while none repeats a (tag, step) of the files before it; a directory whose files
+    hold several fits raises (see the module docstring). Images are opened lazily: their PNG
+    bytes are decoded when first used.
 
     Args:
         log_dir: The callback's run directory (its ``log_dir``), or one event file.
@@ -47,7 +72,8 @@ def probe_frames(
 
     Raises:
         FileNotFoundError: ``log_dir`` does not exist.
-        ValueError: ``every`` is not a positive integer, or no probe image was found.
+        ValueError: ``every`` is not a positive integer, no probe image was found, or the
+            directory holds several fits.
 
     Example:
         >>> tags, steps, images = probe_frames("logs/gradcam")
@@ -57,10 +83,16 @@ def probe_frames(
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise ValueError(f"every must be a positive integer; received every={every!r}")
     pngs: dict[tuple[str, int], bytes] = {}
+    by_file: dict[str, list[tuple[str, int]]] = {}
+    optimizer_steps: dict[int, float] = {}
     for record in read_events(log_dir):
         if (record.kind == "image" and record.sample == 0 and record.tag.startswith(tag_prefix)
                 and "/" not in record.tag[len(tag_prefix):]):
             pngs[(record.tag, record.step)] = record.value  # type: ignore[assignment]
+            by_file.setdefault(record.file, []).append((record.tag, record.step))
+        elif record.kind == "scalar" and record.tag == OPTIMIZER_STEPS:
+            optimizer_steps[record.step] = record.value  # type: ignore[assignment]
+    _check_one_fit(log_dir, by_file)
     if not pngs:
         raise ValueError(
             f"no probe images (tags starting with {tag_prefix!r}) in {os.fspath(log_dir)!r}"
@@ -70,7 +102,32 @@ def probe_frames(
     logged = sorted({step for _, step in pngs})
     steps = [s for i, s in enumerate(logged) if i % every == 0 or i == len(logged) - 1]
     images = {key: Image.open(io.BytesIO(png)) for key, png in pngs.items() if key[1] in steps}
-    return tags, steps, images
+    # runs written before the optimizer's step count was logged read as before: untrained
+    labels = {step: step_label(step, untrained=not optimizer_steps.get(step, 0))
+              for step in steps}
+    return Frames(tags, steps, images, labels)
+
+
+def _check_one_fit(log_dir: str | os.PathLike, by_file: dict[str, list[tuple[str, int]]]
+                   ) -> None:
+    """Raise when the event files hold several fits: a file that repeats a (tag, step) of
+    the files before it starts another fit."""
+    fits: list[tuple[list[str], set[tuple[str, int]]]] = []
+    for file, keys in by_file.items():  # in reading order
+        if not fits or fits[-1][1] & set(keys):
+            fits.append(([], set()))
+        fits[-1][0].append(file)
+        fits[-1][1].update(keys)
+    if len(fits) < 2:
+        return
+    found = "; ".join(
+        f"fit {n}: {', '.join(files)} (steps {min(s for _, s in keys)} to "
+        f"{max(s for _, s in keys)})" for n, (files, keys) in enumerate(fits, 1))
+    raise ValueError(
+        f"{os.fspath(log_dir)!r} holds the probe images of {len(fits)} fits that share "
+        f"steps ({found}); a sheet shows one fit. Move each fit's event files into a folder "
+        "of its own and pass that folder (GradCamCallback now writes each fit to its own "
+        "run directory)")
 
 
 def contact_sheet(
@@ -111,9 +168,10 @@ def draw_sheet(frames: Frames) -> Image.Image:
         'RGB'
     """
     tags, steps, images = frames
+    labels = getattr(frames, "labels", {})
     rows = [[images.get((tag, step)) for step in steps] for tag in tags]
     return grid(rows, row_labels=[tag.rsplit("/", 1)[-1] for tag in tags],
-                column_labels=[step_label(step) for step in steps])
+                column_labels=[labels.get(step) or step_label(step) for step in steps])
 
 
 def probe_gifs(

@@ -28,6 +28,7 @@ __all__ = [
     "MEAN_BOX_MASS",
     "MEAN_CHANGE",
     "NONFINITE",
+    "OPTIMIZER_STEPS",
     "POINTING_GAME",
     "PROBE_PREFIX",
     "SAMPLES_PER_PLUGIN",
@@ -63,7 +64,11 @@ at random but always the latest); ``images=0``, documented upstream as "keep all
 image at all with TensorBoard 2.21."""
 
 INITIAL_STEP = -1
-"""The step of the untrained model's maps: before epoch 0, whose maps are at step 0."""
+"""The step of the maps before the first epoch of a fit (``log_initial``), whose maps are at
+step 0."""
+OPTIMIZER_STEPS = "gradcam/optimizer_steps"
+"""The optimizer's step count when a step's maps were taken: 0 at step -1 of an untrained
+model. ``gradcam-callbacks sheet`` reads it to label step -1 ``untrained`` or ``before fit``."""
 
 
 def section(method: str | None = None) -> str:
@@ -121,12 +126,16 @@ def timeline_tag(index: int, method: str | None = None) -> str:
     return f"{section(method)}/timeline/probe_{index:02d}"
 
 
-def step_label(step: int) -> str:
-    """A step as people count epochs: ``untrained``, then ``epoch 1`` for step 0 (the model
-    after its first epoch), as ``fit`` prints ``Epoch 1/N``.
+def step_label(step: int, untrained: bool = True) -> str:
+    """A step as people count epochs: ``epoch 1`` for step 0 (the model after its first
+    epoch), as ``fit`` prints ``Epoch 1/N``. Step -1 is ``untrained`` when the model's
+    optimizer had taken no step when the maps were taken (``untrained=True``), else
+    ``before fit`` (a second fit, a trained model fitted again).
 
     Example:
-        >>> [step_label(s) for s in (-1, 0, 9)]
-        ['untrained', 'epoch 1', 'epoch 10']
+        >>> [step_label(s) for s in (-1, 0, 9)], step_label(-1, untrained=False)
+        (['untrained', 'epoch 1', 'epoch 10'], 'before fit')
     """
-    return "untrained" if step == INITIAL_STEP else f"epoch {step + 1}"
+    if step == INITIAL_STEP:
+        return "untrained" if untrained else "before fit"
+    return f"epoch {step + 1}"

@@ -198,7 +198,8 @@ def test_misconfiguration_raises_in_init(kwargs, error, message):
 def test_bad_probe_sources_raise_in_init():
     with pytest.raises(TypeError, match=r"probes must be an array .* received int"):
         gc.GradCamCallback(3)
-    with pytest.raises(ValueError, match=r"probes must hold at least one image input"):
+    with pytest.raises(ValueError, match=r"probes must be images: .*; received probes of "
+                                         r"shape \(2, 8\), one grayscale image"):
         gc.GradCamCallback(np.zeros((2, 8)))
 
 
@@ -429,8 +430,12 @@ def test_one_callback_serves_two_fits_of_different_models(tmp_path):
         second = cam.explain_probes()[0]
     assert gradcam_messages(caught) == []
     assert first.shape == (2, 8, 8) and second.shape == (2, 16, 16)
-    events = by_tag(tmp_path)
-    assert [r.step for r in events[("gradcam/probe_00", "image")]] == [-1, 0, 1] * 2
-    # each fit compares with its own previous maps only: no change at its first step
-    assert [r.step for r in events[("gradcam/probe_00/change", "scalar")]] == [0, 1] * 2
-    assert len({r.file for r in events[("gradcam/probe_00", "image")]}) == 2
+    # one run, one history: the second fit wrote a run directory of its own
+    assert cam.run_dir == f"{tmp_path}-2"
+    for run in (tmp_path, f"{tmp_path}-2"):
+        events = by_tag(run)
+        assert [r.step for r in events[("gradcam/probe_00", "image")]] == [-1, 0, 1]
+        # each fit compares with its own previous maps only: no change at its first step
+        assert [r.step for r in events[("gradcam/probe_00/change", "scalar")]] == [0, 1]
+        # both models were untrained when their fit began
+        assert [r.value for r in events[("gradcam/optimizer_steps", "scalar")]] == [0, 2, 4]

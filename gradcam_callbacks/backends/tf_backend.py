@@ -3,7 +3,8 @@ intercepted activation only, and one vector-Jacobian product per target slot."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -48,9 +49,10 @@ def build(
         return activations, tf.stack(grads, axis=1), scores, resolved
 
     def call(docs: np.ndarray, targets: np.ndarray) -> RawOutputs:
-        activations, grads, scores, resolved = run(
-            tf.convert_to_tensor(docs), tf.convert_to_tensor(targets, tf.int32), targets.shape[1]
-        )
+        with _user_errors():
+            activations, grads, scores, resolved = run(
+                tf.convert_to_tensor(docs), tf.convert_to_tensor(targets, tf.int32),
+                targets.shape[1])
         return (
             activations.numpy().astype(np.float32, copy=False),
             grads.numpy().astype(np.float32) / np.float32(spec.score_scale),
@@ -70,9 +72,25 @@ def build_score(spec: PassSpec, on_trace: Callable[[], None]) -> Callable[[np.nd
         return spec.select(spec.model(inputs, training=False))
 
     def call(inputs: np.ndarray) -> np.ndarray:
-        return run(tf.convert_to_tensor(inputs)).numpy()
+        with _user_errors():
+            return run(tf.convert_to_tensor(inputs)).numpy()
 
     return call
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """Errors raised while tracing (a score function's result checked at run time) as the
+    other backends give them: one line, without TensorFlow's "in user code:" trace."""
+    try:
+        yield
+    except (ValueError, TypeError) as error:
+        text = str(error)
+        name = type(error).__name__
+        start = text.rfind(f"\n    {name}: ")
+        if "in user code:" not in text or start < 0:
+            raise
+        raise type(error)(text[start + len(name) + 7:].strip()) from None
 
 
 def process_index_and_count() -> tuple[int, int]:
