@@ -105,8 +105,9 @@ def _nan_model() -> keras.Model:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> Path:
     """``nan.keras``: any input with a bright pixel scores NaN (an explicit NaN, not an
-    overflow: :func:`_nan_model`), a black one gives finite (tied) scores. ``raw.keras``: expects pixels in [0, 1]; fed 0..255
-    (--preprocess none) its softmax saturates. ``plain.keras``: rescales inside, any size."""
+    overflow: :func:`_nan_model`), a black one gives finite (tied) scores. ``raw.keras``:
+    expects pixels in [0, 1]; fed 0..255 (--preprocess none) its softmax saturates.
+    ``plain.keras``: rescales inside, any size."""
     folder = tmp_path_factory.mktemp("robust_models")
     keras.utils.set_random_seed(0)
     _nan_model().save(folder / "nan.keras")
