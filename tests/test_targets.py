@@ -272,10 +272,11 @@ BAD = [
 @pytest.mark.parametrize("name, targets, error, message", BAD, ids=[b[0] for b in BAD])
 def test_bad_score_functions_are_refused_before_any_pass(heads, name, targets, error, message):
     model, _ = heads
-    before = backends.compilations()
+    before = backends.compilations(), backends.passes_run()
     with pytest.raises(error, match=message):
         gc.explain_predictions(model, docs(), targets=targets, layer="feat")
-    assert backends.compilations() == before  # nothing built, nothing traced
+    # nothing built, traced or run
+    assert (backends.compilations(), backends.passes_run()) == before
 
 
 def test_nan_scores_name_the_docs(heads):
