@@ -4,6 +4,15 @@ The models have a convolution after the explained layer ("feat"), so that the gr
 over space. Run under TensorFlow to (re)write ``data/methods_reference.npz``:
 ``KERAS_BACKEND=tensorflow python tests/methods_reference.py``. Every backend's test run
 compares its heatmaps with the stored ones (tests/test_methods.py).
+
+How the stored numbers were made: by this package itself (:func:`compute`, through the
+engine), under TensorFlow on CPU (commit bd9ce9d, 2026-11-30), so they hold the engine still
+across backends and versions, not to its definitions. That is done live: every method's maps
+against numpy transcriptions of the definitions, fed with activations and gradients the test
+takes with the backend's own autodiff (the two ``*_matches_numpy_transcription_*`` tests
+of tests/test_methods.py), on every backend. Measured spread from the stored maps
+(TensorFlow with oneDNN on and off, JAX at XLA level 0 and default, torch): at most 3.1e-6;
+the test allows 3e-5.
 """
 
 from __future__ import annotations

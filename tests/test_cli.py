@@ -366,8 +366,6 @@ def test_version():
 
 
 @pytest.mark.backend_agnostic
-@pytest.mark.skipif(not (ROOT / "gradcam_callbacks" / "demo.py").exists(),
-                    reason="gradcam_callbacks/demo.py is not written yet")
 def test_demo_help_is_the_demos_own():
     done = cli("demo", "--help")
     assert done.returncode == 0, done.stderr

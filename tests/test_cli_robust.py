@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gradcam_callbacks.cli import interrupt
 from gradcam_callbacks.tensorboard import EventWriter, _masked_crc32c
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,10 +259,12 @@ def test_an_output_collision_fails_that_input_and_the_run_goes_on(models, tmp_pa
 
 
 # -- Ctrl-C ------------------------------------------------------------------------------------
-def _interrupt(args: list[object], when: str, tmp_path: Path) -> tuple[float, str, int]:
+def _interrupt(args: list[object], when: str, tmp_path: Path) -> tuple[float, str, int, float]:
     """Start the CLI, send one SIGINT when ``when`` happens ('lines': results.jsonl has
     lines; 'backend': the backend's shared library is mapped, i.e. Keras is loading), return
-    (seconds from SIGINT to exit, stderr, status)."""
+    (seconds from SIGINT to exit, stderr, status, seconds from SIGINT to the process's last
+    write to stderr). The last is the kernel's stamp on that write (the file's mtime), so it
+    does not grow when this process is slow to look, nor with the exit's own cost."""
     errors = tmp_path / "stderr.txt"
     with open(errors, "w") as sink:
         process = subprocess.Popen(
@@ -277,24 +280,35 @@ def _interrupt(args: list[object], when: str, tmp_path: Path) -> tuple[float, st
                 break
             time.sleep(0.01)
         assert process.poll() is None, "the run ended before it could be interrupted"
+        sent_ns = time.time_ns()  # the same clock as the file's mtime
         sent = time.monotonic()
         process.send_signal(signal.SIGINT)
         try:
             process.wait(timeout=60)
         finally:
             process.kill()
-        return time.monotonic() - sent, errors.read_text(), process.returncode
+        return (time.monotonic() - sent, errors.read_text(), process.returncode,
+                (errors.stat().st_mtime_ns - sent_ns) / 1e9)
 
 
-def test_ctrl_c_mid_run_ends_within_two_seconds_keeping_what_was_done(models, tmp_path):
+def test_ctrl_c_mid_run_stops_within_the_grace_keeping_what_was_done(models, tmp_path):
     inputs = tmp_path / "in"
     for i in range(240):
         save_image(inputs / f"{i:03d}.png", seed=i, size=96)
-    seconds, stderr, status = _interrupt(
+    seconds, stderr, status, stopped = _interrupt(
         ["explain", models / "plain.keras", inputs, "--out", tmp_path / "out",
          "--batch-size", "60", "--side-by-side", "--top", "2"], "lines", tmp_path)
     assert status == 130, stderr[-3000:]
-    assert seconds < 2.0, f"exited {seconds:.2f} s after Ctrl-C"
+    # The run's last word ("interrupted ...": its own once it stopped in order, or the
+    # watchdog's) comes at most GRACE (1 s: docs say "within about a second") after Ctrl-C,
+    # whatever the main thread was doing; 1 s more for scheduling. Timed at the write, not at
+    # the exit, which adds the kernel's freeing of the backend's memory after os._exit and
+    # grows with load. Seen on 2 cores already at load average 10 (other jobs), 3 runs each:
+    # stop 0.02-0.16 s, exit 0.07-0.28 s; with 2 busy processes beside it 0.13-0.26 s,
+    # 0.36-0.65 s; with 6, 0.34-1.01 s, 0.97-1.78 s (the old bound, exit < 2 s, nearly broke).
+    assert interrupt.GRACE <= 1.0
+    assert stopped < interrupt.GRACE + 1.0, (
+        f"last word {stopped:.2f} s after Ctrl-C (exit after {seconds:.2f} s)")
     assert "interrupted" in stderr and "Traceback" not in stderr
     text = (tmp_path / "out" / "results.jsonl").read_text()
     lines = [json.loads(line) for line in text.splitlines()]
@@ -308,7 +322,7 @@ def test_ctrl_c_mid_run_ends_within_two_seconds_keeping_what_was_done(models, tm
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux's /proc")
 def test_ctrl_c_while_keras_loads_ends_within_two_seconds(models, tmp_path):
     save_image(tmp_path / "in" / "a.png")
-    seconds, stderr, status = _interrupt(
+    seconds, stderr, status, _ = _interrupt(
         ["explain", models / "plain.keras", tmp_path / "in", "--out", tmp_path / "out"],
         "backend", tmp_path)
     # Nothing is written yet: the process dies by the signal itself (while the backend's

@@ -7,6 +7,16 @@ fail. The numbers are held to the Keras 3 path: directly where both Keras are in
 same weights in a Keras 3 and a Keras 2 model, TensorFlow both sides), and through
 ``tests/data/keras2_reference.npz`` (written by Keras 3, ``python tests/test_keras2.py``)
 where Keras 3 cannot be installed (TensorFlow 2.15).
+
+How the stored numbers were made: by this package itself (:func:`keras3_reference`: the
+engine on Keras 3 models with seeded weights, TensorFlow on CPU, commit 05cc411,
+2026-11-30); they hold the Keras 2 path to the Keras 3 one, not to the definitions. Those are
+held live: Grad-CAM here against a GradientTape by hand (Sequential and subclassed Keras 2
+models), every method in tests/test_methods.py against numpy transcriptions on every Keras 3
+backend (the methods' numpy code is the same for Keras 2). Measured spread from the stored
+numbers (tf_keras 2.21 with oneDNN on and off; the same weights through Keras 3 on TensorFlow
+with oneDNN on and off, JAX and torch): heatmaps 6.9e-6, scores 3.8e-6; the test allows 3e-5.
+Not measured: TensorFlow 2.15.
 """
 
 from __future__ import annotations
@@ -204,8 +214,11 @@ def test_every_method_matches_the_stored_keras3_numbers(K, name):
     count = sum(1 for key in stored.files if key.startswith(f"{name}__weight"))
     model.set_weights([stored[f"{name}__weight{i}"] for i in range(count)])
     numbers = engine_numbers(model, stored["x"], name)
+    # Largest difference seen, tf_keras 2.21 with oneDNN on and off and the same numbers
+    # through Keras 3 on TensorFlow (oneDNN on, off), JAX and torch: heatmaps 6.9e-6 (the
+    # tagger's Grad-CAM map: its gradients nearly cancel), scores 3.8e-6 (scores up to 25).
     for key, value in numbers.items():
-        np.testing.assert_allclose(value, stored[f"{name}__{key}"], rtol=0, atol=1e-5,
+        np.testing.assert_allclose(value, stored[f"{name}__{key}"], rtol=0, atol=3e-5,
                                    err_msg=f"{name} {key}")
 
 

@@ -155,7 +155,9 @@ def test_method_matches_numpy_transcription_of_its_definition(engine_cases, meth
         expected = np.array([[reference_map(method, A[n], G[n, k]) for k in range(2)]
                              for n in range(len(docs))])
         assert raw.heatmaps.shape == expected.shape
-        np.testing.assert_allclose(raw.heatmaps, expected, atol=1e-4)
+        # largest difference seen (TensorFlow oneDNN on and off, JAX at XLA level 0 and
+        # default, torch): 8.6e-7 (Grad-CAM, JAX), 1.2e-7 for the others
+        np.testing.assert_allclose(raw.heatmaps, expected, atol=1e-5)
         assert expected.max() > 0.99  # not a vacuous all-zero comparison
 
 
@@ -167,7 +169,8 @@ def test_scorecam_matches_numpy_transcription_of_its_definition(engine_cases, ma
                           max_channels=max_channels, batch_size=4)
         expected = np.array([reference_scorecam(model, docs[n], A[n], TARGETS[n], max_channels)
                              for n in range(len(docs))])
-        np.testing.assert_allclose(raw.heatmaps, expected, atol=1e-3)
+        # largest difference seen (the same five runs): 1.5e-7
+        np.testing.assert_allclose(raw.heatmaps, expected, atol=1e-5)
         kept = (raw.weights > 0).sum(-1)
         assert (kept == (max_channels or A.shape[-1])).all()
         np.testing.assert_allclose(raw.weights.sum(-1), 1, atol=1e-5)
@@ -183,8 +186,10 @@ def test_methods_match_the_stored_cross_backend_reference():
         raw = pass_plan.run(docs, slots, counts)
         for method, max_channels in RUNS:
             got = pass_plan.apply(raw, docs, method, 4, max_channels)
+            # stored by TensorFlow; largest difference seen (TensorFlow oneDNN on and off, JAX
+            # at XLA level 0 and default, torch): 3.1e-6 (XGrad-CAM, JAX)
             np.testing.assert_allclose(got.heatmaps, stored[run_key(case, method, max_channels)],
-                                       atol=1e-4, err_msg=f"{case} {method} {max_channels}")
+                                       atol=3e-5, err_msg=f"{case} {method} {max_channels}")
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="compares with torch's own upsampling")
@@ -311,13 +316,13 @@ def test_scorecam_chunks_are_even_and_bounded():
 def test_bad_method_options_are_refused_before_any_pass(kwargs, error, message):
     model = spatial_cnn(0)
     docs = images(1, (12, 12, 3))
-    function = backends.gradient_function(model, model.get_layer("feat"), "feat", 0)
-    before = function.traces
+    before = backends.compilations(), backends.passes_run()
     with pytest.raises(error, match=message):
         gc.explain_predictions(model, docs, layer="feat", **kwargs)
     with pytest.raises(error, match=message):
         gc.explain_prediction(model, docs, layer="feat", **kwargs)
-    assert function.traces == before
+    # no pass built, traced or run (passes_run sees an eager PyTorch pass, traces do not)
+    assert (backends.compilations(), backends.passes_run()) == before
 
 
 # ---------------------------------------------------------------- properties (numpy only)

@@ -16,6 +16,7 @@ import sys
 from types import ModuleType
 
 import keras
+import numpy as np
 import pytest
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
@@ -53,16 +54,19 @@ def test_regression_maps_point_at_the_digit_and_untrained_ones_do_not():
     train_set, test_set = example.load_data(500, 60, canvas_size=32, digit_size=12, seed=SEED)
     keras.utils.set_random_seed(SEED)
     untrained, _ = example.score(example.build_regressor(train_set.x.shape[1:]), test_set)
-    trained, expls = example.score(example.train(train_set, epochs=3, batch_size=16, seed=SEED),
-                                     test_set)
+    model = example.train(train_set, epochs=3, batch_size=16, seed=SEED)
+    trained, expls = example.score(model, test_set)
     print(f"\nuntrained: {untrained}\ntrained: {trained}")
 
     assert trained.error < 0.15  # it learned the task (untrained: about 0.55)
     assert trained.pointing >= POINTING_AT_BOX
     assert untrained.pointing < POINTING_AT_BOX
-    # What RegressionScore() explains: the predicted centre x is each map's score.
-    assert [e.targets[0].score for e in expls[:3]] == pytest.approx(
-        example.centre_x(test_set)[:3, 0], abs=0.2)
+    # What RegressionScore() explains: the predicted centre x is each map's score. Largest
+    # |score - predict| over the 60 docs, seen: 0 on TensorFlow (oneDNN on and off) and JAX,
+    # 1.2e-7 on torch (predict's batches of 32 against one pass of 60); the true centre is up
+    # to 0.26 away.
+    predicted = np.asarray(model.predict(test_set.x, verbose=0))[:, 0]
+    np.testing.assert_allclose([e.targets[0].score for e in expls], predicted, rtol=0, atol=1e-5)
     assert example.picture(expls, test_set, count=2).size[1] > 32
 
 

@@ -186,15 +186,18 @@ def test_scorecam_scores_masked_inputs_with_the_same_score_function(heads):
 def test_same_numbers_on_every_backend(heads):
     model, _ = heads
     stored = dict(np.load(PATH))
+    # Largest difference from the stored numbers seen (TensorFlow oneDNN on and off, JAX at
+    # XLA level 0 and default, torch): heatmaps 1.4e-6, grads 1.0e-7, scores 3.8e-6 (scores
+    # up to 28), Score-CAM 1.9e-7.
     for name, (head, targets) in cases().items():
         raw = explain_raw(model, docs(), targets, "feat", HEADS.index(head))
         for field in ("heatmaps", "grads", "scores"):
             np.testing.assert_allclose(getattr(raw, field), stored[f"{name}/{field}"],
-                                       atol=1e-4, rtol=1e-4, err_msg=f"{name} {field}")
+                                       atol=4e-5, rtol=0, err_msg=f"{name} {field}")
     head, targets = cases()["segmentation_per_doc_masks"]
     scored = explain_raw(model, docs(), targets, "feat", HEADS.index(head), method="scorecam")
     np.testing.assert_allclose(scored.heatmaps, stored["segmentation_per_doc_masks/scorecam"],
-                               atol=1e-4)
+                               atol=4e-5)
 
 
 def test_equal_scores_share_one_compiled_pass(heads):
@@ -272,10 +275,11 @@ BAD = [
 @pytest.mark.parametrize("name, targets, error, message", BAD, ids=[b[0] for b in BAD])
 def test_bad_score_functions_are_refused_before_any_pass(heads, name, targets, error, message):
     model, _ = heads
-    before = backends.compilations()
+    before = backends.compilations(), backends.passes_run()
     with pytest.raises(error, match=message):
         gc.explain_predictions(model, docs(), targets=targets, layer="feat")
-    assert backends.compilations() == before  # nothing built, nothing traced
+    # nothing built, traced or run
+    assert (backends.compilations(), backends.passes_run()) == before
 
 
 def test_nan_scores_name_the_docs(heads):

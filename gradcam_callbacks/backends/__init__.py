@@ -92,11 +92,14 @@ class GradientFunction:
     ``traces`` counts how often the backend traced (compiled) the pass; repeated calls with
     the same shapes do not add to it. PyTorch runs eagerly and counts its one build as its
     trace. A pass rebuilt from scratch is a new object with its own count, so to check that
-    nothing was rebuilt read the process-wide :func:`compilations` instead.
+    nothing was rebuilt read the process-wide :func:`compilations` instead. ``calls`` counts
+    how often the pass ran (every call, on every backend, traced or not); the process-wide
+    total is :func:`passes_run`.
     """
 
     run: Callable[..., Any] | None = None
     traces: int = 0
+    calls: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count_trace(self) -> None:
@@ -107,10 +110,13 @@ class GradientFunction:
     def __call__(self, *arrays: np.ndarray) -> Any:
         assert self.run is not None, "GradientFunction used before the backend built it"
         with self.lock:
+            self.calls += 1
+            _CALLS["passes"] += 1
             return self.run(*arrays)
 
 
 _COUNTS = {"builds": 0, "traces": 0}
+_CALLS = {"passes": 0}
 
 
 def compilations() -> dict[str, int]:
@@ -128,6 +134,20 @@ def compilations() -> dict[str, int]:
         True
     """
     return dict(_COUNTS)
+
+
+def passes_run() -> int:
+    """How many times any pass (Grad-CAM or score-only, any model) ran in this process: one
+    per call of a :class:`GradientFunction`, on every backend. Unlike ``traces``, which an
+    eager backend (PyTorch) counts once at build, it shows a pass that ran without a trace.
+
+    Example:
+        >>> before = passes_run()
+        >>> explain_predictions(model, x)  # doctest: +SKIP
+        >>> passes_run() > before  # doctest: +SKIP
+        True
+    """
+    return _CALLS["passes"]
 
 
 ScoreHead = tuple[Callable[[Any], Any], ...] | None
