@@ -78,7 +78,8 @@ def test_baselines_a_number_mean_blur_and_a_callable():
     blurred = baseline_images(picture, "blur")
     assert blurred.shape == picture.shape and blurred.std() < picture.std()
     assert blurred.mean() == pytest.approx(picture.mean(), abs=1e-6)  # reflected edges
-    wide = np.zeros((1, 24, 24, 1)); wide[0, 12, 12] = 1.0
+    wide = np.zeros((1, 24, 24, 1))
+    wide[0, 12, 12] = 1.0
     spread = baseline_images(wide, "blur")[0, :, :, 0]
     assert spread.sum() == pytest.approx(1.0) and spread[12, 12] < 0.02 < spread[12, 10] * 2
 
@@ -226,8 +227,8 @@ def test_gradcam_beats_a_random_map_on_the_trained_demo_cnn_and_not_on_an_untrai
                          - deletion(model, digits.x, maps, targets, baseline="blur")).mean(),
         }
     assert gaps["trained"]["insertion"] > 0.3 and gaps["trained"]["deletion"] > 0.1, gaps
-    assert abs(gaps["untrained"]["insertion"]) < 0.05, gaps
-    assert abs(gaps["untrained"]["deletion"]) < 0.05, gaps
+    assert abs(gaps["untrained"]["insertion"]) < 0.02, gaps
+    assert abs(gaps["untrained"]["deletion"]) < 0.02, gaps
 
 
 def test_sanity_check_decorrelates_gradcam_and_restores_the_weights(digits):
@@ -254,7 +255,8 @@ def test_spearman_rows_and_sobel_maps():
     assert spearman_rows(a, -a) == pytest.approx(-np.ones(4))
     assert spearman_rows(a, a ** 3 + 2) == pytest.approx(np.ones(4))  # ranks only
     assert np.isnan(spearman_rows(a[:1], np.zeros((1, 30)))[0])
-    x = np.zeros((1, 6, 6, 1)); x[0, 2:4, 2:4] = 1.0
+    x = np.zeros((1, 6, 6, 1))
+    x[0, 2:4, 2:4] = 1.0
     edges = sobel_maps(x)[0]
     assert edges[0, 0] == 0 and edges[2, 1] > 0 and edges.shape == (6, 6)
 
@@ -294,3 +296,44 @@ def test_bad_arguments_are_named(call, message):
     with pytest.raises((TypeError, ValueError), match=None) as raised:
         call(linear_toy(), ONES, DECREASING)
     assert message in str(raised.value), str(raised.value)
+
+
+def test_cli_explain_faithfulness_adds_the_areas_to_results_jsonl(digits, tmp_path):
+    import json
+
+    from PIL import Image
+
+    from gradcam_callbacks.cli import main
+
+    model = pretrained()
+    model.save(tmp_path / "digits.keras")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for n in range(3):
+        Image.fromarray((digits.x[n, :, :, 0] * 255).round().astype("uint8")).save(
+            folder / f"d{n}.png")
+    out = tmp_path / "out"
+    status = main(["explain", str(tmp_path / "digits.keras"), str(folder), "--out", str(out),
+                   "--method", "gradcam", "--method", "layercam", "--faithfulness",
+                   "--preprocess", "unit", "--quiet"])
+    assert status == 0
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(lines) == 3
+    for line in lines:
+        areas = line["faithfulness"]
+        assert set(areas) == {"gradcam", "layercam"}
+        assert set(areas["gradcam"]) == {"deletion", "insertion"}
+        assert 0 <= areas["gradcam"]["deletion"] < areas["gradcam"]["insertion"] <= 1
+    # the same areas as the library's on the same inputs and maps
+    x = np.stack([np.asarray(Image.open(folder / f"d{n}.png"), np.float32)[..., None] / 255
+                  for n in range(3)])
+    lines.sort(key=lambda line: line["file"])
+    targets = [line["target"] for line in lines]
+    maps = _gradcam_maps(model, x, targets)
+    assert [line["faithfulness"]["gradcam"]["insertion"] for line in lines] == pytest.approx(
+        insertion(model, x, maps, targets), abs=1e-6)
+    # without the option, no such key
+    main(["explain", str(tmp_path / "digits.keras"), str(folder), "--out",
+          str(tmp_path / "plain"), "--preprocess", "unit", "--quiet"])
+    assert all("faithfulness" not in json.loads(line) for line in
+               (tmp_path / "plain" / "results.jsonl").read_text().splitlines())
