@@ -117,8 +117,8 @@ def _setup(model: keras.Model, images: Any, heatmaps: Any, targets: Any,
     flat = resize_heatmaps(maps, size).reshape(len(docs), -1)
     # most relevant first; ties: the later pixel first (Xplique's ascending order, reversed)
     order = np.argsort(flat, axis=1, kind="stable")[:, ::-1]
-    ranks = np.empty_like(order)
-    np.put_along_axis(ranks, order, np.arange(flat.shape[1])[None], axis=1)
+    ranks = np.empty(order.shape, np.int32)
+    np.put_along_axis(ranks, order, np.arange(flat.shape[1], dtype=np.int32)[None], axis=1)
     slots, _ = pass_plan.targets(targets, len(docs))
     if slots.shape[1] != 1:
         raise ValueError(
@@ -520,7 +520,7 @@ def sanity_check(
     try:
         for found in stack:
             for weight in found.trainable_weights:
-                value = keras.ops.convert_to_numpy(weight.value)
+                value = np.array(weight.numpy())
                 spread = float(np.std(value))
                 if spread > 0:
                     weight.assign(rng.normal(float(np.mean(value)), spread, value.shape)
