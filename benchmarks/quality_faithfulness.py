@@ -32,6 +32,10 @@ def main() -> int:
                         help="perturbed (and Score-CAM's masked) inputs per forward")
     parser.add_argument("--rows", nargs="*", default=None,
                         help="method names, 'random' and 'sobel' (default: all)")
+    parser.add_argument("--xplique", action="store_true",
+                        help="instead: Grad-CAM's mean insertion and deletion (black, 10 steps) "
+                        "here and by Xplique 2.0.2 (pip install --no-deps xplique==2.0.2 "
+                        "deprecated opencv-python-headless), TensorFlow only")
     args = parser.parse_args()
 
     import keras
@@ -50,6 +54,8 @@ def main() -> int:
     slots, counts = settings.targets([[t] for t in targets], len(x))
     accuracy = float(np.mean(np.argmax(model.predict(x, verbose=0), axis=-1) == labels))
     raw = settings.run(x, slots, counts)
+    if args.xplique:
+        return compare_with_xplique(model, x, targets, raw.heatmaps[:, 0])
     rows = args.rows or [*METHODS, "random", "sobel"]
     print(f"{keras.backend.backend()}, {len(x)} test images, model accuracy {accuracy:.3f}\n")
     print("| map | pointing game | mass in box | insertion (black) ↑ | deletion (black) ↓ "
@@ -79,6 +85,60 @@ def main() -> int:
               f"{found['insertion']:.3f} | {found['deletion']:.3f} | {found['blur']:.3f} | "
               f"{found['road']:.3f} | {seconds:.0f} |", flush=True)
     return 0
+
+
+def compare_with_xplique(model, x, targets, maps) -> int:
+    """Print the mean areas of :mod:`gradcam_callbacks.faithfulness` and of Xplique 2.0.2's
+    ``Deletion`` / ``Insertion`` (imported without its package ``__init__``, which needs
+    tensorflow-probability and tf_keras) on the same maps, resized to the images."""
+    import importlib.util
+    import pathlib
+    import sys
+    import types
+
+    import numpy as np
+
+    from gradcam_callbacks import faithfulness
+    from gradcam_callbacks.metrics import resize_heatmaps
+
+    root = pathlib.Path(importlib.util.find_spec("xplique").origin).parent
+    for name, path in (("xplique", root), ("xplique.metrics", root / "metrics")):
+        module = types.ModuleType(name)
+        module.__path__ = [str(path)]
+        sys.modules[name] = module
+    from xplique.metrics import fidelity
+
+    one_hot = np.eye(10, dtype="float32")[targets]
+    resized = resize_heatmaps(maps, x.shape[1:3])
+    ties = np.mean([resized[n].size - len(np.unique(resized[n])) for n in range(len(x))])
+    print(f"{len(x)} images; on average {ties:.0f} of {resized[0].size} pixels tie with "
+          "another pixel of their map\n")
+    print("| metric | gradcam_callbacks | Xplique 2.0.2 | difference | Xplique, stable "
+          "argsort | difference |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, ours in (("Insertion", faithfulness.insertion),
+                       ("Deletion", faithfulness.deletion)):
+        mine = float(ours(model, x, maps, targets).mean())
+        found = []
+        for stable in (False, True):
+            # Xplique ranks by np.argsort (numpy's default sort: unstable, so its order
+            # within ties is the CPU's); with stable=True it gets a stable argsort
+            fidelity.np = _numpy_with_stable_argsort() if stable else np
+            metric = getattr(fidelity, name)(model, x, one_hot, batch_size=256)
+            reference = float(metric.evaluate(resized))
+            found += [f"{reference:.6f}", f"{abs(mine - reference):.1e}"]
+        print(f"| {name.lower()} | {mine:.6f} | {' | '.join(found)} |")
+    return 0
+
+
+def _numpy_with_stable_argsort():
+    import types
+
+    import numpy as np
+
+    shim = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if not k.startswith("__")})
+    shim.argsort = lambda a, axis=-1: np.argsort(a, axis=axis, kind="stable")
+    return shim
 
 
 if __name__ == "__main__":
