@@ -69,6 +69,9 @@ BLUR_SIGMA, BLUR_RADIUS = 5.0, 5
 NEIGHBOURS = (((1, 1), 1 / 12), ((0, 1), 1 / 6), ((-1, 1), 1 / 12), ((1, -1), 1 / 12),
               ((0, -1), 1 / 6), ((-1, -1), 1 / 12), ((1, 0), 1 / 6), ((-1, 0), 1 / 6))
 ROAD_PERCENTAGES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
+# Images per sparse system of the imputation: 64 images of 48x48 half removed took 1.66 s
+# as one block-diagonal system, 0.59 s as 8 systems of 8 and 0.76 s as 64 of 1 (SuperLU).
+IMPUTE_GROUP = 8
 
 
 @dataclass(frozen=True)
@@ -396,6 +399,13 @@ def impute(images: np.ndarray, removed: np.ndarray, noise: float = 0.0,
         >>> impute(x, removed).ravel().round(6).tolist()  # (2 * 5 + 2 * 5 + 2) / 5
         [4.4, 5.0, 5.0, 2.0]
     """
+    batch = len(removed)
+    seeds = list(range(batch)) if seeds is None else list(seeds)
+    if batch > IMPUTE_GROUP:  # SuperLU slows down more than linearly with the block count
+        return np.concatenate([
+            impute(images[start:start + IMPUTE_GROUP], removed[start:start + IMPUTE_GROUP],
+                   noise, seeds[start:start + IMPUTE_GROUP])
+            for start in range(0, batch, IMPUTE_GROUP)])
     from scipy.sparse import coo_matrix
     from scipy.sparse.linalg import spsolve
 
@@ -430,8 +440,6 @@ def impute(images: np.ndarray, removed: np.ndarray, noise: float = 0.0,
                         shape=(unknown.size, unknown.size)).tocsc()
     solved = np.asarray(spsolve(system, rhs)).reshape(unknown.size, -1)
     if noise:
-        if seeds is None:
-            seeds = range(batch)
         counts = np.bincount(image, minlength=batch)
         draws = [np.random.default_rng(seeds[b]).standard_normal((counts[b], values.shape[1]))
                  for b in range(batch) if counts[b]]

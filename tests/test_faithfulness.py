@@ -195,6 +195,12 @@ def test_impute_fills_a_hole_with_the_mean_of_its_neighbours():
     corner = (2 * x[1, 0, 1] + 2 * x[1, 1, 0] + x[1, 1, 1]) / 5
     assert filled[1, 0, 0] == pytest.approx(corner)
     assert np.array_equal(filled[~removed], x[~removed])
+    # a batch is solved 8 images per sparse system: the same numbers as one at a time
+    many = rng.rand(20, 7, 5, 2)
+    holes = rng.rand(20, 7, 5) < 0.6
+    alone = np.concatenate([impute(many[i:i + 1], holes[i:i + 1], 0.1, [(0, i)])
+                            for i in range(20)])
+    assert np.allclose(impute(many, holes, 0.1, [(0, i) for i in range(20)]), alone)
 
 
 @pytest.fixture(scope="module")
