@@ -36,6 +36,9 @@ def main() -> int:
                         help="instead: Grad-CAM's mean insertion and deletion (black, 10 steps) "
                         "here and by Xplique 2.0.2 (pip install --no-deps xplique==2.0.2 "
                         "deprecated opencv-python-headless), TensorFlow only")
+    parser.add_argument("--sanity", action="store_true",
+                        help="instead: the cascading-randomisation sanity check of every "
+                        "method, mean Spearman correlation per randomised layer")
     args = parser.parse_args()
 
     import keras
@@ -56,6 +59,16 @@ def main() -> int:
     raw = settings.run(x, slots, counts)
     if args.xplique:
         return compare_with_xplique(model, x, targets, raw.heatmaps[:, 0])
+    if args.sanity:
+        check = faithfulness.sanity_check(model, x, targets, methods=list(METHODS),
+                                          layer="last_conv", batch_size=args.batch_size)
+        print("| randomised down to | " + " | ".join(METHODS) + " |")
+        print("|---|" + "---:|" * len(METHODS))
+        means = {name: check.mean(name) for name in METHODS}
+        for step, layer in enumerate(check.layers):
+            print(f"| `{layer}` | " + " | ".join(f"{means[n][step]:.2f}" for n in METHODS)
+                  + " |")
+        return 0
     rows = args.rows or [*METHODS, "random", "sobel"]
     print(f"{keras.backend.backend()}, {len(x)} test images, model accuracy {accuracy:.3f}\n")
     print("| map | pointing game | mass in box | insertion (black) ↑ | deletion (black) ↓ "
