@@ -109,7 +109,7 @@ def _setup(model: keras.Model, images: Any, heatmaps: Any, targets: Any,
     docs = np.asarray(docs, dtype=pass_plan.input_dtype)
     channels_first = pass_plan.data_format == "channels_first"
     size = docs.shape[2:4] if channels_first else docs.shape[1:3]
-    maps = np.asarray(heatmaps) if not isinstance(heatmaps, np.ndarray) else heatmaps
+    maps = np.asarray(heatmaps)
     if maps.ndim != 3:
         raise ValueError(
             f"heatmaps must be a stack (n, height, width), one map per image; received "
@@ -131,13 +131,11 @@ def _setup(model: keras.Model, images: Any, heatmaps: Any, targets: Any,
     score = pass_plan._score if functions is None else functools.partial(
         pass_plan._score, functions=functions)
     columns = np.asarray(slots, np.int64)
-    setup = _Setup(docs, ranks, columns, score, channels_first)
     if (columns < 0).any():  # None: each image's top class, read off one forward
         outputs = chunked_scores(len(docs), lambda rows, out: _copy(docs, rows, out),
                                  docs.shape[1:], docs.dtype, score, None, batch_size)
         columns = np.where(columns < 0, outputs.argmax(axis=-1)[:, None], columns)
-        setup = _Setup(docs, ranks, columns, score, channels_first)
-    return setup
+    return _Setup(docs, ranks, columns, score, channels_first)
 
 
 def _copy(docs: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
