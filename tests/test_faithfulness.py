@@ -90,6 +90,10 @@ def test_score_functions_work_as_targets():
     maps = np.random.RandomState(1).rand(3, 4, 4)
     by_index = deletion(model, x, maps, [2, 2, 2], steps=5)
     assert deletion(model, x, maps, ClassScore(2), steps=5) == pytest.approx(by_index, abs=1e-6)
+    top = [int(k) for k in np.argmax(model.predict(x, verbose=0), axis=-1)]
+    assert len(set(top)) > 1  # None reads each image's own top class
+    assert deletion(model, x, maps, None, steps=5) == pytest.approx(
+        deletion(model, x, maps, top, steps=5), abs=1e-6)
     doubled = insertion(model, x, maps, lambda y: 2 * y[:, 2], steps=5)
     assert doubled == pytest.approx(2 * insertion(model, x, maps, [2, 2, 2], steps=5),
                                     abs=1e-6)
