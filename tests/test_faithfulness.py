@@ -283,6 +283,11 @@ def test_repeated_calls_reuse_the_compiled_forward():
     road(model, x, maps, [1] * 5, batch_size=8, percentages=(30, 60, 90))  # 30 in 4 of 8
     assert backends.compilations() == before
     assert set(found) == {"insertion", "deletion"} and found["deletion"].shape == (5,)
+    assert found["deletion"] == pytest.approx(deletion(model, x, maps, [1] * 5, steps=6))
+    assert found["insertion"] == pytest.approx(insertion(model, x, maps, [1] * 5, steps=6))
+    both = probe_faithfulness(model, x, maps, [1] * 5, names=("road", "insertion"))
+    assert list(both) == ["road", "insertion"]
+    assert both["road"] == pytest.approx(road(model, x, maps, [1] * 5).combined)
     assert curve_area(np.array([[1.0, 1.0]])) == pytest.approx([1.0])
 
 
