@@ -236,21 +236,33 @@ def causal_curves(
         raise ValueError(f"mode must be 'deletion' or 'insertion'; received mode={mode!r}")
     steps = _check_steps(steps)
     setup = _setup(model, images, heatmaps, targets, batch_size, output)
+    return _curves(setup, (mode,), steps, baseline, batch_size)[mode]
+
+
+def _curves(setup: _Setup, modes: Sequence[str], steps: int, baseline: Baseline,
+            batch_size: int | None) -> dict[str, np.ndarray]:
+    """``{mode: (N, steps + 1)}``: every mode's perturbed inputs in one chunked run."""
     data_format = "channels_first" if setup.channels_first else "channels_last"
     base = baseline_images(setup.images, baseline, data_format)
-    start, end = (setup.images, base) if mode == "deletion" else (base, setup.images)
     counts = np.linspace(0, setup.pixels, steps + 1).astype(np.int64)
     per_image = steps + 1
+    per_mode = len(setup.images) * per_image
 
     def fill(rows: np.ndarray, out: np.ndarray) -> None:
-        n, k = np.divmod(rows, per_image)
+        m, rest = np.divmod(rows, per_mode)
+        n, k = np.divmod(rest, per_image)
         flipped = setup.spatial(setup.ranks[n] < counts[k][:, None])
-        out[:len(rows)] = np.where(flipped, end[n], start[n])
+        deleting = np.array([modes[i] == "deletion" for i in m]).reshape(
+            (-1,) + (1,) * (setup.images.ndim - 1))
+        # deletion: the flipped pixels take the baseline; insertion: only they keep the image
+        out[:len(rows)] = np.where(flipped == deleting, base[n], setup.images[n])
 
-    scores = chunked_scores(len(setup.images) * per_image, fill, setup.images.shape[1:],
+    scores = chunked_scores(len(modes) * per_mode, fill, setup.images.shape[1:],
                             setup.images.dtype, setup.score,
-                            np.repeat(setup.columns, per_image, axis=0), batch_size)
-    return scores.reshape(len(setup.images), per_image)
+                            np.tile(np.repeat(setup.columns, per_image, axis=0), (len(modes), 1)),
+                            batch_size)
+    return {mode: scores[i * per_mode:(i + 1) * per_mode].reshape(len(setup.images), per_image)
+            for i, mode in enumerate(modes)}
 
 
 def curve_area(curves: np.ndarray) -> np.ndarray:
@@ -572,8 +584,13 @@ def probe_faithfulness(
 ) -> dict[str, np.ndarray]:
     """Per-image scores for a training callback or a report: ``{name: (N,) array}`` for
     each of ``names`` (``"insertion"``, ``"deletion"``, ``"road"``, the last
-    :attr:`Road.combined`). Insertion and deletion together cost one compiled forward per
-    chunk of ``N * (steps + 1)`` inputs each.
+    :attr:`Road.combined`). Insertion and deletion share one validation and one chunked
+    run of their ``2 * N * (steps + 1)`` perturbed inputs (one compiled forward per chunk).
+    Every heatmap must be finite: leave out probes whose map is not.
+
+    For ``GradCamCallback(faithfulness=...)``: call it on the training thread at a logged
+    epoch with the probes, their finite maps ``heatmaps[:, 0]`` and targets ``targets[:, 0]``,
+    and log each array's mean and its per-probe values.
 
     Raises:
         ValueError: an unknown name.
@@ -587,15 +604,15 @@ def probe_faithfulness(
     unknown = [n for n in names if n not in known]
     if unknown or not names:
         raise ValueError(f"names must be among {list(known)}; received {list(names)!r}")
-    found: dict[str, np.ndarray] = {}
-    for name in names:
-        if name == "road":
-            found[name] = road(model, images, heatmaps, targets, batch_size=batch_size,
-                               output=output).combined
-        else:
-            found[name] = curve_area(causal_curves(
-                model, images, heatmaps, targets, mode=name, steps=steps, baseline=baseline,
-                batch_size=batch_size, output=output))
+    steps = _check_steps(steps)
+    setup = _setup(model, images, heatmaps, targets, batch_size, output)
+    modes = [name for name in names if name != "road"]
+    curves = _curves(setup, modes, steps, baseline, batch_size) if modes else {}
+    found = {name: curve_area(curve) for name, curve in curves.items()}
+    if "road" in names:
+        found["road"] = road(model, images, heatmaps, targets, batch_size=batch_size,
+                             output=output).combined
+    found = {name: found[name] for name in names}
     return found
 
 
