@@ -89,7 +89,8 @@ def run_explain(args: argparse.Namespace) -> int:
         score=score_option(args),
         class_names=names, preprocess=args.preprocess, colormap=colormap,
         alpha_limit=alpha_limit, side_by_side=args.side_by_side, max_pixels=args.max_pixels,
-        methods=methods, max_channels=args.max_channels)
+        methods=methods, max_channels=args.max_channels,
+        faithfulness=args.faithfulness)
     interrupt.working()  # outputs from here on: Ctrl-C stops the run in order
     terminal = sys.stderr.isatty()
     progress = Progress(len(jobs), enabled=not args.quiet and terminal)

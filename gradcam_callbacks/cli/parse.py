@@ -138,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
                          default=Image.MAX_IMAGE_PIXELS, metavar="N",
                          help="refuse images with more pixels than this, 0 for no limit "
                          f"(default: Pillow's {Image.MAX_IMAGE_PIXELS})")
+    explain.add_argument("--faithfulness", action="store_true",
+                         help="add each map's deletion and insertion areas (towards / from a "
+                         "black image, 10 steps; see gradcam_callbacks.faithfulness) to "
+                         "results.jsonl: 22 more forwards per input and method")
     explain.add_argument("--quiet", action="store_true",
                          help="no progress bar, summary or advice (errors are still reported)")
 

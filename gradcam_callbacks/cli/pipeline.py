@@ -75,6 +75,7 @@ class ExplainOptions:
     methods: list[str] = field(default_factory=lambda: [DEFAULT_METHOD])
     max_channels: int | None = None
     score: Any = None  # a score function (--regression, --segmentation-class)
+    faithfulness: bool = False  # --faithfulness: deletion and insertion areas per map
 
 
 @dataclass
@@ -90,6 +91,7 @@ class Explained:
     explanation: Any
     notes: list[str] = field(default_factory=list)
     others: list[Any] = field(default_factory=list)
+    faithfulness: dict[str, dict[str, float]] | None = None  # method -> metric -> area
 
 
 Outcome = Explained | str  # a str says why the input failed
@@ -299,6 +301,7 @@ class Pipeline:
             "heatmap_size": [int(heatmap.shape[0]), int(heatmap.shape[1])],
             "image_size": [expl.image.height, expl.image.width],
             "warnings": outcome.notes,
+            **({} if outcome.faithfulness is None else {"faithfulness": outcome.faithfulness}),
         }
 
 
@@ -430,6 +433,7 @@ def explain_docs(items: list[tuple[np.ndarray, Image.Image]],
     pictures = [picture for _, picture in items]
     explanations = [explanations_from_raw(options.model, docs, each, pictures)
                     for each in raws]
+    areas = faithfulness_areas(docs, raws, options) if options.faithfulness else None
     outcomes: list[Outcome] = []
     for n, expl in enumerate(explanations[0]):
         finite = (np.isfinite(raw.outputs[n]).all() and np.isfinite(raw.scores[n]).all()
@@ -446,5 +450,35 @@ def explain_docs(items: list[tuple[np.ndarray, Image.Image]],
         top = float(np.max(raw.outputs[n]))
         if options.score is None and SATURATED <= top <= 1.0 + 1e-6:
             notes.append(f"top score {top:.4f} is saturated")
-        outcomes.append(Explained(expl, notes, [each[n] for each in explanations[1:]]))
+        if isinstance(areas, str):
+            notes.append(areas)
+        outcomes.append(Explained(expl, notes, [each[n] for each in explanations[1:]],
+                                  None if areas is None or isinstance(areas, str)
+                                  else areas[n]))
     return outcomes
+
+
+def faithfulness_areas(docs: np.ndarray, raws: Sequence[Any], options: ExplainOptions
+                       ) -> list[dict[str, dict[str, float]]] | str:
+    """``--faithfulness``: per doc, ``{method: {"deletion": area, "insertion": area}}`` of
+    the first target's map (:func:`gradcam_callbacks.faithfulness.probe_faithfulness`,
+    baseline 0, 10 steps), or, when that fails, why (a warning; the maps are still written).
+
+    Example:
+        >>> faithfulness_areas(docs, [raw], options)[0]  # doctest: +SKIP
+        {'gradcam': {'deletion': 0.11, 'insertion': 0.67}}
+    """
+    from ..faithfulness import probe_faithfulness
+
+    pass_plan = options.plan
+    targets = options.score if options.score is not None else [
+        int(t) for t in raws[0].targets[:, 0]]
+    try:
+        found = {name: probe_faithfulness(
+            options.model, docs, np.nan_to_num(raw.heatmaps[:, 0]), targets,
+            names=("deletion", "insertion"), output=pass_plan.output_index)
+            for name, raw in zip(options.methods, raws)}
+    except Exception as error:  # a metric must not cost the input its map
+        return f"faithfulness not computed: {one_line(error)}"
+    return [{name: {metric: float(values[n]) for metric, values in areas.items()}
+             for name, areas in found.items()} for n in range(len(docs))]

@@ -14,6 +14,8 @@ forward.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from ..cam import weighted_sum
@@ -106,26 +108,66 @@ def channel_scores(
     kept = kept_channels(activations, max_channels)
     doc_index = np.repeat(np.arange(len(docs)), kept.shape[1])
     channel_index = kept.reshape(-1)
-    scores = np.full(targets.shape + activations.shape[-1:], -np.inf)
-    total = len(doc_index)
-    size = chunk_size(total, docs[0].nbytes if len(docs) else 1, batch_size)
     floating = np.issubdtype(docs.dtype, np.floating)
     mask_dtype = docs.dtype.type if floating else np.float64
-    for start in range(0, total, size):
-        n = doc_index[start:start + size]
-        c = channel_index[start:start + size]
-        masks = channel_masks(activations[n, :, :, c], height, width, mask_dtype)
+
+    def fill(rows: np.ndarray, out: np.ndarray) -> None:
+        n = doc_index[rows]
+        masks = channel_masks(activations[n, :, :, channel_index[rows]], height, width,
+                              mask_dtype)
         masks = masks[:, None] if channels_first else masks[..., None]
-        masked = np.empty((size,) + docs.shape[1:], docs.dtype)
-        masked[len(n):] = 0  # padding of the last chunk
         # doc_index is sorted: each doc's run of masks multiplies it without a gathered copy
         for doc in np.unique(n):
             run = np.flatnonzero(n == doc)
             np.multiply(docs[doc], masks[run[0]:run[-1] + 1],
-                        out=masked[run[0]:run[-1] + 1], casting="unsafe")
-        outputs = np.asarray(score(masked))[:len(n)]
-        scores[n, :, c] = np.take_along_axis(outputs, targets[n].astype(np.intp), axis=-1)
+                        out=out[run[0]:run[-1] + 1], casting="unsafe")
+
+    scores = np.full(targets.shape + activations.shape[-1:], -np.inf)
+    scores[doc_index, :, channel_index] = chunked_scores(
+        len(doc_index), fill, docs.shape[1:], docs.dtype, score, targets[doc_index],
+        batch_size)
     return scores
+
+
+def chunked_scores(
+    total: int, fill: Callable[[np.ndarray, np.ndarray], None], shape: tuple[int, ...],
+    dtype: np.dtype | type, score: ScoreCallable, columns: np.ndarray | None,
+    batch_size: int | None = None,
+) -> np.ndarray:
+    """The model's scores on ``total`` inputs of ``shape`` and ``dtype`` that are built a
+    chunk at a time: ``fill(rows, out)`` writes inputs ``rows`` (a run of indices in
+    ``[0, total)``) into ``out[:len(rows)]``. ``score`` (the compiled score-only forward)
+    runs once per chunk of at most ``batch_size`` inputs (default: 2 MiB of them, see
+    :func:`chunk_size`), every chunk of one size (the last one zero-padded), so that a
+    compiled forward sees one shape and memory stays bounded. Returns ``(total, K)`` float64,
+    column ``columns[i, k]`` of input ``i``'s output, or with ``columns=None`` the whole
+    outputs ``(total, classes)``. Score-CAM's masked inputs and
+    :mod:`gradcam_callbacks.faithfulness`'s perturbed ones both run through it.
+
+    Example:
+        >>> import numpy as np
+        >>> def fill(rows, out):
+        ...     out[:len(rows)] = rows[:, None]
+        >>> chunked_scores(5, fill, (1,), np.float32, lambda x: np.c_[x, 2 * x],
+        ...                np.ones((5, 1), int), batch_size=2)[:, 0].tolist()
+        [0.0, 2.0, 4.0, 6.0, 8.0]
+    """
+    sample_bytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    size = chunk_size(total, sample_bytes or 1, batch_size)
+    found: np.ndarray | None = None
+    chunk = np.empty((size,) + tuple(shape), dtype)
+    for start in range(0, total, size):
+        rows = np.arange(start, min(start + size, total))
+        chunk[len(rows):] = 0  # padding of the last chunk
+        fill(rows, chunk)
+        outputs = np.asarray(score(chunk))[:len(rows)]
+        if columns is not None:
+            outputs = np.take_along_axis(outputs, columns[rows].astype(np.intp), axis=-1)
+        if found is None:
+            found = np.empty((total,) + outputs.shape[1:], np.float64)
+        found[rows] = outputs
+    return found if found is not None else np.empty((0, 0 if columns is None else
+                                                       columns.shape[-1]))
 
 
 def softmax_weights(scores: np.ndarray) -> np.ndarray:
