@@ -72,8 +72,17 @@ def test_no_page_prints_a_raw_sphinx_role(site):
             raw[str(page.relative_to(site))] = len(hits)
     assert not raw, f"pages printing Sphinx roles raw (page: count): {raw}"
     api = (site / "api" / "index.html").read_text()
+    internals = (site / "internals" / "index.html").read_text()
     # the roles became links: e.g. the API page links TargetExplanation from explain_predictions
     assert api.count("autorefs-internal") >= 50
+    # each rule of docs/_ext/sphinx_roles.py, seen in the built pages:
+    # ~ shows the last component (a function gets "()"), the link goes to the full path
+    assert ('href="../api/#gradcam_callbacks.image.explanation_strip"><code>'
+            'explanation_strip()</code>') in internals
+    # a leading dot is relative to the docstring's package (cli/__init__.py's :mod:`.interrupt`)
+    assert 'href="#gradcam_callbacks.cli.interrupt"><code>interrupt</code>' in internals
+    # "text <target>" shows the text; a name the module does not import is found by its suffix
+    assert 'href="#gradcam_callbacks.explain.Plan.run"><code>Plan.run()</code>' in internals
 
 
 def test_the_role_check_sees_a_raw_role_but_not_a_taught_one():
