@@ -494,8 +494,12 @@ def sanity_check(
     are restored on return, even on error; one compiled pass serves every step.
 
     Args:
-        model, images, targets, layer, output, batch_size: As for
-            :func:`gradcam_callbacks.explain_predictions` (one target per image).
+        model: The model, as for :func:`gradcam_callbacks.explain_predictions`.
+        images: Its inputs, as for :func:`gradcam_callbacks.explain_predictions`.
+        targets: One target per image (class indices, score functions or ``None``).
+        layer: The layer to explain at, as for :func:`gradcam_callbacks.explain_predictions`.
+        output: The output, as for :func:`gradcam_callbacks.explain_predictions`.
+        batch_size: Inputs per forward, as for :func:`gradcam_callbacks.explain_predictions`.
         methods: CAM method names (:data:`gradcam_callbacks.methods.METHODS`).
         seed: Seed of the random weights.
 
