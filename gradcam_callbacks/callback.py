@@ -32,7 +32,7 @@ from .probes import (
     take_probes,
     warn_integer_probes,
 )
-from .report import EpochMaps, ProbeReport
+from .report import EpochMaps, Measures, ProbeReport, measure
 from .sinks import EXIT_WAIT_S, BackgroundWriter
 from .targets import ScoreFunction, describe
 from .tensorboard import EventWriter
@@ -79,6 +79,25 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
     up to N; ``images=0`` served none)::
 
         tensorboard --logdir logs --samples_per_plugin images=1000
+
+    **Keras logs.** After each epoch the callback adds its means over probes (the first
+    method's) to the epoch's ``logs``, so that ``History``, ``CSVLogger``, ``EarlyStopping``,
+    ``ModelCheckpoint`` and ``ReduceLROnPlateau`` can use them: ``gradcam_mean_change``
+    always, ``gradcam_pointing_game`` and ``gradcam_box_mass`` with ``probe_boxes`` or
+    ``probe_masks``, ``gradcam_artifact_mass`` with ``artifact_boxes`` or ``artifact_masks``
+    (keys in :mod:`gradcam_callbacks.tags`). They are computed on the training thread from
+    the maps already taken (a few numpy operations). A value that could not be measured is
+    NaN (no previous map for the change, every probe non-finite, a failed pass), so every
+    epoch carries the same keys. Epochs that are not logged (``freq > 1``) carry the last
+    logged epoch's values: ``CSVLogger`` fixes its columns at the first epoch and
+    ``EarlyStopping`` warns and skips an epoch whose key is missing, so missing keys would
+    break both; a repeated value is never an improvement, so ``ModelCheckpoint(save_best_only
+    =True)`` saves nothing for it and ``EarlyStopping``'s ``patience`` keeps counting epochs.
+    Keras calls callbacks in list order with one ``logs`` dict: put ``GradCamCallback``
+    first, before the callbacks that read these keys. Listed after them, they see the epoch
+    without the keys (``EarlyStopping`` warns "conditioned on metric `gradcam_...` which is
+    not available" and never stops; ``ModelCheckpoint`` warns and saves nothing), while
+    ``History`` (which Keras adds last) still records them.
 
     Event files are written with the ``tensorboard`` package alone (no TensorFlow import),
     so the callback works the same on the TensorFlow, JAX and PyTorch backends, and can
@@ -137,6 +156,11 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             scalars.
         probe_masks: ``(N, H, W)`` boolean object masks in image pixels (each the size of
             its picture, each with a True pixel), instead of boxes.
+        artifact_boxes: ``(N, 4)`` boxes of a known spurious cue in each probe (a watermark,
+            a ruler, a marker), in image pixels as ``probe_boxes``: the heatmap mass on it is
+            written as ``gradcam/probe_00/artifact_mass`` and ``gradcam/mean_artifact_mass``
+            and added to the logs as ``gradcam_artifact_mass``. Every probe needs one.
+        artifact_masks: ``(N, H, W)`` boolean masks of the cue, instead of boxes.
         colormap: Matplotlib colormap (or name) of the overlays.
         alpha_limit: Maximum opacity of the overlays, in [0, 1].
         display_size: Pictures smaller than this (shorter side, pixels) are enlarged by a
@@ -159,6 +183,13 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         >>> sorted({r.step for r in read_events("logs/run1/gradcam") if r.tag == "gradcam/grid"})
         [-1, 0]
         >>> both = GradCamCallback(x_val[:8], method=["gradcam", "layercam"])
+        >>> corner = [[0, 0, 8, 8]] * 8  # where a spurious cue would sit: the top left
+        >>> watch = GradCamCallback(x_val[:8], probe_boxes=boxes[:8], artifact_boxes=corner,
+        ...                         log_dir="logs/watched/gradcam")
+        >>> stop = keras.callbacks.EarlyStopping(monitor="gradcam_artifact_mass", mode="min")
+        >>> history = model.fit(x, y, epochs=1, verbose=0, callbacks=[watch, stop])
+        >>> "gradcam_artifact_mass" in history.history
+        True
     """
 
     def __init__(
@@ -175,6 +206,8 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         max_probes: int = 16,
         probe_boxes: np.ndarray | Sequence[Sequence[int]] | None = None,
         probe_masks: np.ndarray | None = None,
+        artifact_boxes: np.ndarray | Sequence[Sequence[int]] | None = None,
+        artifact_masks: np.ndarray | None = None,
         colormap: Colormap = "viridis",
         alpha_limit: float | None = 0.65,
         display_size: int = 128,
@@ -208,6 +241,15 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         # sizes are certain only with given pictures; on_train_begin checks them again
         self.probe_masks = object_masks(self.probe_boxes, self._given_masks,
                                         None if self.pictures is None else self._picture_sizes())
+        self.artifact_boxes = None if artifact_boxes is None else check_boxes(
+            artifact_boxes, count, "artifact_boxes")
+        self._given_artifacts = None if artifact_masks is None else check_masks(
+            artifact_masks, count, "artifact_masks")
+        self.artifact_masks = object_masks(
+            self.artifact_boxes, self._given_artifacts,
+            None if self.pictures is None else self._picture_sizes(), kind="artifact")
+        # the means of the last logged epoch, added to every epoch's Keras logs
+        self._log_values: dict[str, float] = {}
         self._plan: Plan | None = None
         # the probes' validated target slots, made once per fit: a score function's check
         # (a symbolic call, a trace for Keras 2) stays out of the epoch ends
@@ -240,6 +282,8 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             self.pictures = [derive_image(x, self._plan.data_format) for x in self.probe_x]
         self.probe_masks = object_masks(self.probe_boxes, self._given_masks,
                                         self._picture_sizes())
+        self.artifact_masks = object_masks(self.artifact_boxes, self._given_artifacts,
+                                           self._picture_sizes(), kind="artifact")
         backends.gradient_function(model, self._plan.layer.layer, self._plan.layer.path,
                                    self._plan.output_index,
                                    slots.functions if isinstance(slots, ScoreSlots) else None)
@@ -258,6 +302,8 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             self._log(epoch)
         else:
             self._report_writer_errors()
+        if logs is not None:  # for the callbacks after this one, History and CSVLogger
+            logs.update(self._log_values)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         # a callback listed after this one may have stopped the fit after its last epoch
@@ -304,6 +350,9 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             "max_probes": self.max_probes,
             "has_probe_boxes": self.probe_boxes is not None,
             "has_probe_masks": self.probe_masks is not None and self.probe_boxes is None,
+            "has_artifact_boxes": self.artifact_boxes is not None,
+            "has_artifact_masks": self.artifact_masks is not None
+            and self.artifact_boxes is None,
             "colormap": getattr(self.colormap, "name", repr(self.colormap)),
             "alpha_limit": self.alpha_limit,
             "display_size": self.display_size,
@@ -352,6 +401,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         directory of the fit's own (see :mod:`gradcam_callbacks.logdirs`)."""
         self._stop_writer()
         self._previous = [None] * len(self.methods)
+        self._log_values = {}
         self._initial_logged = False
         self._ended = self._logged = None
         self._fits += 1
@@ -368,7 +418,8 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         self._reports = [
             ProbeReport(self.pictures, self.colormap, self.alpha_limit, self.display_size,
                         self.probe_boxes, self.probe_masks, self.class_names, layer_path,
-                        method=None if index == 0 else method.name, title=method.title)
+                        method=None if index == 0 else method.name, title=method.title,
+                        artifact_masks=self.artifact_masks)
             for index, method in enumerate(self.methods)]
         self._writer = BackgroundWriter(EventWriter(run.path, png_compress_level=1))
         # a callback whose fit raised (no on_train_end) and that is then deleted still
@@ -407,6 +458,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         except Exception as error:  # a monitoring hiccup must never end a training run
             self._warn(f"could not compute {self.methods[0].title} at step {step} "
                        f"({type(error).__name__}: {error}); {_GOES_ON}")
+            self._log_values = self._means(Measures())
             return
         optimizer_steps = _optimizer_steps(self.model)
         jobs = []
@@ -415,7 +467,15 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             maps = EpochMaps(step, heatmaps, targets, scores, self._previous[index],
                              optimizer_steps)
             self._previous[index] = maps.carried()
-            jobs.append((report, maps))
+            try:
+                measures = measure(maps, self.probe_masks, self.artifact_masks)
+            except Exception as error:  # noqa: BLE001 - never end the fit; drawn unscored
+                self._warn(f"could not score the {report.title} maps at step {step} "
+                           f"({type(error).__name__}: {error}); {_GOES_ON}")
+                measures = Measures()
+            if index == 0:  # the first method's means go to the epoch's Keras logs
+                self._log_values = self._means(measures)
+            jobs.append((report, maps, measures))
             broken = int((~maps.finite).sum())
             if broken:
                 self._warn(f"found the {report.title} map or score of {broken} of "
@@ -431,6 +491,10 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         except Exception as error:  # noqa: BLE001 - e.g. the writer thread is gone
             self._warn(f"could not queue step {step} ({type(error).__name__}: {error}); "
                        f"{_GOES_ON}")
+
+    def _means(self, measures: Measures) -> dict[str, float]:
+        return measures.means(objects=self.probe_masks is not None,
+                              artifacts=self.artifact_masks is not None)
 
     def _report_writer_errors(self, writer: BackgroundWriter | None = None) -> None:
         writer = writer or self._writer
@@ -469,10 +533,10 @@ def _finish(writer: BackgroundWriter, run: logdirs.RunDir) -> None:
         run.release()
 
 
-def _write_reports(jobs: list[tuple[ProbeReport, EpochMaps]], sink: Any) -> None:
+def _write_reports(jobs: list[tuple[ProbeReport, EpochMaps, Measures]], sink: Any) -> None:
     """Write one step of every method, in order (on the background writer's thread)."""
-    for report, maps in jobs:
-        report.write(maps, sink)
+    for report, maps, measures in jobs:
+        report.write(maps, sink, measures)
 
 
 def check_methods(method: Any, max_channels: Any = None) -> list[methods.Method]:
