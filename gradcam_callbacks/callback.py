@@ -15,6 +15,7 @@ from PIL import Image
 
 from . import backends, logdirs, methods, tags
 from ._validation import check_bool, check_int, is_int
+from .alarm import ShortcutAlarm, ShortcutWarning
 from .distribute import is_chief
 from .explain import Plan, ScoreSlots, check_docs, derive_image, plan
 from .image import Colormap, check_alpha_limit, get_colormap
@@ -170,6 +171,12 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             ``"eigencam"``, ``"scorecam"``), or a list of distinct names.
         max_channels: Score-CAM only: keep the channels with the largest spatial standard
             deviation (Faster Score-CAM); needs ``"scorecam"`` among the methods.
+        alarm: A :class:`~gradcam_callbacks.alarm.ShortcutAlarm`: after each logged epoch
+            (step -1 excluded) it is handed the epoch's means (the ``logs`` values above)
+            and warns with a ``ShortcutWarning`` (and with ``stop=True`` ends the fit) when
+            its condition held for ``patience`` logged epochs in a row; the default
+            condition (more mass on the artifact than on the object) needs
+            ``artifact_boxes`` and ``probe_boxes`` (or masks).
         batch_size: Run at most this many probes per pass; Score-CAM also scores at most
             this many masked inputs per forward (default: all probes in one pass, and
             Score-CAM's chunks of 2 MiB of masked inputs), to bound memory or match a
@@ -214,6 +221,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         method: str | Sequence[str] = methods.DEFAULT,
         max_channels: int | None = None,
         batch_size: int | None = None,
+        alarm: ShortcutAlarm | None = None,
     ) -> None:
         super().__init__()
         self.methods = check_methods(method, max_channels)
@@ -248,6 +256,17 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         self.artifact_masks = object_masks(
             self.artifact_boxes, self._given_artifacts,
             None if self.pictures is None else self._picture_sizes(), kind="artifact")
+        if alarm is not None and not isinstance(alarm, ShortcutAlarm):
+            raise TypeError(f"alarm must be a ShortcutAlarm or None; received "
+                            f"{type(alarm).__name__}: {alarm!r}")
+        if alarm is not None and alarm.needs_artifacts and (
+                self.artifact_masks is None or self.probe_masks is None):
+            raise ValueError("alarm=ShortcutAlarm() compares the mass on the artifact with "
+                             "the mass on the object: it needs artifact_boxes (or "
+                             "artifact_masks) and probe_boxes (or probe_masks); received "
+                             f"artifact_boxes={_given(artifact_boxes, artifact_masks)}, "
+                             f"probe_boxes={_given(probe_boxes, probe_masks)}")
+        self.alarm = alarm
         # the means of the last logged epoch, added to every epoch's Keras logs
         self._log_values: dict[str, float] = {}
         self._plan: Plan | None = None
@@ -360,6 +379,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             else self.methods[0].name,
             "max_channels": self.max_channels,
             "batch_size": self.batch_size,
+            "alarm": None if self.alarm is None else repr(self.alarm),
         }
 
     # -- work ------------------------------------------------------------------------------
@@ -402,6 +422,8 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         self._stop_writer()
         self._previous = [None] * len(self.methods)
         self._log_values = {}
+        if self.alarm is not None:
+            self.alarm.reset()
         self._initial_logged = False
         self._ended = self._logged = None
         self._fits += 1
@@ -475,6 +497,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
                 measures = Measures()
             if index == 0:  # the first method's means go to the epoch's Keras logs
                 self._log_values = self._means(measures)
+                self._sound_alarm(step)
             jobs.append((report, maps, measures))
             broken = int((~maps.finite).sum())
             if broken:
@@ -491,6 +514,21 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         except Exception as error:  # noqa: BLE001 - e.g. the writer thread is gone
             self._warn(f"could not queue step {step} ({type(error).__name__}: {error}); "
                        f"{_GOES_ON}")
+
+    def _sound_alarm(self, step: int) -> None:
+        """Hand a trained step's means to the alarm; warn (and stop) if it fires."""
+        if self.alarm is None or step < 0:
+            return
+        try:
+            message = self.alarm.update(step, self._log_values)
+        except Exception as error:  # noqa: BLE001 - a user's condition must not end the fit
+            self._warn(f"could not evaluate its alarm at step {step} "
+                       f"({type(error).__name__}: {error}); {_GOES_ON}")
+            return
+        if message is not None:
+            warnings.warn(message, ShortcutWarning, stacklevel=3)
+            if self.alarm.stop and self.model is not None:
+                self.model.stop_training = True
 
     def _means(self, measures: Measures) -> dict[str, float]:
         return measures.means(objects=self.probe_masks is not None,
@@ -513,6 +551,11 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
 
 
 _GOES_ON = "training goes on and the next logged epoch tries again"
+
+
+def _given(boxes: Any, masks: Any) -> str:
+    return "given" if boxes is not None else "None (masks given)" if masks is not None \
+        else "None"
 
 
 def _optimizer_steps(model: Any) -> int | None:

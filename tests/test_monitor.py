@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from gradcam_callbacks import GradCamCallback, tags
+from gradcam_callbacks.alarm import ShortcutAlarm, ShortcutWarning
 from gradcam_callbacks.datasets import make_cluttered_digits
 from gradcam_callbacks.tensorboard import read_events
 
@@ -166,3 +167,67 @@ def test_bad_artifacts_are_refused(data, kwargs, error, words):
     with pytest.raises(error, match=re.escape(words)):
         GradCamCallback(data.x[:1], images=[(data.x[0, ..., 0] * 255).astype(np.uint8)],
                         **kwargs)
+
+
+# -- the shortcut alarm -------------------------------------------------------------------
+def _alarm_fit(data, tmp_path, alarm, epochs, **kwargs):
+    cam = _cam(data, tmp_path, alarm=alarm, **kwargs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = _fit(_model(), data, [cam], epochs=epochs)
+    return history, [w for w in caught if issubclass(w.category, ShortcutWarning)], caught
+
+
+def test_alarm_stops_after_patience_logged_epochs(data, tmp_path):
+    seen = []
+
+    def always(means):
+        seen.append(dict(means))
+        return True
+
+    alarm = ShortcutAlarm(always, patience=2, stop=True)
+    history, fired, _ = _alarm_fit(data, tmp_path, alarm, epochs=6, freq=2)
+    # logged epochs 0 and 2 (not step -1): it fires at epoch 2 and the fit ends there
+    assert alarm.fired_at == 2 and len(history.history["loss"]) == 3
+    assert len(fired) == 1
+    assert "held for 2 logged epoch(s) in a row, up to epoch 3" in str(fired[0].message)
+    assert "stopping the fit" in str(fired[0].message)
+    assert [sorted(m) for m in seen] == [sorted(KEYS)] * 2
+    assert seen[-1][tags.LOG_ARTIFACT_MASS] == history.history[tags.LOG_ARTIFACT_MASS][-1]
+
+
+def test_alarm_that_only_warns_lets_the_fit_run_and_a_quiet_one_says_nothing(data, tmp_path):
+    loud = ShortcutAlarm(lambda means: True)
+    history, fired, _ = _alarm_fit(data, tmp_path / "loud", loud, epochs=3)
+    assert loud.fired_at == 0 and len(fired) == 1 and len(history.history["loss"]) == 3
+    quiet = ShortcutAlarm(lambda means: False, stop=True)
+    history, fired, _ = _alarm_fit(data, tmp_path / "quiet", quiet, epochs=3)
+    assert quiet.fired_at is None and not fired and len(history.history["loss"]) == 3
+
+
+def test_alarm_whose_condition_raises_warns_and_training_goes_on(data, tmp_path):
+    def broken(means):
+        raise KeyError("nope")
+
+    history, fired, caught = _alarm_fit(data, tmp_path, ShortcutAlarm(broken, stop=True),
+                                        epochs=2)
+    assert not fired and len(history.history["loss"]) == 2
+    assert any("could not evaluate its alarm at step 0 (KeyError" in str(w.message)
+               for w in caught)
+
+
+@pytest.mark.backend_agnostic
+def test_alarm_arguments_are_checked(data):
+    with pytest.raises(ValueError, match=re.escape(
+            "alarm=ShortcutAlarm() compares the mass on the artifact with the mass on the "
+            "object: it needs artifact_boxes (or artifact_masks) and probe_boxes (or "
+            "probe_masks); received artifact_boxes=None, probe_boxes=given")):
+        GradCamCallback(data.x[:2], probe_boxes=data.boxes[:2], alarm=ShortcutAlarm())
+    with pytest.raises(TypeError, match="alarm must be a ShortcutAlarm or None; received str"):
+        GradCamCallback(data.x[:2], alarm="stop")
+    with pytest.raises(TypeError, match="condition must be a function"):
+        ShortcutAlarm(condition=0.5)
+    with pytest.raises(ValueError, match="patience"):
+        ShortcutAlarm(patience=0)
+    # a condition of its own needs no artifact
+    GradCamCallback(data.x[:2], alarm=ShortcutAlarm(lambda m: m["gradcam_mean_change"] > 0.5))
