@@ -260,7 +260,8 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             raise TypeError(f"alarm must be a ShortcutAlarm or None; received "
                             f"{type(alarm).__name__}: {alarm!r}")
         if alarm is not None and alarm.needs_artifacts and (
-                self.artifact_masks is None or self.probe_masks is None):
+                (artifact_boxes is None and artifact_masks is None)
+                or (probe_boxes is None and probe_masks is None)):
             raise ValueError("alarm=ShortcutAlarm() compares the mass on the artifact with "
                              "the mass on the object: it needs artifact_boxes (or "
                              "artifact_masks) and probe_boxes (or probe_masks); received "
