@@ -34,7 +34,7 @@ from .probes import (
     warn_integer_probes,
 )
 from .report import EpochMaps, Measures, ProbeReport, measure
-from .sinks import EXIT_WAIT_S, BackgroundWriter
+from .sinks import EXIT_WAIT_S, BackgroundWriter, FanOut, Sink, TensorBoardSink
 from .targets import ScoreFunction, describe
 from .tensorboard import EventWriter
 
@@ -171,6 +171,12 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             ``"eigencam"``, ``"scorecam"``), or a list of distinct names.
         max_channels: Score-CAM only: keep the channels with the largest spatial standard
             deviation (Faster Score-CAM); needs ``"scorecam"`` among the methods.
+        sink: Where the images and scalars go: a sink or a list (see
+            :mod:`gradcam_callbacks.sinks`): ``TensorBoardSink(log_dir)`` (the default, the
+            same as ``log_dir``), ``MLflowSink()``, ``WandbSink()``, or any object with
+            ``add_image``, ``add_scalar``, ``flush`` and ``close``. Each step is drawn once
+            for all of them; a list without a ``TensorBoardSink`` writes no event files
+            (``run_dir`` stays None).
         alarm: A :class:`~gradcam_callbacks.alarm.ShortcutAlarm`: after each logged epoch
             (step -1 excluded) it is handed the epoch's means (the ``logs`` values above)
             and warns with a ``ShortcutWarning`` (and with ``stop=True`` ends the fit) when
@@ -222,6 +228,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         max_channels: int | None = None,
         batch_size: int | None = None,
         alarm: ShortcutAlarm | None = None,
+        sink: Sink | TensorBoardSink | Sequence[Sink | TensorBoardSink] | None = None,
     ) -> None:
         super().__init__()
         self.methods = check_methods(method, max_channels)
@@ -231,6 +238,15 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         self.max_probes = check_int("max_probes", max_probes, minimum=1)
         self.display_size = check_int("display_size", display_size, minimum=1)
         self.log_initial = check_bool("log_initial", log_initial)
+        self.sinks, tensorboard = check_sinks(sink)
+        if tensorboard is not None and tensorboard.log_dir is not None:
+            if log_dir is not None and os.fspath(log_dir) != tensorboard.log_dir:
+                raise ValueError(f"log_dir and sink=TensorBoardSink(log_dir) name two "
+                                 f"directories; pass one: received log_dir={log_dir!r}, "
+                                 f"{tensorboard!r}")
+            log_dir = tensorboard.log_dir
+        # the event files: by default, or when a TensorBoardSink is among the sinks
+        self.tensorboard = tensorboard is not None
         if log_dir is None:
             log_dir = logdirs.default_log_dir()
         if not isinstance(log_dir, (str, os.PathLike)):
@@ -351,6 +367,8 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             self._writer.sink.flush()
         except OSError as error:
             self._warn(f"could not sync its event file ({error})")
+        except Exception as error:  # noqa: BLE001 - a sink's own error (MLflow, W&B)
+            self._warn(f"could not flush its sinks ({type(error).__name__}: {error})")
         self._report_writer_errors()
 
     def get_config(self) -> dict[str, Any]:
@@ -381,6 +399,8 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             "max_channels": self.max_channels,
             "batch_size": self.batch_size,
             "alarm": None if self.alarm is None else repr(self.alarm),
+            "sink": (["TensorBoardSink"] if self.tensorboard else [])
+            + [type(s).__name__ for s in self.sinks],
         }
 
     # -- work ------------------------------------------------------------------------------
@@ -430,12 +450,21 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         self._fits += 1
         if not is_chief():  # only one process of a distributed run writes
             return
-        run = self._run = logdirs.take_run_dir(self.log_dir)
-        self.run_dir = run.path
-        if self._fits == 1 and run.path != self.log_dir:
-            warnings.warn(f"GradCamCallback writes this fit to {run.path!r}: log_dir="
-                          f"{self.log_dir!r} is another fit's run (one run directory per "
-                          "fit, so that no two fits share steps)", UserWarning, stacklevel=3)
+        sinks: list[Sink] = list(self.sinks)
+        for sink in sinks:  # on the training thread (MLflow's active run is per-thread)
+            start = getattr(sink, "start", None)
+            if callable(start):
+                start()
+        run = None
+        if self.tensorboard:
+            run = self._run = logdirs.take_run_dir(self.log_dir)
+            self.run_dir = run.path
+            if self._fits == 1 and run.path != self.log_dir:
+                warnings.warn(f"GradCamCallback writes this fit to {run.path!r}: log_dir="
+                              f"{self.log_dir!r} is another fit's run (one run directory per "
+                              "fit, so that no two fits share steps)", UserWarning,
+                              stacklevel=3)
+            sinks.insert(0, EventWriter(run.path, png_compress_level=1))
         assert self.pictures is not None
         layer_path = self._plan.layer.path if self._plan is not None else ""
         self._reports = [
@@ -444,7 +473,8 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
                         method=None if index == 0 else method.name, title=method.title,
                         artifact_masks=self.artifact_masks)
             for index, method in enumerate(self.methods)]
-        self._writer = BackgroundWriter(EventWriter(run.path, png_compress_level=1))
+        # one sink: as before; several: drawn once, sent to each
+        self._writer = BackgroundWriter(sinks[0] if len(sinks) == 1 else FanOut(sinks))
         # a callback whose fit raised (no on_train_end) and that is then deleted still
         # finishes its writing and lets its directory go; the finalizer holds no callback
         self._release = weakref.finalize(self, _finish, self._writer, run)
@@ -460,6 +490,8 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
                 writer.close()
         except OSError as error:
             self._warn(f"could not close its event file ({error})")
+        except Exception as error:  # noqa: BLE001 - a sink's own error (MLflow, W&B)
+            self._warn(f"could not close its sinks ({type(error).__name__}: {error})")
         finally:
             if self._run is not None:
                 self._run.release()
@@ -567,14 +599,48 @@ def _optimizer_steps(model: Any) -> int | None:
         return None
 
 
-def _finish(writer: BackgroundWriter, run: logdirs.RunDir) -> None:
+def _finish(writer: BackgroundWriter, run: logdirs.RunDir | None) -> None:
     """Finish a deleted callback's writing (bounded, as at exit) and free its directory."""
     try:
         writer.close(timeout=EXIT_WAIT_S)
-    except OSError:
-        pass  # nobody is left to warn; the records are on disk
+    except Exception:  # noqa: BLE001 - nobody is left to warn; the records are written
+        pass
     finally:
-        run.release()
+        if run is not None:
+            run.release()
+
+
+def check_sinks(sink: Any) -> tuple[list[Sink], TensorBoardSink | None]:
+    """``GradCamCallback``'s ``sink``: None (TensorBoard alone), one sink or a non-empty
+    list; returns the sinks other than TensorBoard, and the :class:`TensorBoardSink` (None
+    when a list names none: no event files).
+
+    Raises:
+        TypeError: an entry is neither a ``TensorBoardSink`` nor meets the ``Sink`` protocol.
+        ValueError: an empty list, or two ``TensorBoardSink``.
+
+    Example:
+        >>> from gradcam_callbacks.sinks import MLflowSink
+        >>> others, tensorboard = check_sinks([TensorBoardSink("logs/a"), MLflowSink()])
+        >>> len(others), tensorboard
+        (1, TensorBoardSink(log_dir='logs/a'))
+    """
+    if sink is None:
+        return [], TensorBoardSink()
+    given = list(sink) if isinstance(sink, (list, tuple)) else [sink]
+    if not given:
+        raise ValueError("sink must be a sink or a non-empty list of sinks; received []")
+    boards = [s for s in given if isinstance(s, TensorBoardSink)]
+    if len(boards) > 1:
+        raise ValueError(f"sink may hold one TensorBoardSink; received {len(boards)}: "
+                         f"{boards!r}")
+    others = [s for s in given if not isinstance(s, TensorBoardSink)]
+    for s in others:
+        if not isinstance(s, Sink):
+            raise TypeError("sink must be TensorBoardSink, MLflowSink, WandbSink or an object "
+                            "with add_image, add_scalar, flush and close (the Sink protocol), "
+                            f"or a list of them; received {type(s).__name__}: {s!r}")
+    return others, boards[0] if boards else None
 
 
 def _write_reports(jobs: list[tuple[ProbeReport, EpochMaps, Measures]], sink: Any) -> None:
