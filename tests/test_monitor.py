@@ -108,6 +108,19 @@ def test_early_stopping_reads_the_artifact_mass(data, tmp_path):
     assert sorted(_scalars(cam.run_dir, tags.MEAN_ARTIFACT_MASS)) == [-1, 0, 1]
 
 
+def test_reduce_lr_on_plateau_reads_the_artifact_mass(data, tmp_path):
+    # freq=2: epoch 1 carries epoch 0's value, no improvement: patience=0 halves the rate
+    cam = _cam(data, tmp_path, freq=2)
+    plateau = keras.callbacks.ReduceLROnPlateau(monitor=tags.LOG_ARTIFACT_MASS, mode="min",
+                                                patience=0, factor=0.5, min_lr=1e-6)
+    model = _model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no "metric not available"
+        _fit(model, data, [cam, plateau], epochs=2)
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == \
+        pytest.approx(0.01)
+
+
 def test_listed_last_the_callbacks_before_it_do_not_see_the_keys(data, tmp_path):
     cam = _cam(data, tmp_path, freq=2)
     stop = keras.callbacks.EarlyStopping(monitor=tags.LOG_ARTIFACT_MASS, mode="min",
