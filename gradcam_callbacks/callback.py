@@ -15,6 +15,7 @@ from PIL import Image
 
 from . import backends, logdirs, methods, tags
 from ._validation import check_bool, check_int, is_int
+from .alarm import ShortcutAlarm, ShortcutWarning
 from .distribute import is_chief
 from .explain import Plan, ScoreSlots, check_docs, derive_image, plan
 from .image import Colormap, check_alpha_limit, get_colormap
@@ -32,8 +33,8 @@ from .probes import (
     take_probes,
     warn_integer_probes,
 )
-from .report import EpochMaps, ProbeReport
-from .sinks import EXIT_WAIT_S, BackgroundWriter
+from .report import EpochMaps, Measures, ProbeReport, measure
+from .sinks import EXIT_WAIT_S, BackgroundWriter, FanOut, Sink, TensorBoardSink
 from .targets import ScoreFunction, describe
 from .tensorboard import EventWriter
 
@@ -79,6 +80,25 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
     up to N; ``images=0`` served none)::
 
         tensorboard --logdir logs --samples_per_plugin images=1000
+
+    **Keras logs.** After each epoch the callback adds its means over probes (the first
+    method's) to the epoch's ``logs``, so that ``History``, ``CSVLogger``, ``EarlyStopping``,
+    ``ModelCheckpoint`` and ``ReduceLROnPlateau`` can use them: ``gradcam_mean_change``
+    always, ``gradcam_pointing_game`` and ``gradcam_box_mass`` with ``probe_boxes`` or
+    ``probe_masks``, ``gradcam_artifact_mass`` with ``artifact_boxes`` or ``artifact_masks``
+    (keys in :mod:`gradcam_callbacks.tags`). They are computed on the training thread from
+    the maps already taken (a few numpy operations). A value that could not be measured is
+    NaN (no previous map for the change, every probe non-finite, a failed pass), so every
+    epoch carries the same keys. Epochs that are not logged (``freq > 1``) carry the last
+    logged epoch's values: ``CSVLogger`` fixes its columns at the first epoch and
+    ``EarlyStopping`` warns and skips an epoch whose key is missing, so missing keys would
+    break both; a repeated value is never an improvement, so ``ModelCheckpoint(save_best_only
+    =True)`` saves nothing for it and ``EarlyStopping``'s ``patience`` keeps counting epochs.
+    Keras calls callbacks in list order with one ``logs`` dict: put ``GradCamCallback``
+    first, before the callbacks that read these keys. Listed after them, they see the epoch
+    without the keys (``EarlyStopping`` warns "conditioned on metric `gradcam_...` which is
+    not available" and never stops; ``ModelCheckpoint`` warns and saves nothing), while
+    ``History`` (which Keras adds last) still records them.
 
     Event files are written with the ``tensorboard`` package alone (no TensorFlow import),
     so the callback works the same on the TensorFlow, JAX and PyTorch backends, and can
@@ -137,6 +157,11 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             scalars.
         probe_masks: ``(N, H, W)`` boolean object masks in image pixels (each the size of
             its picture, each with a True pixel), instead of boxes.
+        artifact_boxes: ``(N, 4)`` boxes of a known spurious cue in each probe (a watermark,
+            a ruler, a marker), in image pixels as ``probe_boxes``: the heatmap mass on it is
+            written as ``gradcam/probe_00/artifact_mass`` and ``gradcam/mean_artifact_mass``
+            and added to the logs as ``gradcam_artifact_mass``. Every probe needs one.
+        artifact_masks: ``(N, H, W)`` boolean masks of the cue, instead of boxes.
         colormap: Matplotlib colormap (or name) of the overlays.
         alpha_limit: Maximum opacity of the overlays, in [0, 1].
         display_size: Pictures smaller than this (shorter side, pixels) are enlarged by a
@@ -146,6 +171,18 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             ``"eigencam"``, ``"scorecam"``), or a list of distinct names.
         max_channels: Score-CAM only: keep the channels with the largest spatial standard
             deviation (Faster Score-CAM); needs ``"scorecam"`` among the methods.
+        sink: Where the images and scalars go: a sink or a list (see
+            :mod:`gradcam_callbacks.sinks`): ``TensorBoardSink(log_dir)`` (the default, the
+            same as ``log_dir``), ``MLflowSink()``, ``WandbSink()``, or any object with
+            ``add_image``, ``add_scalar``, ``flush`` and ``close``. Each step is drawn once
+            for all of them; a list without a ``TensorBoardSink`` writes no event files
+            (``run_dir`` stays None).
+        alarm: A :class:`~gradcam_callbacks.alarm.ShortcutAlarm`: after each logged epoch
+            (step -1 excluded) it is handed the epoch's means (the ``logs`` values above)
+            and warns with a ``ShortcutWarning`` (and with ``stop=True`` ends the fit) when
+            its condition held for ``patience`` logged epochs in a row; the default
+            condition (more mass on the artifact than on the object) needs
+            ``artifact_boxes`` and ``probe_boxes`` (or masks).
         batch_size: Run at most this many probes per pass; Score-CAM also scores at most
             this many masked inputs per forward (default: all probes in one pass, and
             Score-CAM's chunks of 2 MiB of masked inputs), to bound memory or match a
@@ -159,6 +196,13 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         >>> sorted({r.step for r in read_events("logs/run1/gradcam") if r.tag == "gradcam/grid"})
         [-1, 0]
         >>> both = GradCamCallback(x_val[:8], method=["gradcam", "layercam"])
+        >>> corner = [[0, 0, 8, 8]] * 8  # where a spurious cue would sit: the top left
+        >>> watch = GradCamCallback(x_val[:8], probe_boxes=boxes[:8], artifact_boxes=corner,
+        ...                         log_dir="logs/watched/gradcam")
+        >>> stop = keras.callbacks.EarlyStopping(monitor="gradcam_artifact_mass", mode="min")
+        >>> history = model.fit(x, y, epochs=1, verbose=0, callbacks=[watch, stop])
+        >>> "gradcam_artifact_mass" in history.history
+        True
     """
 
     def __init__(
@@ -175,12 +219,16 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         max_probes: int = 16,
         probe_boxes: np.ndarray | Sequence[Sequence[int]] | None = None,
         probe_masks: np.ndarray | None = None,
+        artifact_boxes: np.ndarray | Sequence[Sequence[int]] | None = None,
+        artifact_masks: np.ndarray | None = None,
         colormap: Colormap = "viridis",
         alpha_limit: float | None = 0.65,
         display_size: int = 128,
         method: str | Sequence[str] = methods.DEFAULT,
         max_channels: int | None = None,
         batch_size: int | None = None,
+        alarm: ShortcutAlarm | None = None,
+        sink: Sink | TensorBoardSink | Sequence[Sink | TensorBoardSink] | None = None,
     ) -> None:
         super().__init__()
         self.methods = check_methods(method, max_channels)
@@ -190,6 +238,15 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         self.max_probes = check_int("max_probes", max_probes, minimum=1)
         self.display_size = check_int("display_size", display_size, minimum=1)
         self.log_initial = check_bool("log_initial", log_initial)
+        self.sinks, tensorboard = check_sinks(sink)
+        if tensorboard is not None and tensorboard.log_dir is not None:
+            if log_dir is not None and os.fspath(log_dir) != tensorboard.log_dir:
+                raise ValueError(f"log_dir and sink=TensorBoardSink(log_dir) name two "
+                                 f"directories; pass one: received log_dir={log_dir!r}, "
+                                 f"{tensorboard!r}")
+            log_dir = tensorboard.log_dir
+        # the event files: by default, or when a TensorBoardSink is among the sinks
+        self.tensorboard = tensorboard is not None
         if log_dir is None:
             log_dir = logdirs.default_log_dir()
         if not isinstance(log_dir, (str, os.PathLike)):
@@ -208,6 +265,27 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         # sizes are certain only with given pictures; on_train_begin checks them again
         self.probe_masks = object_masks(self.probe_boxes, self._given_masks,
                                         None if self.pictures is None else self._picture_sizes())
+        self.artifact_boxes = None if artifact_boxes is None else check_boxes(
+            artifact_boxes, count, "artifact_boxes")
+        self._given_artifacts = None if artifact_masks is None else check_masks(
+            artifact_masks, count, "artifact_masks")
+        self.artifact_masks = object_masks(
+            self.artifact_boxes, self._given_artifacts,
+            None if self.pictures is None else self._picture_sizes(), kind="artifact")
+        if alarm is not None and not isinstance(alarm, ShortcutAlarm):
+            raise TypeError(f"alarm must be a ShortcutAlarm or None; received "
+                            f"{type(alarm).__name__}: {alarm!r}")
+        if alarm is not None and alarm.needs_artifacts and (
+                (artifact_boxes is None and artifact_masks is None)
+                or (probe_boxes is None and probe_masks is None)):
+            raise ValueError("alarm=ShortcutAlarm() compares the mass on the artifact with "
+                             "the mass on the object: it needs artifact_boxes (or "
+                             "artifact_masks) and probe_boxes (or probe_masks); received "
+                             f"artifact_boxes={_given(artifact_boxes, artifact_masks)}, "
+                             f"probe_boxes={_given(probe_boxes, probe_masks)}")
+        self.alarm = alarm
+        # the means of the last logged epoch, added to every epoch's Keras logs
+        self._log_values: dict[str, float] = {}
         self._plan: Plan | None = None
         # the probes' validated target slots, made once per fit: a score function's check
         # (a symbolic call, a trace for Keras 2) stays out of the epoch ends
@@ -240,6 +318,8 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             self.pictures = [derive_image(x, self._plan.data_format) for x in self.probe_x]
         self.probe_masks = object_masks(self.probe_boxes, self._given_masks,
                                         self._picture_sizes())
+        self.artifact_masks = object_masks(self.artifact_boxes, self._given_artifacts,
+                                           self._picture_sizes(), kind="artifact")
         backends.gradient_function(model, self._plan.layer.layer, self._plan.layer.path,
                                    self._plan.output_index,
                                    slots.functions if isinstance(slots, ScoreSlots) else None)
@@ -258,6 +338,8 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             self._log(epoch)
         else:
             self._report_writer_errors()
+        if logs is not None:  # for the callbacks after this one, History and CSVLogger
+            logs.update(self._log_values)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         # a callback listed after this one may have stopped the fit after its last epoch
@@ -285,6 +367,8 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             self._writer.sink.flush()
         except OSError as error:
             self._warn(f"could not sync its event file ({error})")
+        except Exception as error:  # noqa: BLE001 - a sink's own error (MLflow, W&B)
+            self._warn(f"could not flush its sinks ({type(error).__name__}: {error})")
         self._report_writer_errors()
 
     def get_config(self) -> dict[str, Any]:
@@ -304,6 +388,9 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             "max_probes": self.max_probes,
             "has_probe_boxes": self.probe_boxes is not None,
             "has_probe_masks": self.probe_masks is not None and self.probe_boxes is None,
+            "has_artifact_boxes": self.artifact_boxes is not None,
+            "has_artifact_masks": self.artifact_masks is not None
+            and self.artifact_boxes is None,
             "colormap": getattr(self.colormap, "name", repr(self.colormap)),
             "alpha_limit": self.alpha_limit,
             "display_size": self.display_size,
@@ -311,6 +398,9 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             else self.methods[0].name,
             "max_channels": self.max_channels,
             "batch_size": self.batch_size,
+            "alarm": None if self.alarm is None else repr(self.alarm),
+            "sink": (["TensorBoardSink"] if self.tensorboard else [])
+            + [type(s).__name__ for s in self.sinks],
         }
 
     # -- work ------------------------------------------------------------------------------
@@ -352,25 +442,39 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         directory of the fit's own (see :mod:`gradcam_callbacks.logdirs`)."""
         self._stop_writer()
         self._previous = [None] * len(self.methods)
+        self._log_values = {}
+        if self.alarm is not None:
+            self.alarm.reset()
         self._initial_logged = False
         self._ended = self._logged = None
         self._fits += 1
         if not is_chief():  # only one process of a distributed run writes
             return
-        run = self._run = logdirs.take_run_dir(self.log_dir)
-        self.run_dir = run.path
-        if self._fits == 1 and run.path != self.log_dir:
-            warnings.warn(f"GradCamCallback writes this fit to {run.path!r}: log_dir="
-                          f"{self.log_dir!r} is another fit's run (one run directory per "
-                          "fit, so that no two fits share steps)", UserWarning, stacklevel=3)
+        sinks: list[Sink] = list(self.sinks)
+        for sink in sinks:  # on the training thread (MLflow's active run is per-thread)
+            start = getattr(sink, "start", None)
+            if callable(start):
+                start()
+        run = None
+        if self.tensorboard:
+            run = self._run = logdirs.take_run_dir(self.log_dir)
+            self.run_dir = run.path
+            if self._fits == 1 and run.path != self.log_dir:
+                warnings.warn(f"GradCamCallback writes this fit to {run.path!r}: log_dir="
+                              f"{self.log_dir!r} is another fit's run (one run directory per "
+                              "fit, so that no two fits share steps)", UserWarning,
+                              stacklevel=3)
+            sinks.insert(0, EventWriter(run.path, png_compress_level=1))
         assert self.pictures is not None
         layer_path = self._plan.layer.path if self._plan is not None else ""
         self._reports = [
             ProbeReport(self.pictures, self.colormap, self.alpha_limit, self.display_size,
                         self.probe_boxes, self.probe_masks, self.class_names, layer_path,
-                        method=None if index == 0 else method.name, title=method.title)
+                        method=None if index == 0 else method.name, title=method.title,
+                        artifact_masks=self.artifact_masks)
             for index, method in enumerate(self.methods)]
-        self._writer = BackgroundWriter(EventWriter(run.path, png_compress_level=1))
+        # one sink: as before; several: drawn once, sent to each
+        self._writer = BackgroundWriter(sinks[0] if len(sinks) == 1 else FanOut(sinks))
         # a callback whose fit raised (no on_train_end) and that is then deleted still
         # finishes its writing and lets its directory go; the finalizer holds no callback
         self._release = weakref.finalize(self, _finish, self._writer, run)
@@ -386,6 +490,8 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
                 writer.close()
         except OSError as error:
             self._warn(f"could not close its event file ({error})")
+        except Exception as error:  # noqa: BLE001 - a sink's own error (MLflow, W&B)
+            self._warn(f"could not close its sinks ({type(error).__name__}: {error})")
         finally:
             if self._run is not None:
                 self._run.release()
@@ -407,6 +513,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         except Exception as error:  # a monitoring hiccup must never end a training run
             self._warn(f"could not compute {self.methods[0].title} at step {step} "
                        f"({type(error).__name__}: {error}); {_GOES_ON}")
+            self._log_values = self._means(Measures())
             return
         optimizer_steps = _optimizer_steps(self.model)
         jobs = []
@@ -415,7 +522,16 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             maps = EpochMaps(step, heatmaps, targets, scores, self._previous[index],
                              optimizer_steps)
             self._previous[index] = maps.carried()
-            jobs.append((report, maps))
+            try:
+                measures = measure(maps, self.probe_masks, self.artifact_masks)
+            except Exception as error:  # noqa: BLE001 - never end the fit; drawn unscored
+                self._warn(f"could not score the {report.title} maps at step {step} "
+                           f"({type(error).__name__}: {error}); {_GOES_ON}")
+                measures = Measures()
+            if index == 0:  # the first method's means go to the epoch's Keras logs
+                self._log_values = self._means(measures)
+                self._sound_alarm(step)
+            jobs.append((report, maps, measures))
             broken = int((~maps.finite).sum())
             if broken:
                 self._warn(f"found the {report.title} map or score of {broken} of "
@@ -431,6 +547,25 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         except Exception as error:  # noqa: BLE001 - e.g. the writer thread is gone
             self._warn(f"could not queue step {step} ({type(error).__name__}: {error}); "
                        f"{_GOES_ON}")
+
+    def _sound_alarm(self, step: int) -> None:
+        """Hand a trained step's means to the alarm; warn (and stop) if it fires."""
+        if self.alarm is None or step < 0:
+            return
+        try:
+            message = self.alarm.update(step, self._log_values)
+        except Exception as error:  # noqa: BLE001 - a user's condition must not end the fit
+            self._warn(f"could not evaluate its alarm at step {step} "
+                       f"({type(error).__name__}: {error}); {_GOES_ON}")
+            return
+        if message is not None:
+            warnings.warn(message, ShortcutWarning, stacklevel=3)
+            if self.alarm.stop and self.model is not None:
+                self.model.stop_training = True
+
+    def _means(self, measures: Measures) -> dict[str, float]:
+        return measures.means(objects=self.probe_masks is not None,
+                              artifacts=self.artifact_masks is not None)
 
     def _report_writer_errors(self, writer: BackgroundWriter | None = None) -> None:
         writer = writer or self._writer
@@ -451,6 +586,11 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
 _GOES_ON = "training goes on and the next logged epoch tries again"
 
 
+def _given(boxes: Any, masks: Any) -> str:
+    return "given" if boxes is not None else "None (masks given)" if masks is not None \
+        else "None"
+
+
 def _optimizer_steps(model: Any) -> int | None:
     """How many steps the model's optimizer has taken, or None if that cannot be read."""
     try:
@@ -459,20 +599,54 @@ def _optimizer_steps(model: Any) -> int | None:
         return None
 
 
-def _finish(writer: BackgroundWriter, run: logdirs.RunDir) -> None:
+def _finish(writer: BackgroundWriter, run: logdirs.RunDir | None) -> None:
     """Finish a deleted callback's writing (bounded, as at exit) and free its directory."""
     try:
         writer.close(timeout=EXIT_WAIT_S)
-    except OSError:
-        pass  # nobody is left to warn; the records are on disk
+    except Exception:  # noqa: BLE001 - nobody is left to warn; the records are written
+        pass
     finally:
-        run.release()
+        if run is not None:
+            run.release()
 
 
-def _write_reports(jobs: list[tuple[ProbeReport, EpochMaps]], sink: Any) -> None:
+def check_sinks(sink: Any) -> tuple[list[Sink], TensorBoardSink | None]:
+    """``GradCamCallback``'s ``sink``: None (TensorBoard alone), one sink or a non-empty
+    list; returns the sinks other than TensorBoard, and the :class:`TensorBoardSink` (None
+    when a list names none: no event files).
+
+    Raises:
+        TypeError: an entry is neither a ``TensorBoardSink`` nor meets the ``Sink`` protocol.
+        ValueError: an empty list, or two ``TensorBoardSink``.
+
+    Example:
+        >>> from gradcam_callbacks.sinks import MLflowSink
+        >>> others, tensorboard = check_sinks([TensorBoardSink("logs/a"), MLflowSink()])
+        >>> len(others), tensorboard
+        (1, TensorBoardSink(log_dir='logs/a'))
+    """
+    if sink is None:
+        return [], TensorBoardSink()
+    given = list(sink) if isinstance(sink, (list, tuple)) else [sink]
+    if not given:
+        raise ValueError("sink must be a sink or a non-empty list of sinks; received []")
+    boards = [s for s in given if isinstance(s, TensorBoardSink)]
+    if len(boards) > 1:
+        raise ValueError(f"sink may hold one TensorBoardSink; received {len(boards)}: "
+                         f"{boards!r}")
+    others = [s for s in given if not isinstance(s, TensorBoardSink)]
+    for s in others:
+        if not isinstance(s, Sink):
+            raise TypeError("sink must be TensorBoardSink, MLflowSink, WandbSink or an object "
+                            "with add_image, add_scalar, flush and close (the Sink protocol), "
+                            f"or a list of them; received {type(s).__name__}: {s!r}")
+    return others, boards[0] if boards else None
+
+
+def _write_reports(jobs: list[tuple[ProbeReport, EpochMaps, Measures]], sink: Any) -> None:
     """Write one step of every method, in order (on the background writer's thread)."""
-    for report, maps in jobs:
-        report.write(maps, sink)
+    for report, maps, measures in jobs:
+        report.write(maps, sink, measures)
 
 
 def check_methods(method: Any, max_channels: Any = None) -> list[methods.Method]:

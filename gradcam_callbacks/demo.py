@@ -119,8 +119,7 @@ def shortcut_scores(
     predicted = np.array([e.targets[0].target for e in expls])
     heatmaps = np.stack([e.targets[0].heatmap for e in expls])
     size = data.x.shape[1:3]
-    reach = np.array([-MARKER_REACH, -MARKER_REACH, MARKER_REACH, MARKER_REACH])
-    marker = np.clip(data.marker_boxes + reach, 0, [size[1], size[0], size[1], size[0]])
+    marker = marker_regions(data)
     marker_area = (marker[:, 2] - marker[:, 0]) * (marker[:, 3] - marker[:, 1])
     return {
         "accuracy": float(np.mean(predicted == data.y)),
@@ -130,6 +129,24 @@ def shortcut_scores(
         "marker_pointing": float(pointing_hits(heatmaps, marker, size).mean()),
         "marker_area": float(marker_area.mean() / (size[0] * size[1])),
     }
+
+
+def marker_regions(data: ClutteredDigits) -> np.ndarray:
+    """The markers' boxes grown by `MARKER_REACH` pixels each way, clipped to the image: where
+    a map that uses the marker puts its mass (the last conv layer's cells are coarse). The
+    shortcut demo's ``artifact_boxes``.
+
+    Example:
+        >>> _, test_set = load_data(num_train=2, num_test=2, marker=0.9)
+        >>> test_set.marker_boxes[0].tolist(), marker_regions(test_set)[0].tolist()  # clipped
+        ([43, 43, 47, 47], [39, 39, 48, 48])
+    """
+    if data.marker_boxes is None:
+        raise ValueError("Expected data with markers (make_cluttered_digits(..., marker=p)). "
+                         "Received: data.marker_boxes=None")
+    height, width = data.x.shape[1:3]
+    reach = np.array([-MARKER_REACH, -MARKER_REACH, MARKER_REACH, MARKER_REACH])
+    return np.clip(data.marker_boxes + reach, 0, [width, height, width, height])
 
 
 class ShortcutMonitor(keras.callbacks.Callback):
@@ -398,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     import os
     import time
 
+    from .alarm import ShortcutAlarm
     from .callback import GradCamCallback
     from .explain import explain_predictions
     from .metrics import box_masses, pointing_game
@@ -411,10 +429,15 @@ def main(argv: list[str] | None = None) -> int:
                                     seed=args.seed, marker=marker)
     model = build_model(train_set.x.shape[1:])
     probes = slice(0, args.probes)
+    # with markers: the mass on them is logged (gradcam_artifact_mass), and the alarm warns
+    # when it passes the mass on the digits
+    alarm = ShortcutAlarm() if args.shortcut else None
     cam = GradCamCallback(
         (test_set.x[probes], test_set.y[probes]), targets=None if args.shortcut else "true",
         class_names=[str(d) for d in range(10)], layer=GRADCAM_LAYER,
         probe_boxes=test_set.boxes[probes], log_dir=os.path.join(args.log_dir, "gradcam"),
+        artifact_boxes=marker_regions(test_set)[probes] if args.shortcut else None,
+        alarm=alarm,
     )
     callbacks: list[keras.callbacks.Callback] = [cam]
     if args.shortcut:
@@ -440,6 +463,11 @@ def main(argv: list[str] | None = None) -> int:
               f"(marker at the label's spot in {args.shortcut_rate:.0%})")
         print(f"test accuracy: {scores['accuracy']:.3f} on {len(test_set)} held-out images "
               "(marker at random)")
+        assert alarm is not None
+        print("shortcut alarm (more Grad-CAM mass on the marker than on the digit, on the "
+              f"{len(cam.probe_x)} probes): " + (
+                  "did not fire" if alarm.fired_at is None
+                  else f"fired after epoch {alarm.fired_at + 1}"))
         print(f"Grad-CAM of the predicted class: peak on the digit {scores['pointing_game']:.3f}"
               f", on the marker {scores['marker_pointing']:.3f}; mass on the digit "
               f"{scores['digit_mass']:.2f}, on the marker {scores['marker_mass']:.2f} (the "

@@ -360,65 +360,72 @@ def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return found
 
 
-def check_boxes(boxes: Any, count: int) -> np.ndarray:
-    """``(count, 4)`` int boxes ``(x0, y0, x1, y1)`` with ``x0 < x1`` and ``y0 < y1``.
+def check_boxes(boxes: Any, count: int, name: str = "probe_boxes") -> np.ndarray:
+    """``(count, 4)`` int boxes ``(x0, y0, x1, y1)`` with ``x0 < x1`` and ``y0 < y1``; ``name``
+    is the argument's (``probe_boxes``, ``artifact_boxes``).
 
     Example:
         >>> check_boxes([[0, 0, 4, 4]], 1).tolist()
         [[0, 0, 4, 4]]
     """
-    array = as_array(boxes, "probe_boxes")
+    array = as_array(boxes, name)
     if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer)
                                    or np.issubdtype(array.dtype, np.floating)):
-        raise TypeError(f"probe_boxes must hold integer pixel coordinates; received dtype "
+        raise TypeError(f"{name} must hold integer pixel coordinates; received dtype "
                         f"{array.dtype}")
     if array.shape != (count, 4):
-        raise ValueError(f"probe_boxes must have shape ({count}, 4), one (x0, y0, x1, y1) "
+        raise ValueError(f"{name} must have shape ({count}, 4), one (x0, y0, x1, y1) "
                          f"per probe; received shape {array.shape}")
     whole = np.isfinite(array) & (array == np.round(array)) if array.dtype.kind == "f" \
         else np.ones(array.shape, bool)
     if not whole.all():
         first = int(np.flatnonzero(~whole.all(axis=1))[0])
-        raise ValueError(f"probe_boxes must hold whole pixel coordinates; received "
+        raise ValueError(f"{name} must hold whole pixel coordinates; received "
                          f"{array[first].tolist()} for probe {first}")
     array = array.astype(np.int64)
     x0, y0, x1, y1 = array.T
     bad = ~((x0 < x1) & (y0 < y1))
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"probe_boxes[{first}] must satisfy x0 < x1 and y0 < y1 (x1, y1 "
+        raise ValueError(f"{name}[{first}] must satisfy x0 < x1 and y0 < y1 (x1, y1 "
                          f"exclusive); received {array[first].tolist()}")
     return array
 
 
-def check_masks(masks: Any, count: int) -> np.ndarray:
-    """``(count, H, W)`` boolean masks, each with at least one True pixel.
+_WHAT = {"probe_masks": "object", "artifact_masks": "artifact"}
+
+
+def check_masks(masks: Any, count: int, name: str = "probe_masks") -> np.ndarray:
+    """``(count, H, W)`` boolean masks, each with at least one True pixel (the argument
+    ``name``: ``probe_masks``, ``artifact_masks``).
 
     Example:
         >>> check_masks(np.ones((1, 2, 2), bool), 1).shape
         (1, 2, 2)
     """
-    array = as_array(masks, "probe_masks")
+    array = as_array(masks, name)
     if array.dtype != bool:
-        raise TypeError(f"probe_masks must be a boolean array ({count}, H, W); received "
+        raise TypeError(f"{name} must be a boolean array ({count}, H, W); received "
                         f"{describe(array)}")
     if array.ndim != 3:
-        raise ValueError(f"probe_masks must be a boolean array ({count}, H, W); received "
+        raise ValueError(f"{name} must be a boolean array ({count}, H, W); received "
                          f"shape {array.shape}")
     if len(array) != count:
-        raise ValueError(f"probe_masks must hold one mask per probe ({count}); received "
+        raise ValueError(f"{name} must hold one mask per probe ({count}); received "
                          f"{len(array)} masks")
     empty = np.flatnonzero(~array.any(axis=(1, 2)))
     if empty.size:
-        raise ValueError(f"probe_masks[{int(empty[0])}] must mark the probe's object with at "
+        raise ValueError(f"{name}[{int(empty[0])}] must mark the probe's {_WHAT[name]} with at "
                          f"least one True pixel; received an all-False mask (empty masks: "
                          f"probe(s) {index_list(empty)})")
     return array
 
 
 def object_masks(boxes: np.ndarray | None, masks: np.ndarray | None,
-                 sizes: list[tuple[int, int]] | None) -> np.ndarray | None:
-    """Object masks in picture pixels from checked boxes or masks, checked against the
+                 sizes: list[tuple[int, int]] | None, kind: str = "probe") -> np.ndarray | None:
+    """Object masks in picture pixels from checked boxes or masks (``kind``: ``"probe"`` for
+    ``probe_boxes``/``probe_masks``, ``"artifact"`` for ``artifact_boxes``/
+    ``artifact_masks``), checked against the
     pictures' ``(height, width)`` sizes when known (``None``: not known yet).
 
     Example:
@@ -426,7 +433,7 @@ def object_masks(boxes: np.ndarray | None, masks: np.ndarray | None,
         [[[1, 1, 0, 0], [0, 0, 0, 0]]]
     """
     if boxes is not None and masks is not None:
-        raise ValueError("pass probe_boxes or probe_masks, not both")
+        raise ValueError(f"pass {kind}_boxes or {kind}_masks, not both")
     if boxes is None and masks is None:
         return None
     if sizes is None:
@@ -435,7 +442,7 @@ def object_masks(boxes: np.ndarray | None, masks: np.ndarray | None,
         for i, (mask, size) in enumerate(zip(masks, sizes)):
             if mask.shape != tuple(size):
                 raise ValueError(
-                    f"probe_masks[{i}] must have its picture's size (height, width) = "
+                    f"{kind}_masks[{i}] must have its picture's size (height, width) = "
                     f"{tuple(size)}; received shape {mask.shape}"
                 )
         return masks
@@ -443,10 +450,10 @@ def object_masks(boxes: np.ndarray | None, masks: np.ndarray | None,
     for i, ((x0, y0, x1, y1), (height, width)) in enumerate(zip(boxes, sizes)):
         if not (0 <= x0 and x1 <= width and 0 <= y0 and y1 <= height):
             raise ValueError(
-                f"probe_boxes[{i}] must lie inside its {height}x{width} picture (0 <= x0 < "
+                f"{kind}_boxes[{i}] must lie inside its {height}x{width} picture (0 <= x0 < "
                 f"x1 <= {width}, 0 <= y0 < y1 <= {height}); received "
                 f"{[int(v) for v in (x0, y0, x1, y1)]}"
             )
     if len(set(map(tuple, sizes))) != 1:
-        raise ValueError("probe_boxes needs pictures of one size; use probe_masks")
+        raise ValueError(f"{kind}_boxes needs pictures of one size; use {kind}_masks")
     return metrics.boxes_to_masks(boxes, sizes[0])

@@ -20,7 +20,7 @@ from .image import Colormap, captioned, grid, heatmap_overlay, side_by_side
 from .sinks import Sink
 from .targets import as_target
 
-__all__ = ["EpochMaps", "ProbeReport", "Timeline"]
+__all__ = ["EpochMaps", "Measures", "ProbeReport", "Timeline", "measure"]
 
 TIMELINE_COLUMNS = 12
 """A timeline shows at most this many steps, the first and the latest included."""
@@ -78,6 +78,71 @@ class EpochMaps:
             else self.previous.astype(np.float64)
         keep[finite] = self.heatmaps[finite]
         return keep
+
+
+@dataclass(frozen=True)
+class Measures:
+    """The numbers of one step, per probe (probe index to value, finite probes only; None
+    when not measured): the change since the previous step, the heatmap mass on the object
+    and whether the peak is on it (with object masks), the mass on the artifact (with
+    artifact masks).
+
+    Example:
+        >>> Measures(changes={0: 0.5, 1: 0.0}).means()["gradcam_mean_change"]
+        0.25
+    """
+
+    changes: dict[int, float] | None = None
+    masses: dict[int, float] | None = None
+    hits: dict[int, float] | None = None
+    artifact_masses: dict[int, float] | None = None
+
+    def means(self, objects: bool = False, artifacts: bool = False) -> dict[str, float]:
+        """Means over probes under their Keras ``logs`` keys (:data:`~gradcam_callbacks.
+        tags.LOG_MEAN_CHANGE` and the others): the change always, the object's with
+        ``objects``, the artifact's with ``artifacts``; NaN where nothing was measured (no
+        previous step, no finite probe), so that the keys are the same at every epoch."""
+        def mean(values: dict[int, float] | None) -> float:
+            return float(np.mean(list(values.values()))) if values else float("nan")
+
+        out = {tags.LOG_MEAN_CHANGE: mean(self.changes)}
+        if objects:
+            out[tags.LOG_POINTING_GAME] = mean(self.hits)
+            out[tags.LOG_BOX_MASS] = mean(self.masses)
+        if artifacts:
+            out[tags.LOG_ARTIFACT_MASS] = mean(self.artifact_masses)
+        return out
+
+
+def measure(maps: EpochMaps, masks: np.ndarray | None = None,
+            artifact_masks: np.ndarray | None = None) -> Measures:
+    """The :class:`Measures` of ``maps`` (cheap numpy, run on the training thread so that the
+    means reach the epoch's ``logs``; the report's scalars reuse them).
+
+    Example:
+        >>> masks = np.zeros((1, 2, 2), bool); masks[0, 0, 0] = True
+        >>> maps = EpochMaps(0, np.eye(2)[None], np.array([0]), np.array([0.5]))
+        >>> measure(maps, masks).hits
+        {0: 1.0}
+    """
+    finite = maps.finite
+    ok = np.flatnonzero(finite)
+    changes = masses = hits = artifact = None
+    if maps.previous is not None and len(ok):
+        both = ok[np.isfinite(maps.previous[ok].reshape(len(ok), -1)).all(axis=1)]
+        if len(both):
+            changes = _by_probe(both, metrics.heatmap_changes(maps.previous[both],
+                                                              maps.heatmaps[both]))
+    if masks is not None and len(ok):
+        masses = _by_probe(ok, metrics.mask_masses(maps.heatmaps[ok], masks[ok]))
+        hits = _by_probe(ok, metrics.mask_pointing_hits(maps.heatmaps[ok], masks[ok]))
+    if artifact_masks is not None and len(ok):
+        artifact = _by_probe(ok, metrics.mask_masses(maps.heatmaps[ok], artifact_masks[ok]))
+    return Measures(changes, masses, hits, artifact)
+
+
+def _by_probe(indices: np.ndarray, values: np.ndarray) -> dict[int, float]:
+    return {int(i): float(v) for i, v in zip(indices, values)}
 
 
 @dataclass
@@ -145,6 +210,8 @@ class ProbeReport:
             (or only) CAM method, whose tags are the plain ``gradcam/...``; a method's name
             for each further one.
         title: The method's name in captions and descriptions (``Method.title``).
+        artifact_masks: ``(N, H, W)`` masks of a known spurious cue in each probe, for the
+            ``artifact_mass`` scalars, or None.
 
     Example:
         >>> report = ProbeReport([Image.new("RGB", (8, 8))], "viridis", 0.6, 16)
@@ -167,29 +234,26 @@ class ProbeReport:
                  alpha_limit: float | None, display_size: int,
                  boxes: np.ndarray | None = None, masks: np.ndarray | None = None,
                  class_names: Sequence[str] | None = None, layer_path: str = "",
-                 method: str | None = None, title: str = "Grad-CAM") -> None:
+                 method: str | None = None, title: str = "Grad-CAM",
+                 artifact_masks: np.ndarray | None = None) -> None:
         self.pictures = list(pictures)
         self.method, self.title = method, title
         self.layer_path = layer_path
         self.colormap, self.alpha_limit = colormap, alpha_limit
         self.display_size = display_size
         self.boxes, self.masks, self.class_names = boxes, masks, class_names
+        self.artifact_masks = artifact_masks
         self.timelines = [Timeline() for _ in self.pictures]
         self._shown = [self._enlarged(i) for i in range(len(self.pictures))]
 
-    def write(self, maps: EpochMaps, sink: Sink) -> None:
-        """Draw step ``maps.step`` and send its images and scalars to ``sink``, then flush."""
+    def write(self, maps: EpochMaps, sink: Sink, measures: Measures | None = None) -> None:
+        """Draw step ``maps.step`` and send its images and scalars to ``sink``, then flush.
+        ``measures``: the step's :func:`measure` if already taken (else taken here)."""
         step, finite = maps.step, maps.finite
-        changes = masses = hits = None
-        ok = np.flatnonzero(finite)
-        if maps.previous is not None and len(ok):
-            both = ok[np.isfinite(maps.previous[ok].reshape(len(ok), -1)).all(axis=1)]
-            if len(both):
-                changes = dict(zip(both, metrics.heatmap_changes(maps.previous[both],
-                                                                 maps.heatmaps[both])))
-        if self.masks is not None and len(ok):
-            masses = dict(zip(ok, metrics.mask_masses(maps.heatmaps[ok], self.masks[ok])))
-            hits = dict(zip(ok, metrics.mask_pointing_hits(maps.heatmaps[ok], self.masks[ok])))
+        if measures is None:
+            measures = measure(maps, self.masks, self.artifact_masks)
+        changes, masses, hits = measures.changes, measures.masses, measures.hits
+        artifact = measures.artifact_masses
         panels = []
         for i, shown in enumerate(self._shown):
             target, score = as_target(maps.targets[i]), float(maps.scores[i])
@@ -203,6 +267,8 @@ class ProbeReport:
                 if masses is not None and hits is not None:
                     caption.append(f"mass on object {masses[i]:.2f}, "
                                    f"peak {'on' if hits[i] else 'off'} it")
+                if artifact is not None:
+                    caption.append(f"mass on artifact {artifact[i]:.2f}")
                 sink.add_scalar(tags.probe_scalar_tag(i, "score", method), score, step)
                 if changes is not None and i in changes:
                     sink.add_scalar(tags.probe_scalar_tag(i, "change", method),
@@ -214,6 +280,9 @@ class ProbeReport:
                     sink.add_scalar(tags.probe_scalar_tag(i, "pointing_hit", method),
                                     float(hits[i]),
                                     step)
+                if artifact is not None:
+                    sink.add_scalar(tags.probe_scalar_tag(i, "artifact_mass", method),
+                                    artifact[i], step)
             else:
                 overlay = _not_finite_panel(shown.size)
                 caption = [f"{heading}: {title} not finite (score {score:.3g})",
@@ -242,7 +311,7 @@ class ProbeReport:
                             description="The optimizer's step count when this step's maps "
                             "were taken (0 before any training)")
         sink.add_scalar(tags.section_tag("nonfinite", self.method),
-                        float(len(finite) - len(ok)), step,
+                        float((~finite).sum()), step,
                         description=f"Probes whose {self.title} map or score was NaN or "
                         "infinite")
         if changes:
@@ -253,6 +322,11 @@ class ProbeReport:
                             float(np.mean(list(masses.values()))), step)
             sink.add_scalar(tags.section_tag("pointing_game", self.method),
                             float(np.mean(list(hits.values()))), step)
+        if artifact:
+            sink.add_scalar(tags.section_tag("mean_artifact_mass", self.method),
+                            float(np.mean(list(artifact.values()))), step,
+                            description="Mean over probes of the heatmap mass on the "
+                            "artifact (artifact_boxes / artifact_masks)")
         sink.flush()
 
     def _enlarged(self, index: int) -> Image.Image:

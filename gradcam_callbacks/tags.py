@@ -25,6 +25,11 @@ __all__ = [
     "GRID",
     "ROOT",
     "INITIAL_STEP",
+    "LOG_ARTIFACT_MASS",
+    "LOG_BOX_MASS",
+    "LOG_MEAN_CHANGE",
+    "LOG_POINTING_GAME",
+    "MEAN_ARTIFACT_MASS",
     "MEAN_BOX_MASS",
     "MEAN_CHANGE",
     "NONFINITE",
@@ -54,6 +59,20 @@ MEAN_BOX_MASS = "gradcam/mean_box_mass"
 """Mean over probes of ``box_mass``: heatmap mass on the object, whether the object is given
 as a box (``probe_boxes``) or as a mask (``probe_masks``); the name is the boxes' one."""
 POINTING_GAME = "gradcam/pointing_game"
+MEAN_ARTIFACT_MASS = "gradcam/mean_artifact_mass"
+"""Mean over probes of ``artifact_mass``: heatmap mass on the spurious cue given as
+``artifact_boxes`` or ``artifact_masks`` (a watermark, a ruler, a marker)."""
+
+LOG_POINTING_GAME = "gradcam_pointing_game"
+"""The key of the mean pointing game in the epoch's Keras ``logs`` (``History``,
+``CSVLogger``, ``EarlyStopping(monitor=...)``), as :data:`POINTING_GAME` in TensorBoard."""
+LOG_BOX_MASS = "gradcam_box_mass"
+"""The ``logs`` key of :data:`MEAN_BOX_MASS` (needs ``probe_boxes`` or ``probe_masks``)."""
+LOG_ARTIFACT_MASS = "gradcam_artifact_mass"
+"""The ``logs`` key of :data:`MEAN_ARTIFACT_MASS` (needs ``artifact_boxes`` or
+``artifact_masks``)."""
+LOG_MEAN_CHANGE = "gradcam_mean_change"
+"""The ``logs`` key of :data:`MEAN_CHANGE`."""
 NONFINITE = "gradcam/nonfinite"
 """How many probes had a NaN or infinite heatmap or score at a step (a diverging model)."""
 
@@ -84,7 +103,7 @@ def section(method: str | None = None) -> str:
 
 def section_tag(name: str, method: str | None = None) -> str:
     """A step-wide tag of ``method``'s section: ``grid``, ``mean_change``,
-    ``mean_box_mass``, ``pointing_game``, ``nonfinite``.
+    ``mean_box_mass``, ``mean_artifact_mass``, ``pointing_game``, ``nonfinite``.
 
     Example:
         >>> section_tag("grid"), section_tag("pointing_game", "gradcam++")
@@ -104,7 +123,8 @@ def probe_tag(index: int, method: str | None = None) -> str:
 
 
 def probe_scalar_tag(index: int, name: str, method: str | None = None) -> str:
-    """A scalar tag of probe ``index``: ``score``, ``change``, ``box_mass``, ``pointing_hit``.
+    """A scalar tag of probe ``index``: ``score``, ``change``, ``box_mass``, ``pointing_hit``,
+    ``artifact_mass``.
 
     ``box_mass`` is the share of the heatmap's mass on the object, which is a box
     (``probe_boxes``) or a mask (``probe_masks``): with masks it is the mass on the mask.

@@ -10,12 +10,14 @@ none of the thresholds (its own numbers are printed with ``-s``).
 from __future__ import annotations
 
 import re
+import warnings
 
 import keras
 import numpy as np
 import pytest
 
-from gradcam_callbacks import demo
+from gradcam_callbacks import GradCamCallback, demo, tags
+from gradcam_callbacks.alarm import ShortcutAlarm, ShortcutWarning
 from gradcam_callbacks.datasets import make_cluttered_digits, marker_spots
 
 # A short run: enough steps for the marker to be learned (it is learned long before the
@@ -27,6 +29,7 @@ EPOCHS = 2
 BATCH_SIZE = 16
 RATE = 1.0
 NUM_TEST = 200
+PROBES = 16  # the demo's GradCamCallback probes, with its alarm
 # Two trainings in the module's fixture: its first test bears them. About a minute on a
 # quiet machine; on a 2-core machine shared 7 ways torch took over 600 s.
 # The two trainings run once, under TensorFlow (``backend_agnostic``): what they would add on
@@ -37,8 +40,9 @@ SLOW = pytest.mark.timeout(1800)
 ONCE = pytest.mark.backend_agnostic
 
 
-def _fit(marker: float | None) -> dict:
-    """Train on marked (``marker`` a rate) or clean training digits; score on marked tests."""
+def _fit(marker: float | None, log_dir) -> dict:
+    """Train on marked (``marker`` a rate) or clean training digits; score on marked tests.
+    A GradCamCallback watches 16 marked test images with the demo's alarm, as the demo does."""
     keras.utils.set_random_seed(0)
     train_set, test_set = demo.load_data(num_train=NUM_TRAIN, num_test=NUM_TEST, seed=0,
                                          marker=RATE)
@@ -46,19 +50,30 @@ def _fit(marker: float | None) -> dict:
         train_set, _ = demo.load_data(num_train=NUM_TRAIN, num_test=1, seed=0)
     model = demo.build_model(train_set.x.shape[1:])
     monitor = demo.ShortcutMonitor(test_set, verbose=False)
-    model.fit(train_set.x, train_set.y, epochs=EPOCHS, batch_size=BATCH_SIZE,
-              callbacks=[monitor], verbose=0)
+    alarm = ShortcutAlarm()
+    cam = GradCamCallback(test_set.x[:PROBES], probe_boxes=test_set.boxes[:PROBES],
+                          artifact_boxes=demo.marker_regions(test_set)[:PROBES],
+                          layer=demo.GRADCAM_LAYER, alarm=alarm, log_dir=log_dir)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(train_set.x, train_set.y, epochs=EPOCHS, batch_size=BATCH_SIZE,
+                            callbacks=[cam, monitor], verbose=0)
+    fired = [str(w.message) for w in caught if issubclass(w.category, ShortcutWarning)]
     rows = monitor.rows
     print("shortcut" if marker is not None else "clean",
           *(demo.format_shortcut_row(row) for row in rows), sep="\n")
     # train_accuracy: Keras' own over the last epoch, as fit reports it (the model in
     # inference mode scored lower on torch after two short epochs: 0.19 against 0.48).
-    return {**rows[-1], "rows": rows}
+    print("alarm:", alarm.fired_at, {k: v for k, v in history.history.items()
+                                     if k.startswith("gradcam_")})
+    return {**rows[-1], "rows": rows, "alarm": alarm.fired_at, "fired": fired,
+            "history": history.history}
 
 
 @pytest.fixture(scope="module")
-def runs() -> dict[str, dict]:
-    return {"shortcut": _fit(RATE), "clean": _fit(None)}
+def runs(tmp_path_factory) -> dict[str, dict]:
+    return {"shortcut": _fit(RATE, tmp_path_factory.mktemp("shortcut")),
+            "clean": _fit(None, tmp_path_factory.mktemp("clean"))}
 
 
 @SLOW
@@ -89,6 +104,21 @@ def test_shortcut_heatmaps_sit_on_the_marker_not_the_digit(runs):
     # And off the digit.
     assert shortcut["pointing_game"] <= 0.3
     assert shortcut["pointing_game"] < clean["pointing_game"]
+
+
+@SLOW
+@ONCE
+def test_shortcut_alarm_fires_on_the_marked_run_and_not_on_the_clean_one(runs):
+    shortcut, clean = runs["shortcut"], runs["clean"]
+    assert shortcut["alarm"] is not None and len(shortcut["fired"]) == 1
+    assert "the model may be using a shortcut" in shortcut["fired"][0]
+    assert clean["alarm"] is None and not clean["fired"]
+    # the numbers it read are the epoch logs' (History)
+    marked = shortcut["history"]
+    epoch = shortcut["alarm"]
+    assert marked[tags.LOG_ARTIFACT_MASS][epoch] > marked[tags.LOG_BOX_MASS][epoch]
+    assert all(a <= b for a, b in zip(clean["history"][tags.LOG_ARTIFACT_MASS],
+                                      clean["history"][tags.LOG_BOX_MASS]))
 
 
 @SLOW
