@@ -19,9 +19,9 @@ installs them once): ``tf_keras`` here with ``TF_USE_LEGACY_KERAS=1``, and Tenso
 (Keras 2.15 as ``keras``) in its own virtual environment. There they must run, not skip
 (``GRADCAM_REQUIRE_KERAS2=1``).
 
-The runs go in two lanes side by side (two pytest processes at a time: the suite's time is
-mostly single-threaded Python, so two cores finish it in about 60% of the time); each run's
-output is printed whole when it ends. ``--serial`` runs one at a time.
+The runs go in two lanes side by side (two pytest processes at a time, taking runs from one
+queue, longest first: the suite's time is mostly single-threaded Python, so two cores finish
+it sooner); each run's output is printed whole when it ends. ``--serial`` runs one at a time.
 
 Usage: python scripts/run_tests.py [--serial] [extra pytest arguments]
 """
@@ -163,19 +163,26 @@ def main(argv: list[str]) -> int:
     runs.append(("jax (XLA defaults)", "jax", ["-m", "xla_defaults and not backend_agnostic"],
                  defaults, sys.executable))
 
-    def lane(planned: list[tuple[Any, ...]], keras2: bool) -> None:
-        for run in planned:
-            results.append(run_pytest(*run, argv))
-        if keras2:
-            for run in keras2_runs(install, install_started, results):
-                results.append(run_pytest(*run, argv))
+    # A shared queue, longest runs first (TensorFlow, JAX, torch, TensorFlow with oneDNN
+    # off, ...): each lane takes the next run when its last one ends. The Keras 2 runs come
+    # last; the lane that reaches them waits for their install and queues them.
+    queue: list[Any] = [*runs, "keras2"]
+    taking = threading.Lock()
 
-    # the TensorFlow run is the longest: the other lane takes the rest; the Keras 2 runs
-    # wait for their install at the end of the first lane
-    lanes = [(runs[:1], True), (runs[1:], False)]
-    if serial:
-        lanes = [(runs, True)]
-    threads = [threading.Thread(target=lane, args=planned) for planned in lanes]
+    def lane() -> None:
+        while True:
+            with taking:
+                if not queue:
+                    return
+                run = queue.pop(0)
+            if run == "keras2":
+                found = keras2_runs(install, install_started, results)
+                with taking:
+                    queue[:0] = found
+                continue
+            results.append(run_pytest(*run, argv))
+
+    threads = [threading.Thread(target=lane) for _ in range(1 if serial else 2)]
     for thread in threads:
         thread.start()
     for thread in threads:
