@@ -127,10 +127,12 @@ class FanOut:
         self._each("add_scalar", tag, value, step, description=description)
 
     def flush(self) -> None:
+        """Flush every sink, then raise the step's first error, if any."""
         self._each("flush")
         self._raise()
 
     def close(self) -> None:
+        """Close every sink, then raise the first error since the last flush, if any."""
         self._each("close")
         self._raise()
 
