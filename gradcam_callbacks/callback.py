@@ -522,13 +522,14 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             maps = EpochMaps(step, heatmaps, targets, scores, self._previous[index],
                              optimizer_steps)
             self._previous[index] = maps.carried()
-            try:
-                measures = measure(maps, self.probe_masks, self.artifact_masks)
-            except Exception as error:  # noqa: BLE001 - never end the fit; drawn unscored
-                self._warn(f"could not score the {report.title} maps at step {step} "
-                           f"({type(error).__name__}: {error}); {_GOES_ON}")
-                measures = Measures()
+            measures = None  # further methods are measured by the writer, off this thread
             if index == 0:  # the first method's means go to the epoch's Keras logs
+                try:
+                    measures = measure(maps, self.probe_masks, self.artifact_masks)
+                except Exception as error:  # noqa: BLE001 - never end the fit; drawn unscored
+                    self._warn(f"could not score the {report.title} maps at step {step} "
+                               f"({type(error).__name__}: {error}); {_GOES_ON}")
+                    measures = Measures()
                 self._log_values = self._means(measures)
                 self._sound_alarm(step)
             jobs.append((report, maps, measures))
@@ -643,7 +644,8 @@ def check_sinks(sink: Any) -> tuple[list[Sink], TensorBoardSink | None]:
     return others, boards[0] if boards else None
 
 
-def _write_reports(jobs: list[tuple[ProbeReport, EpochMaps, Measures]], sink: Any) -> None:
+def _write_reports(jobs: list[tuple[ProbeReport, EpochMaps, Measures | None]],
+                   sink: Any) -> None:
     """Write one step of every method, in order (on the background writer's thread)."""
     for report, maps, measures in jobs:
         report.write(maps, sink, measures)
