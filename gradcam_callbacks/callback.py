@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import warnings
@@ -18,6 +19,7 @@ from ._validation import check_bool, check_int, is_int
 from .alarm import ShortcutAlarm, ShortcutWarning
 from .distribute import is_chief
 from .explain import Plan, ScoreSlots, check_docs, derive_image, plan
+from .faithfulness import DEFAULT_METRICS, METRICS, probe_faithfulness
 from .image import Colormap, check_alpha_limit, get_colormap
 from .keras_family import Keras2CallbackHooks
 from .layers import LayerSpec
@@ -33,7 +35,7 @@ from .probes import (
     take_probes,
     warn_integer_probes,
 )
-from .report import EpochMaps, Measures, ProbeReport, measure
+from .report import EpochMaps, Measures, ProbeReport, measure, measure_faithfulness
 from .sinks import EXIT_WAIT_S, BackgroundWriter, FanOut, Sink, TensorBoardSink
 from .targets import ScoreFunction, describe
 from .tensorboard import EventWriter
@@ -99,6 +101,18 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
     without the keys (``EarlyStopping`` warns "conditioned on metric `gradcam_...` which is
     not available" and never stops; ``ModelCheckpoint`` warns and saves nothing), while
     ``History`` (which Keras adds last) still records them.
+
+    **Faithfulness.** With ``faithfulness=True`` every logged epoch (step -1 included) also
+    measures whether the model uses what the first method's maps show: insertion (higher is
+    more faithful) and deletion (lower is more faithful) areas of each probe's map
+    (:func:`~gradcam_callbacks.faithfulness.probe_faithfulness`), written as
+    ``gradcam/faithfulness/insertion`` and ``gradcam/faithfulness/deletion`` (means over
+    probes) and ``gradcam/probe_00/faithfulness/insertion`` (per probe), and added to the
+    logs as ``gradcam_faithfulness_insertion`` and ``gradcam_faithfulness_deletion``, which
+    behave as the keys above (carried by epochs that are not logged, NaN when not measured).
+    They take forwards of the model, so they run on the training thread before the epoch
+    end returns: one chunked run of ``2 * probes * 11`` perturbed inputs through the
+    compiled score-only forward.
 
     Event files are written with the ``tensorboard`` package alone (no TensorFlow import),
     so the callback works the same on the TensorFlow, JAX and PyTorch backends, and can
@@ -186,7 +200,19 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         batch_size: Run at most this many probes per pass; Score-CAM also scores at most
             this many masked inputs per forward (default: all probes in one pass, and
             Score-CAM's chunks of 2 MiB of masked inputs), to bound memory or match a
-            device's best batch.
+            device's best batch; so do the faithfulness metrics' perturbed inputs.
+        faithfulness: Also score the first method's maps for faithfulness to the model at
+            each logged epoch (:mod:`gradcam_callbacks.faithfulness`): ``True`` for
+            insertion and deletion, or a list of names from ``"insertion"``,
+            ``"deletion"`` and ``"road"`` (ROAD adds a sparse solve per perturbed input on
+            the CPU: far slower). The settings are
+            :func:`~gradcam_callbacks.faithfulness.probe_faithfulness`'s defaults, as
+            ``gradcam-callbacks explain --faithfulness``: 10 steps, baseline 0 (black for
+            inputs scaled to [0, 1]), each probe's explained target. Where the background
+            is already 0 (the demo's digits) deletion barely separates good maps from bad
+            ones: read insertion there (docs/methods.md). Probes whose map or score is not
+            finite are left out; with none left, the means are not written and the logs
+            hold NaN. A failure becomes a warning (NaN in the logs); training goes on.
 
     Example:
         >>> cam = GradCamCallback((x_val[:8], y_val[:8]), targets="true", probe_boxes=boxes[:8],
@@ -203,6 +229,11 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         >>> history = model.fit(x, y, epochs=1, verbose=0, callbacks=[watch, stop])
         >>> "gradcam_artifact_mass" in history.history
         True
+        >>> faithful = GradCamCallback(x_val[:8], faithfulness=True,
+        ...                            log_dir="logs/faithful/gradcam")
+        >>> history = model.fit(x, y, epochs=1, verbose=0, callbacks=[faithful])
+        >>> sorted(key for key in history.history if "faithfulness" in key)
+        ['gradcam_faithfulness_deletion', 'gradcam_faithfulness_insertion']
     """
 
     def __init__(
@@ -229,9 +260,11 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         batch_size: int | None = None,
         alarm: ShortcutAlarm | None = None,
         sink: Sink | TensorBoardSink | Sequence[Sink | TensorBoardSink] | None = None,
+        faithfulness: bool | str | Sequence[str] = False,
     ) -> None:
         super().__init__()
         self.methods = check_methods(method, max_channels)
+        self.faithfulness = check_faithfulness(faithfulness)
         self.max_channels = max_channels
         self.batch_size = check_int("batch_size", batch_size, minimum=1, none_ok=True)
         self.freq = check_int("freq", freq, minimum=1)
@@ -401,6 +434,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             "alarm": None if self.alarm is None else repr(self.alarm),
             "sink": (["TensorBoardSink"] if self.tensorboard else [])
             + [type(s).__name__ for s in self.sinks],
+            "faithfulness": list(self.faithfulness),
         }
 
     # -- work ------------------------------------------------------------------------------
@@ -530,6 +564,9 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
                     self._warn(f"could not score the {report.title} maps at step {step} "
                                f"({type(error).__name__}: {error}); {_GOES_ON}")
                     measures = Measures()
+                if self.faithfulness:  # forwards of the model: these weights, this thread
+                    measures = dataclasses.replace(measures, faithfulness=self._faithfulness(
+                        maps, step, report.title))
                 self._log_values = self._means(measures)
                 self._sound_alarm(step)
             jobs.append((report, maps, measures))
@@ -549,6 +586,30 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             self._warn(f"could not queue step {step} ({type(error).__name__}: {error}); "
                        f"{_GOES_ON}")
 
+    def _faithfulness(self, maps: EpochMaps, step: int,
+                      title: str) -> dict[str, dict[int, float]] | None:
+        """The ``faithfulness`` metrics of the first method's finite maps (one chunked run
+        of compiled forwards, :func:`~gradcam_callbacks.faithfulness.probe_faithfulness`),
+        or None, with a warning, if that fails."""
+        def score(rows: np.ndarray) -> dict[str, np.ndarray]:
+            assert self._slots is not None and self._plan is not None
+            slots = self._slots[0]
+            # the targets the maps explain: the same score functions, or the classes decided
+            # for these maps (targets=None: this epoch's predicted class)
+            targets = [slots.functions[int(k)] for k in slots[rows, 0]] if isinstance(
+                slots, ScoreSlots) else [int(t) for t in maps.targets[rows]]
+            return probe_faithfulness(self.model, self.probe_x[rows], maps.heatmaps[rows],
+                                      targets, names=self.faithfulness,
+                                      batch_size=self.batch_size,
+                                      output=self._plan.output_index)
+
+        try:
+            return measure_faithfulness(maps, score)
+        except Exception as error:  # noqa: BLE001 - never end the fit; logged as NaN
+            self._warn(f"could not measure the faithfulness of the {title} maps at step "
+                       f"{step} ({type(error).__name__}: {error}); {_GOES_ON}")
+            return None
+
     def _sound_alarm(self, step: int) -> None:
         """Hand a trained step's means to the alarm; warn (and stop) if it fires."""
         if self.alarm is None or step < 0:
@@ -566,7 +627,8 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
 
     def _means(self, measures: Measures) -> dict[str, float]:
         return measures.means(objects=self.probe_masks is not None,
-                              artifacts=self.artifact_masks is not None)
+                              artifacts=self.artifact_masks is not None,
+                              faithfulness=self.faithfulness)
 
     def _report_writer_errors(self, writer: BackgroundWriter | None = None) -> None:
         writer = writer or self._writer
@@ -649,6 +711,41 @@ def _write_reports(jobs: list[tuple[ProbeReport, EpochMaps, Measures | None]],
     """Write one step of every method, in order (on the background writer's thread)."""
     for report, maps, measures in jobs:
         report.write(maps, sink, measures)
+
+
+def check_faithfulness(faithfulness: Any) -> tuple[str, ...]:
+    """``GradCamCallback``'s ``faithfulness``: ``False`` (off), ``True`` (insertion and
+    deletion, :data:`~gradcam_callbacks.faithfulness.DEFAULT_METRICS`), a metric's name or a
+    non-empty list of distinct names from :data:`~gradcam_callbacks.faithfulness.METRICS`;
+    returns the names, in order (``()`` when off).
+
+    Raises:
+        TypeError: neither a bool nor a name nor a list of names.
+        ValueError: an unknown or repeated name, or an empty list.
+
+    Example:
+        >>> check_faithfulness(True), check_faithfulness(["deletion"]), check_faithfulness(False)
+        (('insertion', 'deletion'), ('deletion',), ())
+    """
+    expected = f"True, False, or a list of metric names from {list(METRICS)}"
+    if isinstance(faithfulness, (bool, np.bool_)):
+        return tuple(DEFAULT_METRICS) if faithfulness else ()
+    names = [faithfulness] if isinstance(faithfulness, str) else faithfulness
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"faithfulness must be {expected}; received "
+                        f"{type(faithfulness).__name__}: {faithfulness!r}")
+    if not names:
+        raise ValueError(f"faithfulness must be {expected} (False turns it off); received "
+                         f"an empty list: {faithfulness!r}")
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise ValueError(f"faithfulness must be {expected}; received {faithfulness!r} "
+                         f"(unknown: {unknown})")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"faithfulness must name each metric once; received "
+                         f"{faithfulness!r} (repeated: {repeated})")
+    return tuple(names)
 
 
 def check_methods(method: Any, max_channels: Any = None) -> list[methods.Method]:

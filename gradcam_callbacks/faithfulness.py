@@ -50,6 +50,8 @@ from .methods.scorecam import chunked_scores
 from .metrics import resize_heatmaps
 
 __all__ = [
+    "DEFAULT_METRICS",
+    "METRICS",
     "Road",
     "SanityCheck",
     "causal_curves",
@@ -61,6 +63,11 @@ __all__ = [
 ]
 
 Baseline = float | str | Callable[[np.ndarray], np.ndarray]
+METRICS = ("insertion", "deletion", "road")
+"""The names :func:`probe_faithfulness` (and ``GradCamCallback(faithfulness=[...])``) take."""
+DEFAULT_METRICS = ("insertion", "deletion")
+"""What :func:`probe_faithfulness` and ``GradCamCallback(faithfulness=True)`` measure: one
+chunked run of compiled forwards for both."""
 BASELINES = ("blur", "mean")
 # RISE's blurred canvas (Petsiuk et al. 2018): a Gaussian of sigma 5 px over 11 px.
 BLUR_SIGMA, BLUR_RADIUS = 5.0, 5
@@ -583,7 +590,7 @@ def spearman_rows(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 
 def probe_faithfulness(
     model: keras.Model, images: Any, heatmaps: Any, targets: Any = None, *,
-    names: Sequence[str] = ("insertion", "deletion"), steps: int = 10,
+    names: Sequence[str] = DEFAULT_METRICS, steps: int = 10,
     baseline: Baseline = 0.0, batch_size: int | None = None, output: Any = None,
 ) -> dict[str, np.ndarray]:
     """Per-image scores for a training callback or a report: ``{name: (N,) array}`` for
@@ -604,10 +611,9 @@ def probe_faithfulness(
         >>> {k: float(v.mean()) for k, v in scores.items()}  # doctest: +SKIP
         {'insertion': 0.65, 'deletion': 0.13}
     """
-    known = ("insertion", "deletion", "road")
-    unknown = [n for n in names if n not in known]
+    unknown = [n for n in names if n not in METRICS]
     if unknown or not names:
-        raise ValueError(f"names must be among {list(known)}; received {list(names)!r}")
+        raise ValueError(f"names must be among {list(METRICS)}; received {list(names)!r}")
     steps = _check_steps(steps)
     setup = _setup(model, images, heatmaps, targets, batch_size, output)
     modes = [name for name in names if name != "road"]

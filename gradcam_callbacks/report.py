@@ -9,7 +9,7 @@ scores; the ``gradcam/nonfinite`` scalar counts them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,7 +20,8 @@ from .image import Colormap, captioned, grid, heatmap_overlay, side_by_side
 from .sinks import Sink
 from .targets import as_target
 
-__all__ = ["EpochMaps", "Measures", "ProbeReport", "Timeline", "measure"]
+__all__ = ["EpochMaps", "Measures", "ProbeReport", "Timeline", "measure",
+           "measure_faithfulness"]
 
 TIMELINE_COLUMNS = 12
 """A timeline shows at most this many steps, the first and the latest included."""
@@ -85,23 +86,32 @@ class Measures:
     """The numbers of one step, per probe (probe index to value, finite probes only; None
     when not measured): the change since the previous step, the heatmap mass on the object
     and whether the peak is on it (with object masks), the mass on the artifact (with
-    artifact masks).
+    artifact masks), and per faithfulness metric (``GradCamCallback(faithfulness=...)``)
+    its area per probe (:func:`measure_faithfulness`).
 
     Example:
         >>> Measures(changes={0: 0.5, 1: 0.0}).means()["gradcam_mean_change"]
         0.25
+        >>> means = Measures(faithfulness={"insertion": {0: 0.75, 2: 0.25}}).means(
+        ...     faithfulness=("insertion", "deletion"))
+        >>> means["gradcam_faithfulness_insertion"], means["gradcam_faithfulness_deletion"]
+        (0.5, nan)
     """
 
     changes: dict[int, float] | None = None
     masses: dict[int, float] | None = None
     hits: dict[int, float] | None = None
     artifact_masses: dict[int, float] | None = None
+    faithfulness: dict[str, dict[int, float]] | None = None
 
-    def means(self, objects: bool = False, artifacts: bool = False) -> dict[str, float]:
+    def means(self, objects: bool = False, artifacts: bool = False,
+              faithfulness: Sequence[str] = ()) -> dict[str, float]:
         """Means over probes under their Keras ``logs`` keys (:data:`~gradcam_callbacks.
         tags.LOG_MEAN_CHANGE` and the others): the change always, the object's with
-        ``objects``, the artifact's with ``artifacts``; NaN where nothing was measured (no
-        previous step, no finite probe), so that the keys are the same at every epoch."""
+        ``objects``, the artifact's with ``artifacts``, each metric named in
+        ``faithfulness`` (:func:`~gradcam_callbacks.tags.log_faithfulness_key`); NaN where
+        nothing was measured (no previous step, no finite probe, a failed measurement), so
+        that the keys are the same at every epoch."""
         def mean(values: dict[int, float] | None) -> float:
             return float(np.mean(list(values.values()))) if values else float("nan")
 
@@ -111,6 +121,8 @@ class Measures:
             out[tags.LOG_BOX_MASS] = mean(self.masses)
         if artifacts:
             out[tags.LOG_ARTIFACT_MASS] = mean(self.artifact_masses)
+        for metric in faithfulness:
+            out[tags.log_faithfulness_key(metric)] = mean((self.faithfulness or {}).get(metric))
         return out
 
 
@@ -139,6 +151,29 @@ def measure(maps: EpochMaps, masks: np.ndarray | None = None,
     if artifact_masks is not None and len(ok):
         artifact = _by_probe(ok, metrics.mask_masses(maps.heatmaps[ok], artifact_masks[ok]))
     return Measures(changes, masses, hits, artifact)
+
+
+def measure_faithfulness(
+    maps: EpochMaps, score: Callable[[np.ndarray], dict[str, np.ndarray]],
+) -> dict[str, dict[int, float]]:
+    """The faithfulness part of :class:`Measures`: ``score(indices)`` computes each metric's
+    value for the probes ``indices`` (those whose map and score are finite, in order; e.g.
+    :func:`gradcam_callbacks.faithfulness.probe_faithfulness` on them, on the training
+    thread); the values come back per probe index, non-finite ones left out. No finite
+    probe: ``{}``, and ``score`` is not called.
+
+    Example:
+        >>> maps = EpochMaps(0, np.full((2, 1, 1), [[[1.0]], [[np.nan]]]), np.array([0, 1]),
+        ...                  np.array([0.5, 0.5]))
+        >>> measure_faithfulness(maps, lambda rows: {"insertion": rows * 0.0 + 0.7})
+        {'insertion': {0: 0.7}}
+    """
+    ok = np.flatnonzero(maps.finite)
+    if not len(ok):
+        return {}
+    found = score(ok)
+    return {name: {int(i): float(v) for i, v in zip(ok, np.asarray(values, np.float64))
+                   if np.isfinite(v)} for name, values in found.items()}
 
 
 def _by_probe(indices: np.ndarray, values: np.ndarray) -> dict[int, float]:
@@ -254,6 +289,7 @@ class ProbeReport:
             measures = measure(maps, self.masks, self.artifact_masks)
         changes, masses, hits = measures.changes, measures.masses, measures.hits
         artifact = measures.artifact_masses
+        faithful = measures.faithfulness or {}
         panels = []
         for i, shown in enumerate(self._shown):
             target, score = as_target(maps.targets[i]), float(maps.scores[i])
@@ -283,6 +319,9 @@ class ProbeReport:
                 if artifact is not None:
                     sink.add_scalar(tags.probe_scalar_tag(i, "artifact_mass", method),
                                     artifact[i], step)
+                for metric, values in faithful.items():
+                    if i in values:
+                        sink.add_scalar(tags.faithfulness_tag(metric, i), values[i], step)
             else:
                 overlay = _not_finite_panel(shown.size)
                 caption = [f"{heading}: {title} not finite (score {score:.3g})",
@@ -327,6 +366,12 @@ class ProbeReport:
                             float(np.mean(list(artifact.values()))), step,
                             description="Mean over probes of the heatmap mass on the "
                             "artifact (artifact_boxes / artifact_masks)")
+        for metric, values in faithful.items():
+            if values:
+                sink.add_scalar(tags.faithfulness_tag(metric), float(np.mean(list(
+                    values.values()))), step, description=_FAITHFULNESS_DESCRIPTIONS.get(
+                        metric, metric) + f"; {self.title}'s maps, mean over the probes whose "
+                    "map is finite (see gradcam_callbacks.faithfulness)")
         sink.flush()
 
     def _enlarged(self, index: int) -> Image.Image:
@@ -345,6 +390,16 @@ class ProbeReport:
                 0 <= target < len(self.class_names)):
             return ""
         return f" ({self.class_names[target]})"
+
+
+_FAITHFULNESS_DESCRIPTIONS = {
+    "insertion": "Insertion area (higher is more faithful): the target's score as the pixels "
+    "the map ranks highest are revealed from the baseline",
+    "deletion": "Deletion area (lower is more faithful): the target's score as the pixels the "
+    "map ranks highest are replaced by the baseline",
+    "road": "ROAD (higher is more faithful): half the score with the least relevant pixels "
+    "removed minus with the most relevant removed",
+}
 
 
 def _not_finite_panel(size: tuple[int, int]) -> Image.Image:

@@ -12,6 +12,12 @@ every further method writes the same images and scalars under its own section,
 ``gradcam/gradcam++/timeline/probe_00``, ``gradcam/gradcam++/grid``,
 ``gradcam/gradcam++/probe_00/score``, ``gradcam/gradcam++/pointing_game``.
 
+With ``GradCamCallback(faithfulness=True)`` the first method's maps are also scored for
+faithfulness (:mod:`gradcam_callbacks.faithfulness`): the means over probes at
+``gradcam/faithfulness/<metric>`` (:func:`faithfulness_tag`), each probe's at
+``gradcam/probe_00/faithfulness/<metric>``, and the means in the epoch's Keras ``logs`` as
+``gradcam_faithfulness_<metric>`` (:func:`log_faithfulness_key`).
+
 Example:
     >>> probe_tag(3), probe_scalar_tag(3, "score"), timeline_tag(3)
     ('gradcam/probe_03', 'gradcam/probe_03/score', 'gradcam/timeline/probe_03')
@@ -24,9 +30,12 @@ from __future__ import annotations
 __all__ = [
     "GRID",
     "ROOT",
+    "FAITHFULNESS",
     "INITIAL_STEP",
     "LOG_ARTIFACT_MASS",
     "LOG_BOX_MASS",
+    "LOG_FAITHFULNESS_DELETION",
+    "LOG_FAITHFULNESS_INSERTION",
     "LOG_MEAN_CHANGE",
     "LOG_POINTING_GAME",
     "MEAN_ARTIFACT_MASS",
@@ -36,6 +45,8 @@ __all__ = [
     "OPTIMIZER_STEPS",
     "POINTING_GAME",
     "PROBE_PREFIX",
+    "faithfulness_tag",
+    "log_faithfulness_key",
     "SAMPLES_PER_PLUGIN",
     "TIMELINE_PREFIX",
     "probe_scalar_tag",
@@ -73,6 +84,14 @@ LOG_ARTIFACT_MASS = "gradcam_artifact_mass"
 ``artifact_masks``)."""
 LOG_MEAN_CHANGE = "gradcam_mean_change"
 """The ``logs`` key of :data:`MEAN_CHANGE`."""
+FAITHFULNESS = "gradcam/faithfulness"
+"""The section of the faithfulness scalars' means over probes (``faithfulness=``):
+``gradcam/faithfulness/insertion``, ``gradcam/faithfulness/deletion``,
+``gradcam/faithfulness/road``; see :func:`faithfulness_tag`."""
+LOG_FAITHFULNESS_INSERTION = "gradcam_faithfulness_insertion"
+"""The ``logs`` key of the mean insertion area (``faithfulness=True``; higher is better)."""
+LOG_FAITHFULNESS_DELETION = "gradcam_faithfulness_deletion"
+"""The ``logs`` key of the mean deletion area (``faithfulness=True``; lower is better)."""
 NONFINITE = "gradcam/nonfinite"
 """How many probes had a NaN or infinite heatmap or score at a step (a diverging model)."""
 
@@ -134,6 +153,31 @@ def probe_scalar_tag(index: int, name: str, method: str | None = None) -> str:
         'gradcam/probe_01/change'
     """
     return f"{probe_tag(index, method)}/{name}"
+
+
+def faithfulness_tag(metric: str, index: int | None = None) -> str:
+    """The scalar tag of a faithfulness metric (``insertion``, ``deletion``, ``road``): its
+    mean over probes (``index=None``), or probe ``index``'s value, a scalar of the probe as
+    :func:`probe_scalar_tag` names them. Only the first CAM method is scored, so these tags
+    have no method section.
+
+    Example:
+        >>> faithfulness_tag("insertion"), faithfulness_tag("deletion", 2)
+        ('gradcam/faithfulness/insertion', 'gradcam/probe_02/faithfulness/deletion')
+    """
+    if index is None:
+        return f"{FAITHFULNESS}/{metric}"
+    return probe_scalar_tag(index, f"faithfulness/{metric}")
+
+
+def log_faithfulness_key(metric: str) -> str:
+    """The Keras ``logs`` key of a faithfulness metric's mean over probes.
+
+    Example:
+        >>> log_faithfulness_key("deletion") == LOG_FAITHFULNESS_DELETION
+        True
+    """
+    return f"gradcam_faithfulness_{metric}"
 
 
 def timeline_tag(index: int, method: str | None = None) -> str:
