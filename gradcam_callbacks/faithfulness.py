@@ -599,9 +599,9 @@ def probe_faithfulness(
     run of their ``2 * N * (steps + 1)`` perturbed inputs (one compiled forward per chunk).
     Every heatmap must be finite: leave out probes whose map is not.
 
-    For ``GradCamCallback(faithfulness=...)``: call it on the training thread at a logged
-    epoch with the probes, their finite maps ``heatmaps[:, 0]`` and targets ``targets[:, 0]``,
-    and log each array's mean and its per-probe values.
+    ``GradCamCallback(faithfulness=...)`` calls it on the training thread at each logged
+    epoch with the probes whose map and score are finite, their maps and the targets they
+    explain, and logs each array's mean and its per-probe values.
 
     Raises:
         ValueError: an unknown name.

@@ -10,6 +10,7 @@ checks and the failure path do not depend on it.
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import keras
@@ -228,11 +229,17 @@ def test_a_failing_measurement_warns_and_training_goes_on(digits, tmp_path, monk
     monkeypatch.setattr(callback_module, "probe_faithfulness", broken)
     cam = GradCamCallback(x[-2:], faithfulness=True, log_dir=tmp_path / "gradcam",
                           display_size=8)
-    with pytest.warns(RuntimeWarning, match=r"could not measure the faithfulness of the "
-                      r"Grad-CAM maps at step -1 \(MemoryError: no room"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         history = _model().fit(x[:128], y[:128], epochs=2, batch_size=64, verbose=0,
                                callbacks=[cam])
     assert len(history.history["loss"]) == 2
+    # one warning per logged step, naming it and the cause
+    messages = [str(w.message) for w in caught if "faithfulness" in str(w.message)]
+    assert [re.search(r"at step (-?\d+) \(MemoryError: no room", m).group(1)
+            for m in messages] == ["-1", "0", "1"], messages
+    assert all(m.startswith("GradCamCallback could not measure the faithfulness of the "
+                            "Grad-CAM maps") and "training goes on" in m for m in messages)
     for key in KEYS.values():
         assert np.isnan(history.history[key]).all()  # the keys are there, unmeasured
     logged = {r.tag for r in read_events(cam.run_dir)}
