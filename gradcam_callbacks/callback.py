@@ -17,7 +17,15 @@ from . import backends, logdirs, methods, tags
 from ._validation import check_bool, check_int, is_int
 from .alarm import ShortcutAlarm, ShortcutWarning
 from .distribute import is_chief
-from .explain import Plan, ScoreSlots, check_docs, derive_image, plan
+from .explain import (
+    Plan,
+    ReshapeSpec,
+    ScoreSlots,
+    check_docs,
+    check_reshape,
+    derive_image,
+    plan,
+)
 from .image import Colormap, check_alpha_limit, get_colormap
 from .keras_family import Keras2CallbackHooks
 from .layers import LayerSpec
@@ -187,6 +195,9 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             this many masked inputs per forward (default: all probes in one pass, and
             Score-CAM's chunks of 2 MiB of masked inputs), to bound memory or match a
             device's best batch.
+        reshape: Token layers only: tokens ``(N, T, C)`` to maps ``(N, h, w, C)``, for a
+            layout the model does not show (see
+            :func:`~gradcam_callbacks.explain_predictions`).
 
     Example:
         >>> cam = GradCamCallback((x_val[:8], y_val[:8]), targets="true", probe_boxes=boxes[:8],
@@ -229,8 +240,10 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         batch_size: int | None = None,
         alarm: ShortcutAlarm | None = None,
         sink: Sink | TensorBoardSink | Sequence[Sink | TensorBoardSink] | None = None,
+        reshape: ReshapeSpec = None,
     ) -> None:
         super().__init__()
+        self.reshape = check_reshape(reshape)
         self.methods = check_methods(method, max_channels)
         self.max_channels = max_channels
         self.batch_size = check_int("batch_size", batch_size, minimum=1, none_ok=True)
@@ -307,7 +320,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         """Check the probes against the model and build the Grad-CAM pass, before epoch 1."""
         model = self.model
         self._slots = None
-        self._plan = plan(model, self.layer, self.output)
+        self._plan = plan(model, self.layer, self.output, self.reshape)
         check_docs(model, self.probe_x, name="probes")
         check_against_model(model, self._plan.classes, self.class_names, self.probe_y,
                             self.targets)
