@@ -18,7 +18,15 @@ from . import backends, logdirs, methods, tags
 from ._validation import check_bool, check_int, is_int
 from .alarm import ShortcutAlarm, ShortcutWarning
 from .distribute import is_chief
-from .explain import Plan, ScoreSlots, check_docs, derive_image, plan
+from .explain import (
+    Plan,
+    ReshapeSpec,
+    ScoreSlots,
+    check_docs,
+    check_reshape,
+    derive_image,
+    plan,
+)
 from .faithfulness import DEFAULT_METRICS, METRICS, probe_faithfulness
 from .image import Colormap, check_alpha_limit, get_colormap
 from .keras_family import Keras2CallbackHooks
@@ -213,6 +221,9 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             ones: read insertion there (docs/methods.md). Probes whose map or score is not
             finite are left out; with none left, the means are not written and the logs
             hold NaN. A failure becomes a warning (NaN in the logs); training goes on.
+        reshape: Token layers only: tokens ``(N, T, C)`` to maps ``(N, h, w, C)``, for a
+            layout the model does not show (see
+            :func:`~gradcam_callbacks.explain_predictions`).
 
     Example:
         >>> cam = GradCamCallback((x_val[:8], y_val[:8]), targets="true", probe_boxes=boxes[:8],
@@ -261,8 +272,10 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         alarm: ShortcutAlarm | None = None,
         sink: Sink | TensorBoardSink | Sequence[Sink | TensorBoardSink] | None = None,
         faithfulness: bool | str | Sequence[str] = False,
+        reshape: ReshapeSpec = None,
     ) -> None:
         super().__init__()
+        self.reshape = check_reshape(reshape)
         self.methods = check_methods(method, max_channels)
         self.faithfulness = check_faithfulness(faithfulness)
         self.max_channels = max_channels
@@ -340,7 +353,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         """Check the probes against the model and build the Grad-CAM pass, before epoch 1."""
         model = self.model
         self._slots = None
-        self._plan = plan(model, self.layer, self.output)
+        self._plan = plan(model, self.layer, self.output, self.reshape)
         check_docs(model, self.probe_x, name="probes")
         check_against_model(model, self._plan.classes, self.class_names, self.probe_y,
                             self.targets)

@@ -9,7 +9,7 @@ and the command line make one plan and run it at every logged epoch or batch.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -33,6 +33,8 @@ from .keras_family import graph_of
 
 TargetsSpec = Sequence[Any] | np.ndarray | scores_module.ScoreFunction | None
 OutputSpec = int | str | None
+# tokens (N, T, C) -> maps (N, h, w, C), numpy: how an exotic token layer lies on the image
+ReshapeSpec = Callable[[np.ndarray], np.ndarray] | None
 
 
 class NonFiniteError(ValueError):
@@ -85,6 +87,11 @@ class RawExplanation:
     data_format: str
     method: methods.Method = methods.METHODS[methods.DEFAULT]
     functions: tuple[scores_module.ScoreFunction, ...] | None = None
+    # attention methods (rollout): the attention weights (N, L, heads, T, T), their
+    # gradients (N, K, L, heads, T, T) and where their tokens lie
+    attention: np.ndarray | None = None
+    attention_grads: np.ndarray | None = None
+    layout: layers.TokenLayout | None = None
 
     def explained_targets(self) -> np.ndarray:
         """``(N, K)`` what each slot explained: class indices (int), or with score
@@ -131,6 +138,36 @@ class Plan:
     data_format: str
     input_dtype: str
     output_shape: tuple[int | None, ...] | None = None
+    reshape: ReshapeSpec = None
+
+    def token_maps(self, activations: np.ndarray, grads: np.ndarray, docs: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Token activations ``(N, T, C)`` and gradients ``(N, K, T, C)`` as maps ``(N, h, w,
+        C)`` and ``(N, K, h, w, C)``: by ``reshape`` if given, else on the patch grid
+        (:func:`gradcam_callbacks.layers.token_layout`), the prefix tokens dropped."""
+        count, slots = grads.shape[:2]
+        if self.reshape is not None:
+            maps = _reshaped(self.reshape, activations, self.layer.path)
+            moved = _reshaped(self.reshape, grads.reshape(count * slots, *grads.shape[2:]),
+                              self.layer.path)
+            return maps, moved.reshape(count, slots, *moved.shape[1:])
+        layout = self.token_layout(activations.shape[1], docs)
+        return layout.maps(activations), layout.maps(grads)
+
+    def token_layout(self, tokens: int, docs: np.ndarray) -> layers.TokenLayout:
+        """Where ``tokens`` tokens lie on ``docs``' images; a ValueError if on no grid."""
+        size = docs.shape[2:4] if self.data_format == "channels_first" else docs.shape[1:3]
+        patch = layers.patch_size(self.model)
+        layout = layers.token_layout(tokens, size, patch)
+        if layout is None:
+            found = ("no patch embedding (a convolution whose kernel equals its strides)"
+                     if patch is None else f"patches of {patch[0]}x{patch[1]}")
+            raise ValueError(
+                f"layer {self.layer.path!r} gives {tokens} tokens, which lie on no patch grid "
+                f"of the {size[0]}x{size[1]} input ({found}, any prefix tokens first); pass "
+                "reshape= with a function from tokens (N, tokens, channels) to maps (N, h, w, "
+                "channels)")
+        return layout
 
     def targets(self, targets: TargetsSpec, count: int) -> tuple[np.ndarray, np.ndarray]:
         """Validate ``targets`` for ``count`` docs: ``(N, K)`` int32 (-1 = top class) and
@@ -167,30 +204,50 @@ class Plan:
         chosen = methods.check_options(method, max_channels)
         functions = targets.functions if isinstance(targets, ScoreSlots) else None
         function = backends.gradient_function(
-            self.model, self.layer.layer, self.layer.path, self.output_index, functions
+            self.model, self.layer.layer, self.layer.path, self.output_index, functions,
+            self.attention_layers(chosen),
         )
         targets = np.asarray(targets)
         docs = np.asarray(docs, dtype=self.input_dtype)
         step = len(docs) if not batch_size else batch_size
         parts = [function(docs[i:i + step], targets[i:i + step]) for i in range(0, len(docs), step)]
-        activations, grads, outputs, resolved = (np.concatenate(p) for p in zip(*parts))
+        activations, grads, outputs, resolved, *tapped = (np.concatenate(p) for p in zip(*parts))
+        attention, attention_grads = tapped if tapped else (None, None)
+        layout = None if attention is None else self.token_layout(attention.shape[-1], docs)
         layers.check_rank(self.layer, activations.ndim, docs.ndim)
-        if self.data_format == "channels_first":
+        if activations.ndim == docs.ndim - 1:
+            activations, grads = self.token_maps(activations, grads, docs)
+        elif self.data_format == "channels_first":
             activations = np.moveaxis(activations, 1, -1)
             grads = np.moveaxis(grads, 2, -1)
         if self.classes is None:
             _check_target_range(targets, outputs.shape[-1])
         scores = np.take_along_axis(outputs, resolved.astype(np.intp), axis=-1)
-        with np.errstate(over="ignore", invalid="ignore"):
-            heatmaps, weights = self._method_maps(
-                chosen, activations, grads, docs, resolved, batch_size, max_channels, functions)
-        if check_finite:
-            _check_finite(self.model, scores, activations, grads, heatmaps, counts, name)
-        return RawExplanation(
-            activations=activations, grads=grads, weights=weights, heatmaps=heatmaps,
+        raw = RawExplanation(
+            activations=activations, grads=grads, weights=np.empty(0), heatmaps=np.empty(0),
             targets=resolved, scores=scores, outputs=outputs, counts=counts, layer=self.layer,
             data_format=self.data_format, method=chosen, functions=functions,
+            attention=attention, attention_grads=attention_grads, layout=layout,
         )
+        with np.errstate(over="ignore", invalid="ignore"):
+            heatmaps, weights = self._method_maps(chosen, raw, docs, batch_size, max_channels)
+        if check_finite:
+            _check_finite(self.model, scores, activations, grads, heatmaps, counts, name)
+        return replace(raw, heatmaps=heatmaps, weights=weights)
+
+    def attention_layers(self, method: methods.Method) -> tuple[keras.layers.Layer, ...]:
+        """The ``MultiHeadAttention`` layers the pass reads for ``method``: all of the
+        model's for an attention method (a ValueError if it has none), else none."""
+        if not method.needs_attention:
+            return ()
+        found = layers.attention_layers(self.model)
+        if not found:
+            raise ValueError(
+                f"method={method.name!r} reads the attention weights of the model's "
+                f"keras.layers.MultiHeadAttention layers (keras_hub's ViT, DeiT and DINOv2 use "
+                f"them); model {self.model.name!r} has none (Swin's windowed attention and "
+                "CNNs are explained by the gradient methods, e.g. method='hirescam')")
+        return tuple(choice.layer for choice in found)
 
     def apply(
         self, raw: RawExplanation, docs: np.ndarray, method: str | methods.Method,
@@ -207,22 +264,26 @@ class Plan:
             'LayerCAM'
         """
         chosen = methods.check_options(method, max_channels)
-        heatmaps, weights = self._method_maps(
-            chosen, raw.activations, raw.grads, docs, raw.targets, batch_size, max_channels,
-            raw.functions)
+        if chosen.needs_attention and raw.attention is None:
+            # the pass read no attention: run the one that does, for the same targets
+            slots = raw.targets if raw.functions is None else ScoreSlots.of(
+                raw.targets, raw.functions)
+            return self.run(docs, slots, raw.counts, batch_size, chosen, max_channels,
+                            check_finite=False)
+        heatmaps, weights = self._method_maps(chosen, raw, docs, batch_size, max_channels)
         return replace(raw, heatmaps=heatmaps, weights=weights, method=chosen)
 
     def _method_maps(
-        self, method: methods.Method, activations: np.ndarray, grads: np.ndarray,
-        docs: np.ndarray, targets: np.ndarray, batch_size: int | None,
-        max_channels: int | None, functions: tuple[Any, ...] | None = None,
+        self, method: methods.Method, raw: RawExplanation, docs: np.ndarray,
+        batch_size: int | None, max_channels: int | None,
     ) -> tuple[np.ndarray, np.ndarray]:
         # Score-CAM scores its masked inputs with the same score functions (F columns)
-        score = self._score if functions is None else functools.partial(
-            self._score, functions=functions)
+        score = self._score if raw.functions is None else functools.partial(
+            self._score, functions=raw.functions)
         return methods.apply(method, methods.CamInputs(
-            activations, grads, np.asarray(docs, dtype=self.input_dtype), targets,
-            self.data_format, score, batch_size, max_channels,
+            raw.activations, raw.grads, np.asarray(docs, dtype=self.input_dtype), raw.targets,
+            self.data_format, score, batch_size, max_channels, raw.attention,
+            raw.attention_grads, raw.layout,
         ))
 
     def _score(self, inputs: np.ndarray, functions: tuple[Any, ...] | None = None) -> np.ndarray:
@@ -264,8 +325,11 @@ def _check_finite(model: keras.Model, scores: np.ndarray, activations: np.ndarra
     )
 
 
-def plan(model: keras.Model, layer: layers.LayerSpec = None, output: OutputSpec = None) -> Plan:
-    """Check the model, pick the layer and output once, for many calls.
+def plan(model: keras.Model, layer: layers.LayerSpec = None, output: OutputSpec = None,
+         reshape: ReshapeSpec = None) -> Plan:
+    """Check the model, pick the layer and output once, for many calls. ``reshape`` (a
+    function from token activations ``(N, T, C)`` to maps ``(N, h, w, C)``, numpy) overrides
+    the patch grid found for a token layer.
 
     Example:
         >>> p = plan(model, layer=None)
@@ -273,6 +337,7 @@ def plan(model: keras.Model, layer: layers.LayerSpec = None, output: OutputSpec 
         'last_conv'
     """
     _check_model(model)
+    check_reshape(reshape)
     index, classes, shape = _resolve_output(model, output)
     choice = layers.resolve_layer(model, layer, index)  # the automatic layer depends on it
     rank = layers.input_rank(model)
@@ -281,7 +346,32 @@ def plan(model: keras.Model, layer: layers.LayerSpec = None, output: OutputSpec 
     if not str(dtype).startswith(("float", "bfloat")):
         dtype = "float32"
     return Plan(model, choice, index, classes, layers.data_format(model, choice.layer), str(dtype),
-                shape)
+                shape, reshape)
+
+
+def check_reshape(reshape: Any) -> ReshapeSpec:
+    """``reshape`` if it is ``None`` or callable; else a TypeError naming it.
+
+    Example:
+        >>> check_reshape(None) is None
+        True
+    """
+    if reshape is not None and not callable(reshape):
+        raise TypeError(f"reshape must be None or a function from tokens (N, tokens, channels) "
+                        f"to maps (N, h, w, channels); received {type(reshape).__name__}: "
+                        f"{reshape!r}")
+    return reshape
+
+
+def _reshaped(reshape: Callable[[np.ndarray], np.ndarray], tokens: np.ndarray,
+              path: str) -> np.ndarray:
+    """``reshape(tokens)``, checked to be maps ``(N, h, w, C)`` of the tokens' N and C."""
+    maps = np.asarray(reshape(tokens))
+    if maps.ndim != 4 or maps.shape[0] != tokens.shape[0] or maps.shape[-1] != tokens.shape[-1]:
+        raise ValueError(
+            f"reshape must turn layer {path!r}'s tokens {tokens.shape} into maps (N, h, w, C) "
+            f"with the same N and C; it returned shape {maps.shape}")
+    return maps
 
 
 def explain_raw(
@@ -295,6 +385,7 @@ def explain_raw(
     batch_size: int | None = None,
     method: str = methods.DEFAULT,
     max_channels: int | None = None,
+    reshape: ReshapeSpec = None,
 ) -> RawExplanation:
     """Validate everything, then run one compiled pass over ``docs`` and ``method`` on it.
 
@@ -307,7 +398,7 @@ def explain_raw(
     """
     methods.check_options(method, max_channels)
     methods.check_positive("batch_size", batch_size)
-    pass_plan = plan(model, layer, output)
+    pass_plan = plan(model, layer, output, reshape)
     docs = check_docs(model, docs, single=single)
     slots, counts = pass_plan.targets(targets, len(docs))
     return pass_plan.run(docs, slots, counts, batch_size, method, max_channels)
@@ -324,6 +415,7 @@ def explain_predictions(
     batch_size: int | None = None,
     method: str = methods.DEFAULT,
     max_channels: int | None = None,
+    reshape: ReshapeSpec = None,
 ) -> list[Explanation]:
     """Explain N images in one compiled forward and backward pass.
 
@@ -350,6 +442,10 @@ def explain_predictions(
             (see docs/methods.md).
         max_channels: Score-CAM only: score just the channels with the largest spatial
             standard deviation, this many (default: all).
+        reshape: For a token layer ``(N, tokens, channels)`` on no patch grid the model
+            shows: a function from its tokens (numpy ``(N, T, C)``) to maps ``(N, h, w, C)``.
+            By default the grid comes from the image size over the patch size and the
+            prefix tokens (class, distillation, registers) are dropped.
 
     Returns:
         One :class:`Explanation` per doc.
@@ -366,7 +462,7 @@ def explain_predictions(
     """
     methods.check_positive("batch_size", batch_size)
     methods.check_options(method, max_channels)
-    pass_plan = plan(model, layer, output)
+    pass_plan = plan(model, layer, output, reshape)
     docs = check_docs(model, docs)
     pictures = check_pictures(images, len(docs), "images", per="doc")
     slots, counts = pass_plan.targets(targets, len(docs))
@@ -385,6 +481,7 @@ def explain_prediction(
     method: str = methods.DEFAULT,
     max_channels: int | None = None,
     batch_size: int | None = None,
+    reshape: ReshapeSpec = None,
 ) -> Explanation:
     """Explain one image with Grad-CAM, with the API and the numbers of ELI5's Keras support
     (or with another CAM method).
@@ -404,6 +501,8 @@ def explain_prediction(
         max_channels: Score-CAM only: how many channels to score (default: all).
         batch_size: Score-CAM only: at most this many masked inputs per forward (default:
             2 MiB of them).
+        reshape: Token layers only: tokens ``(N, T, C)`` to maps ``(N, h, w, C)``, for a
+            layout the model does not show (see :func:`explain_predictions`).
 
     Returns:
         An :class:`Explanation` whose ``targets[k].heatmap`` is a 2D array in [0, 1].
@@ -419,7 +518,7 @@ def explain_prediction(
     """
     methods.check_options(method, max_channels)
     methods.check_positive("batch_size", batch_size)
-    pass_plan = plan(model, layer, output)
+    pass_plan = plan(model, layer, output, reshape)
     doc = check_docs(model, doc, single=True)
     pictures = None if image is None else [to_picture(image, "image")]
     if callable(targets):
@@ -445,7 +544,8 @@ def show_prediction(model: keras.Model, doc: np.ndarray, **kwargs: Any) -> Image
 
     ``resampling_filter``, ``colormap`` and ``alpha_limit`` go to
     :func:`~gradcam_callbacks.format_as_image`; ``image``, ``targets``, ``layer``,
-    ``output``, ``method``, ``max_channels`` and ``batch_size`` to :func:`explain_prediction`;
+    ``output``, ``method``, ``max_channels``, ``batch_size`` and ``reshape`` to
+    :func:`explain_prediction`;
     ``class_names`` names the classes in the labels.
 
     Example:
@@ -458,7 +558,7 @@ def show_prediction(model: keras.Model, doc: np.ndarray, **kwargs: Any) -> Image
 
     format_names = ("resampling_filter", "colormap", "alpha_limit")
     explain_names = ("image", "targets", "layer", "output", "method", "max_channels",
-                     "batch_size")
+                     "batch_size", "reshape")
     unknown = sorted(set(kwargs) - set(format_names) - set(explain_names) - {"class_names"})
     if unknown:
         raise TypeError(

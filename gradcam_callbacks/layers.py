@@ -2,10 +2,18 @@
 
 A layer is found by the automatic rule (:func:`auto_layer`: walking back along the computation
 from the explained output, the last spatial feature map larger than 1x1, descending into nested
-models), by name, by a ``"outer/inner"`` path, by index or as an instance. Its output is
-reached by :func:`intercept`, which routes the layer's ``call`` through a function for the
-duration of one traced call. That single mechanism works the same
-for Functional, Sequential, nested and subclassed models, and never rebuilds a sub-model.
+models; for vision transformers the tokens entering an attention layer), by name, by a
+``"outer/inner"`` path (into nested models and into the sub-layers a layer holds, such as the
+blocks keras_hub keeps in a Python list: ``"vit_backbone/vit_encoder/transformer_block_1/ln_1"``),
+by index or as an instance. Its output is reached by :func:`intercept`, which routes the
+layer's ``call`` through a function for the duration of one traced call. That single mechanism
+works the same for Functional, Sequential, nested and subclassed models and for sub-layers
+that are no graph nodes, and never rebuilds a sub-model.
+
+A layer's output is a map when it is spatial, ``(batch, h, w, channels)``, or when it holds
+tokens, ``(batch, tokens, channels)``, that are prefix tokens (class, distillation, register
+tokens) followed by a patch grid: :class:`TokenLayout`, found from the image size and the
+strides of the model's patch-embedding convolution (:func:`patch_size`), never assumed.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import keras
+import numpy as np
 
 from ._validation import is_int
 from .keras_family import KerasGraph, graph_of
@@ -134,24 +143,27 @@ def resolve_layer(model: keras.Model, layer: LayerSpec, output_index: int = 0) -
 
 
 def check_rank(choice: LayerChoice, rank: int | None, wanted: int | None) -> None:
-    """Raise a ValueError if a layer's output rank is known and is not the input's rank."""
-    if rank is not None and wanted is not None and rank != wanted:
+    """Raise a ValueError if a layer's output rank is known and is neither the input's rank
+    (a spatial map) nor one less (tokens, ``(batch, tokens, channels)``)."""
+    if rank is not None and wanted is not None and rank not in (wanted, wanted - 1):
         raise ValueError(
             f"layer {choice.path!r} has an output of rank {rank}; Grad-CAM needs a spatial "
             f"feature map of rank {wanted}, the rank of the model's input (for images: "
-            "batch, height, width, channels)"
+            f"batch, height, width, channels), or tokens of rank {wanted - 1} (batch, tokens, "
+            "channels) on a patch grid"
         )
 
 
 @contextlib.contextmanager
 def intercept(
-    layer: keras.layers.Layer, transform: Callable[[Any], Any]
+    layer: keras.layers.Layer, transform: Callable[[Any], Any], method: str = "call"
 ) -> Iterator[list[Any]]:
     """Route ``layer``'s output through ``transform`` while the block runs.
 
     Yields the list of transformed outputs, one per call of the layer. The layer is restored
     on exit, also after an error. Backends use this to watch, perturb or detach the
-    activation inside a traced call.
+    activation inside a traced call. ``method`` names the method routed (default ``call``;
+    :func:`attention_weights` routes ``MultiHeadAttention._masked_softmax``).
 
     Example:
         >>> with intercept(layer, lambda a: a) as outputs:
@@ -159,23 +171,74 @@ def intercept(
         >>> len(outputs), tuple(outputs[0].shape)
         (1, (16, 12, 12, 48))
     """
-    had_own_call = "call" in vars(layer)
-    original = layer.call
     outputs: list[Any] = []
+    with _routed(layer, method, lambda original: _transformed(original, transform, outputs)):
+        yield outputs
 
+
+def _transformed(original: Callable[..., Any], transform: Callable[[Any], Any],
+                 outputs: list[Any]) -> Callable[..., Any]:
     def call(*args: Any, **kwargs: Any) -> Any:
         result = transform(original(*args, **kwargs))
         outputs.append(result)
         return result
 
-    object.__setattr__(layer, "call", call)
+    return call
+
+
+@contextlib.contextmanager
+def _routed(layer: Any, method: str, wrap: Callable[[Callable[..., Any]], Callable[..., Any]],
+            ) -> Iterator[None]:
+    """Replace ``layer.<method>`` by ``wrap(original)`` for the block; restored on exit."""
+    had_own = method in vars(layer)
+    original = getattr(layer, method)
+    object.__setattr__(layer, method, wrap(original))
     try:
-        yield outputs
+        yield
     finally:
-        if had_own_call:
-            object.__setattr__(layer, "call", original)
+        if had_own:
+            object.__setattr__(layer, method, original)
         else:
-            object.__delattr__(layer, "call")
+            object.__delattr__(layer, method)
+
+
+@contextlib.contextmanager
+def attention_weights(
+    layer: keras.layers.Layer, transform: Callable[[Any], Any]
+) -> Iterator[list[Any]]:
+    """Route the attention weights ``(batch, heads, queries, keys)`` of a
+    ``keras.layers.MultiHeadAttention`` (keras_hub's attention layers are, or hold, one)
+    through ``transform`` while the block runs, and yield them, one per call.
+
+    The layer is made to take its explicit softmax path (as with
+    ``return_attention_scores=True``; the fused ``dot_product_attention`` never forms the
+    weights), returning what its caller asked for; so its output is the same up to float
+    rounding, and the weights lie on the computation: a gradient with respect to them is the
+    score's.
+
+    Example:
+        >>> import numpy as np
+        >>> mha = attention_layers(vit)[0].layer
+        >>> with attention_weights(mha, lambda a: a) as weights:
+        ...     _ = vit(np.zeros((2, 16, 16, 3), "float32"), training=False)
+        >>> tuple(weights[0].shape)  # (batch, heads, tokens, tokens)
+        (2, 2, 17, 17)
+    """
+    def explicit(original: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            asked = kwargs.pop("return_attention_scores", False)
+            output, scores = original(*args, return_attention_scores=True, **kwargs)
+            return (output, scores) if asked else output
+
+        return call
+
+    flash = vars(layer).get("_flash_attention")
+    with contextlib.ExitStack() as stack:
+        if flash:  # flash attention forms no weights; off for the block
+            object.__setattr__(layer, "_flash_attention", False)
+            stack.callback(object.__setattr__, layer, "_flash_attention", flash)
+        stack.enter_context(_routed(layer, "call", explicit))
+        yield stack.enter_context(intercept(layer, transform, "_masked_softmax"))
 
 
 def single_activation(outputs: list[Any], path: str) -> Any:
@@ -206,14 +269,178 @@ def symbolic_inputs(model: keras.Model) -> list[Any] | None:
 
 
 def _sublayers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
-    return list(getattr(layer, "layers", None) or [])
+    """A model's layers; a plain layer's own sub-layers (keras_hub keeps a transformer's
+    blocks in a Python list inside one layer), in the order they were assigned."""
+    found = getattr(layer, "layers", None)
+    if found is None and callable(getattr(layer, "_flatten_layers", None)):
+        found = layer._flatten_layers(include_self=False, recursive=False)
+    return list(found or [])
 
 
 def walk(model: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
-    """Every layer inside ``model``, depth first, nested models' layers included."""
-    for sub in _sublayers(model):
+    """Every layer inside ``model``, depth first, nested models' layers and layers' own
+    sub-layers included."""
+    for sub, _ in walk_paths(model):
         yield sub
-        yield from walk(sub)
+
+
+def walk_paths(model: keras.layers.Layer, prefix: str = ""
+               ) -> Iterator[tuple[keras.layers.Layer, str]]:
+    """``(layer, path)`` of every layer inside ``model``, depth first; ``path`` names it
+    from ``model`` as :func:`resolve_layer` reads it.
+
+    Example:
+        >>> [path for _, path in walk_paths(vit)][:3]
+        ['images', 'vit_backbone', 'vit_backbone/images']
+    """
+    for sub in _sublayers(model):
+        path = prefix + sub.name
+        yield sub, path
+        yield from walk_paths(sub, path + "/")
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """How a ``(batch, tokens, channels)`` output lies on the image: ``prefix`` tokens
+    (class, distillation, register tokens) first, then a ``height x width`` patch grid in
+    row-major order.
+
+    Example:
+        >>> import numpy as np
+        >>> layout = TokenLayout(prefix=1, height=2, width=3)
+        >>> layout.maps(np.zeros((4, 7, 16))).shape
+        (4, 2, 3, 16)
+    """
+
+    prefix: int
+    height: int
+    width: int
+
+    def maps(self, tokens: np.ndarray) -> np.ndarray:
+        """``(..., tokens, C) -> (..., height, width, C)``: the prefix tokens dropped."""
+        tokens = np.asarray(tokens)
+        grid = tokens[..., self.prefix:, :]
+        return grid.reshape(*tokens.shape[:-2], self.height, self.width, tokens.shape[-1])
+
+
+def patch_size(model: keras.layers.Layer) -> tuple[int, int] | None:
+    """The strides of the model's patch embedding: its first 2D convolution whose kernel
+    equals its strides, larger than 1 (ViT, DeiT, DINOv2, Swin all patch the image so);
+    ``None`` if it has none.
+
+    Example:
+        >>> patch_size(vit), patch_size(model)  # a keras_hub ViT, a CNN
+        ((4, 4), None)
+    """
+    for layer in walk(model):
+        kernel, strides = getattr(layer, "kernel_size", None), getattr(layer, "strides", None)
+        if (isinstance(kernel, (tuple, list)) and len(kernel) == 2 and strides is not None
+                and tuple(kernel) == tuple(strides) and max(kernel) > 1):
+            return int(strides[0]), int(strides[1])
+    return None
+
+
+def token_layout(tokens: int, image_size: tuple[int, int],
+                 patch: tuple[int, int] | None) -> TokenLayout | None:
+    """The :class:`TokenLayout` of ``tokens`` tokens of an ``image_size`` (height, width)
+    image patched by ``patch``: the patch grid (image size over patch size) after fewer
+    prefix tokens than grid cells, or, with no prefix, a stage's grid halved by patch
+    merging (Swin); ``None`` if none fits (then ``reshape=`` says how).
+
+    Example:
+        >>> token_layout(69, (32, 32), (4, 4))  # DINOv2: class + 4 registers + 8x8
+        TokenLayout(prefix=5, height=8, width=8)
+        >>> token_layout(16, (32, 32), (4, 4))  # Swin's second stage: 4x4
+        TokenLayout(prefix=0, height=4, width=4)
+    """
+    if patch is None:
+        return None
+    height, width = image_size[0] // patch[0], image_size[1] // patch[1]
+    if 0 <= tokens - height * width < height * width:
+        return TokenLayout(tokens - height * width, height, width)
+    while height * width > 1 and tokens < height * width:
+        height, width = -(-height // 2), -(-width // 2)
+        if tokens == height * width and tokens > 1:
+            return TokenLayout(0, height, width)
+    return None
+
+
+def attention_layers(model: keras.layers.Layer) -> list[LayerChoice]:
+    """Every ``keras.layers.MultiHeadAttention`` inside ``model`` (keras_hub's ViT, DeiT and
+    DINOv2 attend with one), in the order the model holds them (block by block).
+
+    Example:
+        >>> [a.path for a in attention_layers(vit)][:1]
+        ['vit_backbone/vit_encoder/transformer_block_1/mha']
+    """
+    return [LayerChoice(layer, path) for layer, path in walk_paths(model)
+            if graph_of(layer).is_a(layer, "MultiHeadAttention")]
+
+
+def _attends(layer: Any) -> bool:
+    """A layer that attends: a ``MultiHeadAttention``, or a layer named ``...Attention``
+    that holds none (Swin's ``WindowAttention``; not wrappers such as DINOv2's)."""
+    if graph_of(layer).is_a(layer, "MultiHeadAttention"):
+        return True
+    return type(layer).__name__.endswith("Attention") and not any(
+        _attends(sub) for sub in _sublayers(layer))
+
+
+def _is_norm(layer: Any) -> bool:
+    return "Norm" in type(layer).__name__ and not graph_of(layer).is_a(layer, "Normalization")
+
+
+# Which transformer block's attention input the automatic rule takes: the first
+# (measured, docs/methods.md "Vision transformers").
+TOKEN_BLOCK = 0
+
+
+def transformer_layer(model: keras.layers.Layer) -> LayerChoice | None:
+    """The automatic layer of a vision transformer: the normalised tokens the attention of
+    block :data:`TOKEN_BLOCK` reads (keras_hub's ``ln_1`` / ``norm1``; in a Functional, the
+    layer feeding the attention). ``None`` for a model without a patch embedding
+    (:func:`patch_size`) or without attention.
+
+    A transformer's last tokens are no choice: a classifier pooling the class token sends
+    no gradient to the last block's patch tokens, and the patch-embedding convolution (the
+    first layer) only projects pixels.
+
+    Example:
+        >>> transformer_layer(vit).path
+        'vit_backbone/vit_encoder/transformer_block_1/ln_1'
+    """
+    if patch_size(model) is None:
+        return None
+    found: dict[int, LayerChoice] = {}
+    for parent in [model, *walk(model)]:
+        children = _sublayers(parent)
+        for position, child in enumerate(children):
+            # an attention layer, or a wrapper named so (DINOv2's holds the attention)
+            if not (_attends(child) or type(child).__name__.endswith("Attention")):
+                continue
+            feeding = _feeding_layer(child, children[:position])
+            path = None if feeding is None else _path_of(model, feeding, "")
+            if path is not None:
+                found.setdefault(id(feeding), LayerChoice(feeding, path))
+    if not found:
+        return None
+    choices = list(found.values())
+    return choices[min(TOKEN_BLOCK, len(choices) - 1)]
+
+
+def _feeding_layer(attention: Any, before: list[Any]) -> Any | None:
+    """The layer whose output the attention reads: in a graph, the maker of its query
+    input; among a block's sub-layers, the normalisation assigned just before it."""
+    graph = graph_of(attention)
+    nodes = getattr(attention, "_inbound_nodes", None) or []
+    if len(nodes) == 1:
+        inputs = graph.node_inputs(nodes[0])
+        made = graph.node_of(inputs[0]) if inputs else None
+        if made is not None and not graph.is_a(made[0], "InputLayer"):
+            return made[0]
+    if before and _is_norm(before[-1]):
+        return before[-1]
+    return None
 
 
 def auto_layer(model: keras.Model, output_index: int = 0) -> LayerChoice:
@@ -232,13 +459,15 @@ def auto_layer(model: keras.Model, output_index: int = 0) -> LayerChoice:
       augmentation) do not count, so a map that only transforms the raw input is never
       chosen,
 
-    is the choice. On a plain CNN this is ELI5's choice, the last layer whose output has the
-    input's rank. It differs where ``model.layers`` order is not the order of computation
+    is the choice. A vision transformer (a patch embedding and attention layers) gets
+    :func:`transformer_layer` instead: the tokens its first attention reads, never the patch-
+    embedding convolution. On a plain CNN this is ELI5's choice, the last layer whose output has
+    the input's rank. It differs where ``model.layers`` order is not the order of computation
     (ConvNeXt's residual ``add`` comes after the branch it closes, but is not a layer) and on
-    1x1 heads (MobileNetV3's ``logits`` convolution): the map the global pooling reads is
-    taken. Where the walk forks before finding a map (a layer with several inputs, such as two
-    pooled branches concatenated), every branch is followed: branches that reach the same map
-    agree; branches that reach different maps are reported in a ValueError listing them.
+    1x1 heads (MobileNetV3's ``logits`` convolution): the map the global pooling reads is taken.
+    Where the walk forks before finding a map (a layer with several inputs, such as two pooled
+    branches concatenated), every branch is followed: branches that reach the same map agree;
+    branches that reach different maps are reported in a ValueError listing them.
 
     Args:
         model: A built Functional or Sequential model (possibly with nested models).
@@ -254,6 +483,9 @@ def auto_layer(model: keras.Model, output_index: int = 0) -> LayerChoice:
         >>> auto_layer(model).path
         'last_conv'
     """
+    transformer = transformer_layer(model)
+    if transformer is not None:
+        return transformer
     graph = graph_of(model)
     rank, outputs = input_rank(model), _graph_outputs(graph, model)
     if rank is None or outputs is None:

@@ -19,6 +19,10 @@ installs them once): ``tf_keras`` here with ``TF_USE_LEGACY_KERAS=1``, and Tenso
 (Keras 2.15 as ``keras``) in its own virtual environment. There they must run, not skip
 (``GRADCAM_REQUIRE_KERAS2=1``).
 
+keras_hub (the vision-transformer tests) is installed first, ``--no-deps``
+(``scripts/keras_hub_env.py``: its ``tensorflow-text`` dependency would pull a second
+TensorFlow); under ``CI`` those tests fail rather than skip without it.
+
 The runs go in two lanes side by side (two pytest processes at a time, taking runs from one
 queue, longest first: the suite's time is mostly single-threaded Python, so two cores finish
 it sooner); each run's output is printed whole when it ends. ``--serial`` runs one at a time.
@@ -38,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import keras2_env
+import keras_hub_env
 
 BACKENDS = ("tensorflow", "jax", "torch")
 # XLA's optimisation passes cost seconds per compile of Keras' many small initialiser
@@ -150,6 +155,8 @@ def main(argv: list[str]) -> int:
     os.makedirs(os.path.join(ROOT, ".cache"), exist_ok=True)
     install_started = time.monotonic()
     install = start_keras2_install()
+    print(f"=== keras_hub: scripts/keras_hub_env.py: keras-hub {keras_hub_env.ensure_keras_hub()}",
+          flush=True)
     for name, command in CHECKS.items():
         results.append(run_check(name, command))
     runs = [(backend, backend, ["-m", "not keras2" if i == 0 else

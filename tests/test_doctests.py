@@ -2,7 +2,8 @@
 Keras backend of this process (scripts/run_tests.py runs this file under TensorFlow, JAX and
 PyTorch; not in the Keras 2 runs).
 
-Examples use the names a reader has at hand: ``model`` (the demo's trained CNN,
+Examples use the names a reader has at hand: ``vit`` (a small keras_hub ViT,
+tests/transformers_reference.py), ``model`` (the demo's trained CNN,
 :func:`gradcam_callbacks.demo.pretrained`: 48x48x1 digits, 10 classes, last conv layer
 ``last_conv`` at 12x12), ``x``/``x_val``/``x_test`` and ``y``/``y_val`` (16 held-out digits and
 their labels), ``boxes`` (their digits' boxes), ``doc`` (``x[:1]``), ``docs`` (``x[:4]``),
@@ -123,6 +124,13 @@ class Workspace:
 
         return self._once("diverged_model", make)
 
+    def vit(self) -> keras.Model:
+        """A small keras_hub ViT classifier (16x16x3, 4x4 patches, 2 blocks; needs keras_hub,
+        which scripts/run_tests.py installs)."""
+        from transformers_reference import build
+
+        return self._once("vit", lambda: build("vit"))
+
     def options(self) -> Any:
         def make() -> Any:
             from PIL import Image
@@ -161,6 +169,7 @@ class Workspace:
             "layer": lambda: self.model().get_layer("last_conv"),
             "options": self.options,
             "explanation": self.explanation,
+            "vit": self.vit,
         }
 
     def files(self, source: str) -> None:

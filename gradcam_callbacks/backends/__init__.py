@@ -31,7 +31,9 @@ _MODULES = {
 # Keras 2 models (tf.keras, tf_keras) run on TensorFlow whatever KERAS_BACKEND says.
 _KERAS2 = "gradcam_callbacks.backends.keras2_backend"
 
-RawOutputs = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+# (activations, grads, outputs, targets), and with attention layers in the pass
+# (attention weights, their grads) too: see gradient_function
+RawOutputs = tuple[np.ndarray, ...]
 
 
 @runtime_checkable
@@ -169,15 +171,20 @@ def backend_name() -> str:
 
 def gradient_function(
     model: keras.Model, layer: keras.layers.Layer, path: str, output_index: int,
-    scores: ScoreHead = None,
+    scores: ScoreHead = None, attention: tuple[keras.layers.Layer, ...] = (),
 ) -> GradientFunction:
     """The cached compiled pass for (model, layer, output), built on first use.
 
     With ``scores`` (a tuple of score functions, see :mod:`gradcam_callbacks.targets`) the
     pass differentiates those instead of class scores: its ``outputs`` are ``(N, F)``, column
     ``f`` the score function ``f`` on each doc, and ``targets`` index the functions. Each
-    distinct tuple is its own compiled variant (equal ready-made scores share one)."""
-    return _compiled("build", model, layer, path, output_index, scores)
+    distinct tuple is its own compiled variant (equal ready-made scores share one).
+
+    With ``attention`` (``MultiHeadAttention`` layers, see
+    :func:`gradcam_callbacks.layers.attention_weights`) the same pass also returns their
+    attention weights ``(N, L, heads, T, T)`` and the targets' gradients with respect to
+    them ``(N, K, L, heads, T, T)``, as a fifth and sixth array."""
+    return _compiled("build", model, layer, path, output_index, scores, attention)
 
 
 def score_function(
@@ -199,10 +206,10 @@ def score_function(
 
 def _compiled(
     builder: str, model: keras.Model, layer: keras.layers.Layer, path: str, output_index: int,
-    scores: ScoreHead = None,
+    scores: ScoreHead = None, attention: tuple[keras.layers.Layer, ...] = (),
 ) -> GradientFunction:
     per_model = _cache.setdefault(model, {})
-    key = (builder, id(layer), output_index, scores)
+    key = (builder, id(layer), output_index, scores, tuple(id(a) for a in attention))
     cached = per_model.get(key)
     if cached is None:
         module = model_backend(model)
@@ -210,7 +217,7 @@ def _compiled(
         _COUNTS["builds"] += 1
         cached.run = getattr(module, builder)(
             PassSpec(weakref.ref(model), weakref.ref(layer), path, output_index,
-                     score_scale(model), scores),
+                     score_scale(model), scores, tuple(weakref.ref(a) for a in attention)),
             cached.count_trace,
         )
         per_model[key] = cached
@@ -229,6 +236,16 @@ class PassSpec:
     output_index: int
     score_scale: float
     scores: ScoreHead = None  # score functions (gradcam_callbacks.targets); None: classes
+    # MultiHeadAttention layers whose attention weights the pass also returns, with gradients
+    attention_refs: tuple[weakref.ref[keras.layers.Layer], ...] = ()
+
+    @property
+    def attention(self) -> list[keras.layers.Layer]:
+        """The attention layers read in the pass (none: a plain Grad-CAM pass)."""
+        found = [ref() for ref in self.attention_refs]
+        if any(layer is None for layer in found):  # pragma: no cover
+            raise RuntimeError("an attention layer of this pass no longer exists")
+        return found  # type: ignore[return-value]
 
     @property
     def model(self) -> keras.Model:
@@ -271,6 +288,29 @@ class PassSpec:
                 "Grad-CAM explains class scores, an output of shape (batch, classes)"
             )
         return selected
+
+
+def raw_outputs(taps: list[np.ndarray], grads: list[np.ndarray], scores: np.ndarray,
+                resolved: np.ndarray) -> RawOutputs:
+    """A backend's numpy results as a pass returns them: the intercepted activation
+    ``taps[0]`` and its gradients ``grads[0] (N, K, ...)``, the outputs and targets, then,
+    when attention layers were read, their weights stacked ``(N, L, heads, T, T)`` and
+    gradients ``(N, K, L, heads, T, T)``.
+
+    Example:
+        >>> a, g = np.zeros((2, 3)), np.zeros((2, 1, 3))
+        >>> w, gw = np.zeros((2, 1, 4, 4)), np.zeros((2, 1, 1, 4, 4))
+        >>> [r.shape for r in raw_outputs([a, w, w], [g, gw, gw], a, a)][4:]
+        [(2, 2, 1, 4, 4), (2, 1, 2, 1, 4, 4)]
+    """
+    found = (taps[0], grads[0], scores, resolved)
+    if len(taps) == 1:
+        return found
+    shapes = {tuple(t.shape) for t in taps[1:]}
+    if len(shapes) > 1:
+        raise ValueError(f"the attention layers' weights differ in shape {sorted(shapes)}; "
+                         "attention rollout needs every layer over the same tokens")
+    return (*found, np.stack(taps[1:], axis=1), np.stack(grads[1:], axis=2))
 
 
 def score_scale(model: keras.Model) -> float:

@@ -5,6 +5,7 @@ vector-Jacobian products batched with ``vmap``."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -13,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..layers import intercept, single_activation
-from . import PassSpec, RawOutputs
+from ..layers import attention_weights, intercept, single_activation
+from . import PassSpec, RawOutputs, raw_outputs
 
 
 def build(
@@ -24,23 +25,28 @@ def build(
 
     mode = _inference_mode(spec)
 
-    def forward(trainable: Any, non_trainable: Any, docs: Any, delta: Any) -> tuple[Any, Any]:
-        def add(activation: Any) -> Any:
-            return activation if delta is None else activation + delta
+    def forward(trainable: Any, non_trainable: Any, docs: Any, deltas: Any) -> tuple[Any, Any]:
+        # one zero perturbation per tap: the activation, then each attention layer's weights
+        def add(index: int) -> Callable[[Any], Any]:
+            return lambda tensor: tensor if deltas is None else tensor + deltas[index]
 
-        with intercept(spec.layer, add) as captured:
+        with intercept(spec.layer, add(0)) as captured, contextlib.ExitStack() as stack:
+            weights = [stack.enter_context(attention_weights(layer, add(i + 1)))
+                       for i, layer in enumerate(spec.attention)]
             outputs, _ = spec.model.stateless_call(trainable, non_trainable, docs, **mode)
-        return spec.select(outputs), single_activation(captured, spec.path)
+        taps = [single_activation(captured, spec.path)] + [
+            single_activation(w, layer.name) for w, layer in zip(weights, spec.attention)]
+        return spec.select(outputs), taps
 
     @jax.jit
     def run(trainable: Any, non_trainable: Any, docs: Any, targets: Any) -> tuple[Any, ...]:
         on_trace()
-        shape = jax.eval_shape(
+        shapes = jax.eval_shape(
             lambda t, n, d: forward(t, n, d, None)[1], trainable, non_trainable, docs
         )
-        scores, vjp, activations = jax.vjp(
-            lambda delta: forward(trainable, non_trainable, docs, delta),
-            jnp.zeros(shape.shape, shape.dtype),
+        scores, vjp, taps = jax.vjp(
+            lambda deltas: forward(trainable, non_trainable, docs, deltas),
+            [jnp.zeros(shape.shape, shape.dtype) for shape in shapes],
             has_aux=True,
         )
         # -r asks for the doc's r-th highest-scoring class (ties: the lower index first)
@@ -51,18 +57,16 @@ def build(
         grads = jax.vmap(lambda c: vjp(c * spec.score_scale)[0], in_axes=1, out_axes=1)(
             cotangents
         )
-        return activations, grads, scores, resolved
+        return taps, grads, scores, resolved
 
     def call(docs: np.ndarray, targets: np.ndarray) -> RawOutputs:
-        activations, grads, scores, resolved = run(
+        taps, grads, scores, resolved = run(
             *_variable_values(spec), jnp.asarray(docs), jnp.asarray(targets, jnp.int32)
         )
-        return (
-            np.asarray(activations).astype(np.float32, copy=False),
-            np.asarray(grads).astype(np.float32) / np.float32(spec.score_scale),
-            np.asarray(scores),
-            np.asarray(resolved),
-        )
+        return raw_outputs(
+            [np.asarray(t).astype(np.float32, copy=False) for t in taps],
+            [np.asarray(g).astype(np.float32) / np.float32(spec.score_scale) for g in grads],
+            np.asarray(scores), np.asarray(resolved))
 
     return call
 

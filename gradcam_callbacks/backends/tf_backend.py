@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import tensorflow as tf
 
-from ..layers import intercept, single_activation
-from . import PassSpec, RawOutputs
+from ..layers import attention_weights, intercept, single_activation
+from . import PassSpec, RawOutputs, raw_outputs
 
 
 def build(
@@ -27,9 +27,12 @@ def build(
                 tape.watch(activation)
                 return activation
 
-            with intercept(spec.layer, watch) as captured:
+            with intercept(spec.layer, watch) as captured, contextlib.ExitStack() as stack:
+                weights = [stack.enter_context(attention_weights(layer, watch))
+                           for layer in spec.attention]
                 outputs = spec.model(docs, training=False)
-            activations = single_activation(captured, spec.path)
+            taps = [single_activation(captured, spec.path)] + [
+                single_activation(w, layer.name) for w, layer in zip(weights, spec.attention)]
             scores = spec.select(outputs)
         # -r asks for the doc's r-th highest-scoring class (ties: the lower index first)
         ranked = tf.math.top_k(scores, k=tf.shape(scores)[-1]).indices
@@ -39,26 +42,25 @@ def build(
         grads = [
             tape.gradient(
                 scores,
-                activations,
+                taps,
                 output_gradients=tf.one_hot(resolved[:, slot], tf.shape(scores)[-1],
                                             dtype=scores.dtype) * spec.score_scale,
                 unconnected_gradients=tf.UnconnectedGradients.ZERO,
             )
             for slot in range(slots)
         ]
-        return activations, tf.stack(grads, axis=1), scores, resolved
+        # per tap, the slots' gradients stacked on axis 1
+        return taps, [tf.stack(g, axis=1) for g in zip(*grads)], scores, resolved
 
     def call(docs: np.ndarray, targets: np.ndarray) -> RawOutputs:
         with _user_errors():
-            activations, grads, scores, resolved = run(
+            taps, grads, scores, resolved = run(
                 tf.convert_to_tensor(docs), tf.convert_to_tensor(targets, tf.int32),
                 targets.shape[1])
-        return (
-            activations.numpy().astype(np.float32, copy=False),
-            grads.numpy().astype(np.float32) / np.float32(spec.score_scale),
-            scores.numpy(),
-            resolved.numpy(),
-        )
+        return raw_outputs(
+            [t.numpy().astype(np.float32, copy=False) for t in taps],
+            [g.numpy().astype(np.float32) / np.float32(spec.score_scale) for g in grads],
+            scores.numpy(), resolved.numpy())
 
     return call
 

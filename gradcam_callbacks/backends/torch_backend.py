@@ -4,14 +4,15 @@ model's parameters."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import keras
 import numpy as np
 import torch
 
-from ..layers import intercept, single_activation
-from . import PassSpec, RawOutputs
+from ..layers import attention_weights, intercept, single_activation
+from . import PassSpec, RawOutputs, raw_outputs
 
 
 def build(
@@ -24,10 +25,25 @@ def build(
         return activation.detach().requires_grad_(True)
 
     def call(docs: np.ndarray, targets: np.ndarray) -> RawOutputs:
+        # With attention layers read too, a detached leaf would cut the gradient of the
+        # attention before it: every tap gets a zero leaf added instead.
+        offsets: dict[int, torch.Tensor] = {}  # id(tapped tensor) -> its zero leaf
+
+        def offset(tensor: torch.Tensor) -> torch.Tensor:
+            zero = torch.zeros_like(tensor, requires_grad=True)
+            tapped = tensor + zero
+            offsets[id(tapped)] = zero
+            return tapped
+
+        tap = offset if spec.attention else leaf
         with torch.enable_grad():
-            with intercept(spec.layer, leaf) as captured:
+            with intercept(spec.layer, tap) as captured, contextlib.ExitStack() as stack:
+                weights = [stack.enter_context(attention_weights(layer, tap))
+                           for layer in spec.attention]
                 outputs = spec.model(keras.ops.convert_to_tensor(docs), training=False)
-            activations = single_activation(captured, spec.path)
+            taps = [single_activation(captured, spec.path)] + [
+                single_activation(w, layer.name) for w, layer in zip(weights, spec.attention)]
+            sources = [offsets[id(t)] for t in taps] if spec.attention else taps
             scores = spec.select(outputs)
             requested = torch.as_tensor(targets, dtype=torch.long, device=scores.device)
             # -r asks for the doc's r-th highest-scoring class (ties: the lower index first)
@@ -38,22 +54,22 @@ def build(
             grads = [] if not scores.requires_grad else [  # else: output ignores the layer
                 torch.autograd.grad(
                     scores,
-                    activations,
+                    sources,
                     grad_outputs=torch.nn.functional.one_hot(resolved[:, slot], scores.shape[-1])
                     .to(scores.dtype) * spec.score_scale,
                     retain_graph=slot < slots - 1,
                     allow_unused=True,
-                )[0]
+                )
                 for slot in range(slots)
             ]
-        grads = [torch.zeros_like(activations) if g is None else g for g in grads]
-        grads += [torch.zeros_like(activations)] * (slots - len(grads))
-        return (
-            activations.detach().float().cpu().numpy(),
-            torch.stack(grads, dim=1).float().cpu().numpy() / np.float32(spec.score_scale),
-            scores.detach().cpu().numpy(),
-            resolved.cpu().numpy().astype(np.int32),
-        )
+        zeros = [[torch.zeros_like(t) for t in taps]] * (slots - len(grads))
+        per_tap = zip(*[[torch.zeros_like(t) if g is None else g for g, t in zip(found, taps)]
+                        for found in grads + zeros])
+        return raw_outputs(
+            [t.detach().float().cpu().numpy() for t in taps],
+            [torch.stack(g, dim=1).float().cpu().numpy() / np.float32(spec.score_scale)
+             for g in per_tap],
+            scores.detach().cpu().numpy(), resolved.cpu().numpy().astype(np.int32))
 
     return call
 

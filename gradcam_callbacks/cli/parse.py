@@ -23,8 +23,8 @@ DISPLAY_MAX = 1024
 PREPROCESS_MODES = ("none", "unit", "symmetric", "caffe", "torch")
 #: ``sorted(gradcam_callbacks.methods.METHODS)``, spelled out so that ``--help`` imports no
 #: Keras (the methods package does); tests/test_methods_wiring.py checks they agree.
-METHOD_NAMES = ("eigencam", "gradcam", "gradcam++", "hirescam", "layercam", "scorecam",
-                "xgradcam")
+METHOD_NAMES = ("eigencam", "grad-rollout", "gradcam", "gradcam++", "hirescam", "layercam",
+                "rollout", "scorecam", "xgradcam")
 DEFAULT_METHOD = "gradcam"
 
 

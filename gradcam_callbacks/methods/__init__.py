@@ -15,12 +15,23 @@ import numpy as np
 
 from .._validation import is_int
 from ..cam import normalise
-from . import eigencam, gradcam, gradcam_plus_plus, hirescam, layercam, scorecam, xgradcam
+from . import (
+    eigencam,
+    grad_rollout,
+    gradcam,
+    gradcam_plus_plus,
+    hirescam,
+    layercam,
+    rollout,
+    scorecam,
+    xgradcam,
+)
 from .base import CamInputs, CamResult, Method, ScoreCallable
 
 METHODS: dict[str, Method] = {
     module.METHOD.name: module.METHOD
-    for module in (gradcam, gradcam_plus_plus, xgradcam, hirescam, layercam, eigencam, scorecam)
+    for module in (gradcam, gradcam_plus_plus, xgradcam, hirescam, layercam, eigencam, scorecam,
+                   rollout, grad_rollout)
 }
 DEFAULT = "gradcam"
 # Methods that take the options of the same name; the others refuse them.

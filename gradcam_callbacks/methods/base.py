@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +31,12 @@ class CamInputs:
         batch_size: How many inputs :attr:`score` may take at once (``None``: the
             method's default).
         max_channels: Score-CAM's channel budget (``None``: all channels).
+        attention: ``(N, L, heads, T, T)``, the attention weights of the model's L attention
+            layers (``None`` unless the method :attr:`~Method.needs_attention`).
+        attention_grads: ``(N, K, L, heads, T, T)``, each target's gradient with respect
+            to them.
+        layout: Where the attention's T tokens lie: prefix tokens, then an ``h x w`` grid
+            (a :class:`gradcam_callbacks.layers.TokenLayout`).
     """
 
     activations: np.ndarray
@@ -40,6 +47,9 @@ class CamInputs:
     score: ScoreCallable
     batch_size: int | None
     max_channels: int | None = None
+    attention: np.ndarray | None = None
+    attention_grads: np.ndarray | None = None
+    layout: Any = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,8 @@ class Method:
             (e.g. ``"Grad-CAM++"``).
         description: One paragraph on what the heatmap shows (``Explanation.description``).
         compute: ``CamInputs -> CamResult``.
+        needs_attention: Whether the method reads the attention weights (attention
+            rollout): the pass then also taps every ``MultiHeadAttention`` layer.
 
     Example:
         >>> from gradcam_callbacks.methods import get_method
@@ -78,6 +90,7 @@ class Method:
     title: str
     description: str
     compute: Callable[[CamInputs], CamResult]
+    needs_attention: bool = False
 
 
 def no_channel_weights(grads: np.ndarray) -> np.ndarray:
