@@ -58,8 +58,8 @@ PROBES = 16  # the demo's GradCamCallback probes, with its alarm
 # off, 0.334 then 0.297). A level held for k epochs is the ShortcutAlarm's job.
 BASELINE = 0.15
 PATIENCE = 3
-# Two trainings in the module's fixture: its first test bears them. Its setup took 51 s
-# under TensorFlow and 35 s under JAX on the shared 2-core machine, and 187 s under PyTorch
+# Two trainings in the module's fixture: its first test bears them. Its setup took 22-51 s
+# under TensorFlow and 28-35 s under JAX on the shared 2-core machine, and 187 s under PyTorch
 # (whose fits took 12 to 140 s each here, as the machine's load came and went: its threads
 # suffer most from a shared CPU), too much for the suite's budget. So not under PyTorch: what
 # it would add is Keras' training arithmetic; the logs, the alarm and EarlyStopping on the
@@ -69,8 +69,8 @@ PATIENCE = 3
 SLOW = pytest.mark.timeout(1800)
 TRAINS = pytest.mark.skipif(
     keras.backend.backend() == "torch",
-    reason="trains two CNNs for up to 9 epochs: 187 s under PyTorch on 2 shared cores (35-51 s "
-           "under JAX and TensorFlow); the monitor's wiring runs under PyTorch in "
+    reason="trains two CNNs for up to 9 epochs: 187 s under PyTorch on 2 shared cores (22-51 s "
+           "under TensorFlow and JAX); the monitor's wiring runs under PyTorch in "
            "test_monitor.py")
 
 
