@@ -15,7 +15,8 @@ Keras backend.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import keras
@@ -35,11 +36,20 @@ from .demo_settings import (  # noqa: F401 - the demo's settings, public here to
     NOISE,
     NUM_TEST,
     NUM_TRAIN,
+    SHORTCUT_PATIENCE,
     SHORTCUT_RATE,
-    SHORTCUT_WATCH,
     parse_args,
 )
-from .tags import SAMPLES_PER_PLUGIN, step_label
+from .tags import (
+    LOG_ARTIFACT_MASS,
+    LOG_BOX_MASS,
+    LOG_POINTING_GAME,
+    MEAN_ARTIFACT_MASS,
+    MEAN_BOX_MASS,
+    POINTING_GAME,
+    SAMPLES_PER_PLUGIN,
+    step_label,
+)
 
 _DATA = Path(__file__).resolve().parent / "data"
 
@@ -149,73 +159,74 @@ def marker_regions(data: ClutteredDigits) -> np.ndarray:
     return np.clip(data.marker_boxes + reach, 0, [width, height, width, height])
 
 
-class ShortcutMonitor(keras.callbacks.Callback):
-    """Score `shortcut_scores` on held-out marked images before training and after each
-    epoch, keep the rows and print one line each.
-
-    Args:
-        data: Held-out images with an uncorrelated marker.
-        verbose: Print a line per epoch.
-
-    Attributes:
-        rows: One dict per scoring: ``step`` (as Keras' TensorBoard and `GradCamCallback`
-            count: -1 for the untrained model, ``e`` after epoch ``e``, 0-based),
-            ``train_accuracy`` (from the epoch's logs; ``None`` at step -1) and the
-            `shortcut_scores`.
-
-    Example:
-        >>> train_set, watch = load_data(num_train=16, num_test=8, marker=0.9)
-        >>> monitor = ShortcutMonitor(watch, verbose=False)
-        >>> history = train(build_model((48, 48, 1)), train_set, epochs=1, verbose=0,
-        ...                 callbacks=[monitor])
-        >>> [row["step"] for row in monitor.rows]
-        [-1, 0]
-    """
-
-    def __init__(self, data: ClutteredDigits, verbose: bool = True) -> None:
-        super().__init__()
-        if data.marker_boxes is None:
-            raise ValueError("Expected data with markers (make_cluttered_digits(..., "
-                             "marker=p)). Received: data.marker_boxes=None")
-        self.data, self.verbose = data, verbose
-        self.rows: list[dict[str, float | int | None]] = []
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        """Score the untrained model, at step -1."""
-        self._score(-1, None)
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        """Score the model after ``epoch`` (0-based), at step ``epoch``."""
-        self._score(epoch, (logs or {}).get("accuracy"))
-
-    def _score(self, step: int, train_accuracy: float | None) -> None:
-        row = {"step": step, "train_accuracy": train_accuracy,
-               **shortcut_scores(self.model, self.data)}
-        self.rows.append(row)
-        if self.verbose:
-            print(format_shortcut_row(row), flush=True)
+#: The table's columns: row key, the epoch ``logs`` key it is read from (``History``), and
+#: the callback's TensorBoard tag that holds it at the untrained step -1 (None: not there).
+_COLUMNS = (
+    ("train_accuracy", "accuracy", None),
+    ("accuracy", "val_accuracy", None),
+    ("pointing_game", LOG_POINTING_GAME, POINTING_GAME),
+    ("digit_mass", LOG_BOX_MASS, MEAN_BOX_MASS),
+    ("marker_mass", LOG_ARTIFACT_MASS, MEAN_ARTIFACT_MASS),
+)
 
 
-def format_shortcut_row(row: dict) -> str:
-    """One line of the shortcut demo's table: accuracies, then the share of Grad-CAM peaks
-    (``peak``) and the mean share of heatmap mass (``mass``) on the digit and on the marker.
+def shortcut_rows(
+    history: Mapping[str, Sequence[float]], run_dir: str | os.PathLike | None = None
+) -> list[dict[str, float | int | None]]:
+    """The shortcut demo's table, read from what the library logged; nothing is re-scored.
+
+    One row per epoch from the epoch ``logs`` (a ``History``'s ``history``): ``step`` (as
+    Keras' TensorBoard and `GradCamCallback` count: ``e`` after epoch ``e``, 0-based),
+    ``train_accuracy`` (``accuracy``, Keras' own over the epoch), ``accuracy`` (on the
+    held-out images: ``val_accuracy``), and the callback's means over its probes:
+    ``pointing_game`` (``gradcam_pointing_game``: the share of peaks on the digit's box),
+    ``digit_mass`` (``gradcam_box_mass``) and ``marker_mass`` (``gradcam_artifact_mass``:
+    the mass on its ``artifact_boxes``, the grown markers). A key missing from the logs
+    gives None. With ``run_dir`` (the callback's ``run_dir``), a first row at step -1: the
+    untrained model's means, from the callback's TensorBoard scalars (no accuracies).
 
     Example:
-        >>> row = format_shortcut_row({"step": 0, "train_accuracy": 0.5, "accuracy": 0.25,
-        ...     "pointing_game": 0.5, "digit_mass": 0.3, "marker_mass": 0.2,
-        ...     "marker_pointing": 0.1})
-        >>> for part in row.split(" | "):
-        ...     print(part)
-          epoch 1
-        acc train 0.500 test 0.250
-        digit peak 0.50 mass 0.30
-        marker peak 0.10 mass 0.20
+        >>> rows = shortcut_rows({"accuracy": [0.5], "val_accuracy": [0.25],
+        ...                       "gradcam_pointing_game": [0.5], "gradcam_box_mass": [0.3],
+        ...                       "gradcam_artifact_mass": [0.2]})
+        >>> print(format_shortcut_row(rows[0]))
+          epoch 1 | acc train 0.500 test 0.250 | digit peak 0.50 mass 0.30 | marker mass 0.20
     """
-    train = row["train_accuracy"]
-    train = "  -  " if train is None else f"{float(train):.3f}"
-    return (f"{step_label(row['step']):>9} | acc train {train} test {row['accuracy']:.3f} | "
-            f"digit peak {row['pointing_game']:.2f} mass {row['digit_mass']:.2f} | "
-            f"marker peak {row['marker_pointing']:.2f} mass {row['marker_mass']:.2f}")
+    from .tensorboard import read_events
+
+    epochs = max((len(values) for values in history.values()), default=0)
+    rows: list[dict[str, float | int | None]] = [
+        {"step": epoch, **{name: _value(history.get(key), epoch) for name, key, _ in _COLUMNS}}
+        for epoch in range(epochs)]
+    if run_dir is not None:
+        untrained = {record.tag: record.value for record in read_events(run_dir)
+                     if record.step == -1}
+        rows.insert(0, {"step": -1, **{name: None if tag is None else untrained.get(tag)
+                                       for name, _, tag in _COLUMNS}})
+    return rows
+
+
+def _value(values: Sequence[float] | None, epoch: int) -> float | None:
+    return None if values is None or epoch >= len(values) else float(values[epoch])
+
+
+def format_shortcut_row(row: Mapping[str, float | int | None]) -> str:
+    """One line of the shortcut demo's table (a `shortcut_rows` row): the accuracies, then on
+    the probes the share of Grad-CAM peaks on the digit (``peak``) and the mean share of heatmap
+    mass on the digit and on the marker (``mass``); ``-`` where a number is missing.
+
+    Example:
+        >>> print(format_shortcut_row({"step": -1, "train_accuracy": None, "accuracy": None,
+        ...     "pointing_game": 0.81, "digit_mass": 0.22, "marker_mass": 0.07}))
+        untrained | acc train   -   test   -   | digit peak 0.81 mass 0.22 | marker mass 0.07
+    """
+    def shown(key: str, digits: int) -> str:
+        value = row.get(key)
+        return f"{'-':^{digits + 2}}" if value is None else f"{float(value):.{digits}f}"
+
+    return (f"{step_label(int(row['step'])):>9} | acc train {shown('train_accuracy', 3)} test "
+            f"{shown('accuracy', 3)} | digit peak {shown('pointing_game', 2)} mass "
+            f"{shown('digit_mass', 2)} | marker mass {shown('marker_mass', 2)}")
 
 
 @keras.saving.register_keras_serializable(package="cluttered_digits")
@@ -401,9 +412,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns the exit status.
 
     With ``--shortcut`` the training images carry a marker that gives the label away
-    (`SHORTCUT_RATE` of them) while the test images and probes carry it at random spots:
-    the run prints, per epoch, the test accuracy and where Grad-CAM of the predicted class
-    looks (the digit or the marker), then the training and test accuracy.
+    (`SHORTCUT_RATE` of them) while the test images and probes carry it at random spots. The
+    `GradCamCallback` explains the predicted class, gets the probes' grown markers as
+    ``artifact_boxes`` and a `ShortcutAlarm` (`SHORTCUT_PATIENCE` logged epochs), so each
+    epoch's logs hold where the maps sit (``gradcam_pointing_game``, ``gradcam_box_mass``,
+    ``gradcam_artifact_mass``) beside the test accuracy (``val_accuracy``). The run prints them
+    per epoch (`shortcut_rows`), whether the alarm fired, and the training and test accuracy
+    with where Grad-CAM looks on all test images (`shortcut_scores`).
 
     Example:
         >>> # each trains on 4000 images, minutes (tests/test_demo.py, test_shortcut.py: smaller)
@@ -412,7 +427,6 @@ def main(argv: list[str] | None = None) -> int:
         >>> main(["--shortcut", "--log-dir", "/tmp/shortcut"])  # doctest: +SKIP
         0
     """
-    import os
     import time
 
     from .alarm import ShortcutAlarm
@@ -429,9 +443,9 @@ def main(argv: list[str] | None = None) -> int:
                                     seed=args.seed, marker=marker)
     model = build_model(train_set.x.shape[1:])
     probes = slice(0, args.probes)
-    # with markers: the mass on them is logged (gradcam_artifact_mass), and the alarm warns
-    # when it passes the mass on the digits
-    alarm = ShortcutAlarm() if args.shortcut else None
+    # with markers: the mass on them goes to the logs (gradcam_artifact_mass), and the alarm
+    # warns when it passes the mass on the digits for SHORTCUT_PATIENCE epochs in a row
+    alarm = ShortcutAlarm(patience=SHORTCUT_PATIENCE) if args.shortcut else None
     cam = GradCamCallback(
         (test_set.x[probes], test_set.y[probes]), targets=None if args.shortcut else "true",
         class_names=[str(d) for d in range(10)], layer=GRADCAM_LAYER,
@@ -439,24 +453,31 @@ def main(argv: list[str] | None = None) -> int:
         artifact_boxes=marker_regions(test_set)[probes] if args.shortcut else None,
         alarm=alarm,
     )
-    callbacks: list[keras.callbacks.Callback] = [cam]
     if args.shortcut:
-        callbacks.append(ShortcutMonitor(_subset(test_set, SHORTCUT_WATCH)))
         print(f"Shortcut: in {args.shortcut_rate:.0%} of the training images the marker's "
               "spot gives the label away; in the test images it is random. Grad-CAM "
-              "explains the predicted class. Per epoch, on "
-              f"{min(SHORTCUT_WATCH, len(test_set))} test images:", flush=True)
+              f"explains the predicted class of {len(cam.probe_x)} test probes; each epoch's "
+              "logs get where it looks (gradcam_pointing_game, gradcam_box_mass: the digit; "
+              "gradcam_artifact_mass: the marker) and the test accuracy (val_accuracy), and "
+              "a ShortcutAlarm warns when the marker holds more of the maps than the digit "
+              f"for {SHORTCUT_PATIENCE} epochs in a row.", flush=True)
     print(f"Keras {keras.__version__} on {keras.backend.backend()}: training on "
           f"{len(train_set)} cluttered digits for {args.epochs} epochs...", flush=True)
     started = time.monotonic()
-    train(model, train_set, epochs=args.epochs, callbacks=callbacks, verbose=2)
+    history = train(model, train_set, epochs=args.epochs, callbacks=[cam], verbose=2,
+                    validation_data=test_set if args.shortcut else None)
     seconds = time.monotonic() - started
     sheet_path = os.path.join(args.log_dir, "contact_sheet.png")
     # cam.run_dir: log_dir/gradcam, or gradcam-2, ... when an earlier run holds that name
-    save_atomically(contact_sheet(cam.run_dir or os.path.join(args.log_dir, "gradcam")),
-                    Path(sheet_path), format="PNG")
+    run_dir = cam.run_dir or os.path.join(args.log_dir, "gradcam")
+    save_atomically(contact_sheet(run_dir), Path(sheet_path), format="PNG")
     print(f"trained in {seconds:.0f} s")
     if args.shortcut:
+        print(f"Per epoch, from the logs (test: {len(test_set)} held-out images; digit and "
+              f"marker: Grad-CAM of the predicted class on the {len(cam.probe_x)} probes; "
+              "untrained: from the callback's TensorBoard scalars):")
+        for row in shortcut_rows(history.history, run_dir):
+            print(format_shortcut_row(row))
         _, train_accuracy = model.evaluate(train_set.x, train_set.y, verbose=0)
         scores = shortcut_scores(model, test_set)
         print(f"training accuracy: {train_accuracy:.3f} on {len(train_set)} training images "
@@ -464,15 +485,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"test accuracy: {scores['accuracy']:.3f} on {len(test_set)} held-out images "
               "(marker at random)")
         assert alarm is not None
-        print("shortcut alarm (more Grad-CAM mass on the marker than on the digit, on the "
-              f"{len(cam.probe_x)} probes): " + (
+        print(f"shortcut alarm (more Grad-CAM mass on the marker than on the digit on the "
+              f"{len(cam.probe_x)} probes, {SHORTCUT_PATIENCE} epochs in a row): " + (
                   "did not fire" if alarm.fired_at is None
                   else f"fired after epoch {alarm.fired_at + 1}"))
-        print(f"Grad-CAM of the predicted class: peak on the digit {scores['pointing_game']:.3f}"
-              f", on the marker {scores['marker_pointing']:.3f}; mass on the digit "
-              f"{scores['digit_mass']:.2f}, on the marker {scores['marker_mass']:.2f} (the "
-              f"marker and its {MARKER_REACH} px surround cover {scores['marker_area']:.3f} "
-              "of the image)")
+        print(f"Grad-CAM of the predicted class on all {len(test_set)} test images: peak on the "
+              f"digit {scores['pointing_game']:.3f}, on the marker {scores['marker_pointing']:.3f}"
+              f"; mass on the digit {scores['digit_mass']:.2f}, on the marker "
+              f"{scores['marker_mass']:.2f} (the marker and its {MARKER_REACH} px surround "
+              f"cover {scores['marker_area']:.3f} of the image)")
     else:
         _, accuracy = model.evaluate(test_set.x, test_set.y, verbose=0)
         expls = explain_predictions(model, test_set.x, targets=[int(t) for t in test_set.y],
@@ -494,12 +515,3 @@ def main(argv: list[str] | None = None) -> int:
           f"{SAMPLES_PER_PLUGIN}  (every epoch of every probe; with TensorBoard's defaults "
           "the gradcam/timeline/probe_NN images show each probe's whole history)")
     return 0
-
-
-def _subset(data: ClutteredDigits, count: int) -> ClutteredDigits:
-    """The first ``count`` images of ``data``, every field cut alike."""
-    import dataclasses
-
-    return dataclasses.replace(data, **{
-        field.name: None if getattr(data, field.name) is None else
-        getattr(data, field.name)[:count] for field in dataclasses.fields(data)})

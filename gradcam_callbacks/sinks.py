@@ -152,10 +152,28 @@ def _mlflow_key(tag: str) -> str:
     return re.sub(r"[^\w\-. /]", "_", tag)
 
 
+def _mlflow_experiment(client: Any) -> str:
+    """The id of the experiment ``mlflow.start_run()`` would use, from MLflow's documented
+    settings (no private API): ``MLFLOW_EXPERIMENT_ID``, which ``mlflow.set_experiment`` also
+    sets, then ``MLFLOW_EXPERIMENT_NAME`` (created if missing, as MLflow does), else ``"0"``."""
+    experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
+    if experiment_id:
+        return experiment_id
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME")
+    if name:
+        experiment = client.get_experiment_by_name(name)
+        return experiment.experiment_id if experiment is not None else \
+            client.create_experiment(name)
+    return "0"
+
+
 class MLflowSink:
     """Images and scalars to MLflow: the run active when the fit begins
     (``mlflow.active_run()`` on the training thread), else a run this sink creates then and
-    ends when the fit ends (each fit then gets a run of its own, in the current experiment).
+    ends when the fit ends (each fit then gets a run of its own, in the current experiment:
+    the one ``mlflow.set_experiment`` chose, which MLflow keeps in ``MLFLOW_EXPERIMENT_ID``,
+    else the one named by ``MLFLOW_EXPERIMENT_NAME``, created when missing, else MLflow's
+    ``Default`` experiment, ``"0"``: where ``mlflow.start_run()`` would put it).
 
     Images go through ``log_image(image, key=tag, step=step)`` (MLflow's per-step image
     slider), scalars through ``log_metric(tag, value, step=step)``, each tag's description
@@ -188,7 +206,6 @@ class MLflowSink:
     def start(self) -> None:
         """At the fit's start, on the training thread: the active run, else a new one."""
         mlflow = _optional("mlflow", "MLflowSink")
-        from mlflow.tracking import fluent
 
         self._client = mlflow.MlflowClient()
         self._described = set()
@@ -196,8 +213,8 @@ class MLflowSink:
         if active is not None:
             self.run_id, self._started = active.info.run_id, False
         else:
-            experiment = fluent._get_experiment_id() or "0"  # the current experiment
-            run = self._client.create_run(experiment, run_name=self.run_name)
+            run = self._client.create_run(_mlflow_experiment(self._client),
+                                          run_name=self.run_name)
             self.run_id, self._started = run.info.run_id, True
 
     def _check(self) -> Any:

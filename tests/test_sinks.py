@@ -180,6 +180,34 @@ def test_mlflow_sink_starts_a_run_of_its_own_per_fit_when_none_is_active(tmp_pat
     assert all(r.info.status == "FINISHED" for r in runs)
 
 
+def test_mlflow_sink_runs_go_to_the_experiment_mlflow_would_use(tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.chdir(tmp_path)
+    # set_experiment writes MLFLOW_EXPERIMENT_ID into the environment: restored after the test
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "from-env")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    try:
+        # the experiment named by MLFLOW_EXPERIMENT_NAME, created as start_run() would
+        _fit(GradCamCallback(images(PROBES), sink=MLflowSink(run_name="env")), epochs=1)
+        # mlflow.set_experiment() wins over the environment's name, as in start_run()
+        chosen = mlflow.set_experiment("chosen")
+        _fit(GradCamCallback(images(PROBES), sink=MLflowSink(run_name="set")), epochs=1)
+        with mlflow.start_run() as run:  # where MLflow itself puts a run now
+            pass
+        mlflow.set_experiment(experiment_id="0")  # the default again, for later tests
+    finally:
+        mlflow.set_tracking_uri(None)
+    client = mlflow.tracking.MlflowClient(uri)
+    from_env = client.get_experiment_by_name("from-env")
+    assert from_env is not None
+    assert [r.info.run_name for r in client.search_runs([from_env.experiment_id])] == ["env"]
+    ours = client.search_runs([chosen.experiment_id])
+    assert sorted(r.info.run_name for r in ours) == sorted(["set", run.info.run_name])
+    assert client.search_runs(["0"]) == []
+
+
 # -- W&B ----------------------------------------------------------------------------------
 def test_wandb_sink_logs_offline_media_per_probe_and_step(tmp_path, monkeypatch):
     wandb = pytest.importorskip("wandb")
