@@ -58,6 +58,7 @@ ONEDNN_OFF_FILES = [
     "tests/test_eli5_parity.py", "tests/test_methods.py", "tests/test_targets.py",
     "tests/test_explain.py", "tests/test_probes.py", "tests/test_cam.py",
     "tests/test_pretrained.py", "tests/test_target_examples.py", "tests/test_cli_robust.py",
+    "tests/test_shortcut.py",
 ]
 
 
