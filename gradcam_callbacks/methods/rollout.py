@@ -7,7 +7,9 @@ multiplied, the last on the left: ``R = A_L ... A_1``. The map is the class toke
 ``R`` over the patch tokens (the prefix tokens dropped); a model without prefix tokens (a
 mean-pooled head) gets the mean of the rows, the rollout of the mean token. No gradients: the
 same map for every target. Attention weights come from every ``keras.layers.MultiHeadAttention``
-of the model, read in the one pass (:func:`gradcam_callbacks.layers.attention_weights`).
+of the model, read in a compiled forward pass with no backward pass
+(:func:`gradcam_callbacks.layers.attention_weights`,
+:func:`gradcam_callbacks.backends.score_function`).
 """
 
 from __future__ import annotations
@@ -66,4 +68,5 @@ METHOD = Method(
     "each patch (no gradients, the same map for every target). Scaled to [0, 1].",
     compute,
     needs_attention=True,
+    needs_gradients=False,
 )
