@@ -5,7 +5,10 @@ width 192, 3 heads; random weights) in this process's Keras backend (``KERAS_BAC
 median time of ``explain_predictions`` on 8 images per method (its automatic layer), and of
 the same model's compiled forward on them (``score``: the engine's compiled, score-only
 forward, what Score-CAM and faithfulness run), over interleaved repeats after a warm-up.
-The ratio says what an explanation costs over a prediction. Run by hand:
+The ratio says what an explanation costs over a prediction. ``rollout`` runs on the forward
+alone (it reads the attention weights there); the gradient methods add a backward pass. The
+same is timed on a CNN (``MobileNetV2(weights=None)``, 224x224, Grad-CAM and HiResCAM at its
+automatic layer), so the token methods' ratio reads next to the CNN methods' one. Run by hand:
 
     KERAS_BACKEND=jax python benchmarks/bench_transformers.py [--repeats 5]
 
@@ -18,7 +21,8 @@ import argparse
 import statistics
 import time
 
-METHODS = ("gradcam", "hirescam", "layercam", "rollout", "grad-rollout")
+METHODS = (None, "gradcam", "hirescam", "layercam", "rollout", "grad-rollout")
+CNN_METHODS = ("gradcam", "hirescam")
 
 
 def main() -> int:
@@ -45,7 +49,15 @@ def main() -> int:
     forward = backends.score_function(model, chosen.layer, chosen.path, 0)
     runs = {"forward (compiled)": lambda: forward(x)}
     for method in METHODS:
-        runs[method] = lambda method=method: gc.explain_predictions(model, x, method=method)
+        name = f"default ({plan(model).resolve(None).name})" if method is None else method
+        runs[name] = lambda method=method: gc.explain_predictions(model, x, method=method)
+    cnn = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3))
+    cnn_layer = plan(cnn).layer
+    cnn_forward = backends.score_function(cnn, cnn_layer.layer, cnn_layer.path, 0)
+    runs["CNN forward (compiled)"] = lambda: cnn_forward(x)
+    for method in CNN_METHODS:
+        runs[f"CNN {method}"] = lambda method=method: gc.explain_predictions(cnn, x,
+                                                                            method=method)
     for run in runs.values():  # warm-up: compile every pass once
         run()
     times: dict[str, list[float]] = {name: [] for name in runs}
@@ -54,14 +66,18 @@ def main() -> int:
             started = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - started)
+    import os
+
     base = statistics.median(times["forward (compiled)"])
+    cnn_base = statistics.median(times["CNN forward (compiled)"])
     print(f"keras {keras.__version__}, backend {keras.backend.backend()}, {args.images} images "
-          f"224x224, layer {chosen.path}")
+          f"224x224, layer {chosen.path}; load average {os.getloadavg()}")
     print("| run | median s | vs forward |")
     print("|---|---:|---:|")
     for name, found in times.items():
         median = statistics.median(found)
-        print(f"| {name} | {median:.3f} | {median / base:.2f}x |")
+        ratio = median / (cnn_base if name.startswith("CNN") else base)
+        print(f"| {name} | {median:.3f} | {ratio:.2f}x |")
     return 0
 
 

@@ -9,8 +9,11 @@ class, so the model must find it; the pointing game asks whether a map's peak li
 width 64) behind its own classifier head learns it to about 0.99 in a few epochs on a CPU.
 
 Run as a script it trains, watches four probes with ``GradCamCallback`` (a contact sheet
-over epochs, per method), and prints the pointing game of every method at candidate layers,
-trained and untrained: the table of docs/methods.md ("Vision transformers").
+over epochs, per method), prints the pointing game of every method at candidate layers,
+trained and untrained: the table of docs/methods.md ("Vision transformers"), and saves the
+trained weights (``--save``, default ``tests/data/vit_digit_patch.npz``, about 0.4 MB):
+tests/test_vit_trained.py loads them into :func:`build_model` and checks the pointing game
+without training.
 """
 
 from __future__ import annotations
@@ -80,6 +83,56 @@ def build_model(seed: int = 0) -> tuple[keras.Model, keras.Model]:
     return classifier, wrapper
 
 
+WEIGHTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests",
+                       "data", "vit_digit_patch.npz")
+
+
+def save_weights(classifier: keras.Model, path: str = WEIGHTS) -> None:
+    """The classifier's weights, in ``classifier.weights`` order, as a compressed npz."""
+    np.savez_compressed(path, *[keras.ops.convert_to_numpy(w) for w in classifier.weights])
+
+
+def load_weights(classifier: keras.Model, path: str = WEIGHTS) -> keras.Model:
+    """:func:`build_model`'s classifier with the weights :func:`save_weights` wrote."""
+    with np.load(path) as stored:
+        classifier.set_weights([stored[f"arr_{i}"] for i in range(len(stored.files))])
+    return classifier
+
+
+SIDE_BY_SIDE = ("rollout", "grad-rollout", "hirescam", "layercam", "gradcam")
+
+
+def methods_figure(classifier: keras.Model, x: np.ndarray, boxes: np.ndarray, path: str,
+                   scale: int = 3) -> None:
+    """A PNG: a row per image, the input (the real digit boxed in red), then each method of
+    :data:`SIDE_BY_SIDE` laid over it (at the automatic layer), titled."""
+    from PIL import Image, ImageDraw
+
+    import gradcam_callbacks as gc
+    from gradcam_callbacks.image import label_font
+
+    side, title = SIDE * scale, 14
+    panels = [[] for _ in x]
+    for n, doc in enumerate(x):
+        picture = Image.fromarray((doc[..., 0] * 255).astype(np.uint8)).convert("RGB")
+        panels[n].append(("input", picture.resize((side, side), Image.NEAREST)))
+    for method in SIDE_BY_SIDE:
+        for n, expl in enumerate(gc.explain_predictions(classifier, x, method=method)):
+            panels[n].append((expl.method, gc.format_as_image(expl).convert("RGB").resize(
+                (side, side), Image.NEAREST)))
+    sheet = Image.new("RGB", (len(panels[0]) * side, len(x) * (side + title)), "white")
+    draw, font = ImageDraw.Draw(sheet), label_font(11)
+    for row, (items, (top, left, bottom, right)) in enumerate(zip(panels, boxes)):
+        for col, (name, panel) in enumerate(items):
+            x0, y0 = col * side, row * (side + title)
+            sheet.paste(panel, (x0, y0 + title))
+            draw.text((x0 + 2, y0 + 1), name, fill="black", font=font)
+            draw.rectangle((x0 + left * scale, y0 + title + top * scale,
+                            x0 + right * scale - 1, y0 + title + bottom * scale - 1),
+                           outline="red")
+    sheet.save(path, optimize=True)
+
+
 def pointing_game(heatmaps: np.ndarray, boxes: np.ndarray) -> float:
     """The share of maps ``(N, h, w)`` whose peak cell lies in its box (pixels)."""
     hits = 0
@@ -125,13 +178,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--out", default=os.path.join("logs", "vit_digit_patch"))
+    parser.add_argument("--save", default=WEIGHTS, help="where the trained weights go")
+    parser.add_argument("--weights", help="load these weights (--save's file) instead of "
+                        "training; then only --figure is drawn")
+    parser.add_argument("--figure", help="also draw the methods side by side for four test "
+                        "images into this PNG")
+    parser.add_argument("--no-table", action="store_true",
+                        help="skip the table (every method at every candidate layer)")
     args = parser.parse_args(argv)
     import gradcam_callbacks as gc
 
-    x, y, boxes = make_data(6000, seed=0)
     x_test, y_test, boxes_test = make_data(300, seed=1)
     classifier, wrapper = build_model()
-    untrained = measure(classifier, x_test, boxes_test)
+    if args.weights:
+        load_weights(classifier, args.weights)
+        if args.figure:
+            methods_figure(classifier, x_test[:4], boxes_test[:4], args.figure)
+        return 0
+    x, y, boxes = make_data(6000, seed=0)
+    untrained = {} if args.no_table else measure(classifier, x_test, boxes_test)
     cam = gc.GradCamCallback(x_test[:4], targets=None,
                              log_dir=args.out, method=["rollout", "hirescam", "layercam"],
                              probe_boxes=[tuple(int(v) for v in b[[1, 0, 3, 2]])
@@ -141,6 +206,12 @@ def main(argv: list[str] | None = None) -> int:
                           validation_data=(x_test, y_test), callbacks=[cam])
     print(f"trained in {time.monotonic() - started:.0f} s; test accuracy "
           f"{history.history['val_accuracy'][-1]:.3f}")
+    save_weights(classifier, args.save)
+    print(f"saved the weights to {args.save} ({os.path.getsize(args.save)} bytes)")
+    if args.figure:
+        methods_figure(classifier, x_test[:4], boxes_test[:4], args.figure)
+    if args.no_table:
+        return 0
     trained = measure(classifier, x_test, boxes_test)
     print("| method | layer | pointing game, trained | untrained |")
     print("|---|---|---:|---:|")

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from PIL import Image
 
-from . import backends, logdirs, methods, tags
+from . import logdirs, methods, tags
 from ._validation import check_bool, check_int, is_int
 from .alarm import ShortcutAlarm, ShortcutWarning
 from .distribute import is_chief
@@ -65,7 +65,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
     their means over probes; ``gradcam/nonfinite`` counts probes whose map or score was NaN
     or infinite. Tag names are in :mod:`gradcam_callbacks.tags`.
 
-    ``method`` picks the CAM method (Grad-CAM by default), or several: one image per method
+    ``method`` picks the CAM method, or several: one image per method
     per probe. The first method keeps the plain tags above; each further method writes the
     same images and scalars under ``gradcam/<method>/`` (``gradcam/gradcam++/probe_00``,
     ``gradcam/gradcam++/grid``, ``gradcam/gradcam++/probe_00/score``, ...). All methods
@@ -188,9 +188,14 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         alpha_limit: Maximum opacity of the overlays, in [0, 1].
         display_size: Pictures smaller than this (shorter side, pixels) are enlarged by a
             whole factor in the images, for legibility.
-        method: A CAM method's name (see :data:`gradcam_callbacks.methods.METHODS`:
+        method: ``None`` (the default): **chosen per model** when the fit begins
+            (:func:`gradcam_callbacks.methods.resolve`): Grad-CAM on a CNN (ELI5's numbers),
+            attention rollout on a vision transformer with a class token (keras_hub ViT,
+            DeiT, DINOv2), HiResCAM on Swin; titles, captions and tags name the method used.
+            Or a CAM method's name (see :data:`gradcam_callbacks.methods.METHODS`:
             ``"gradcam"``, ``"gradcam++"``, ``"xgradcam"``, ``"hirescam"``, ``"layercam"``,
-            ``"eigencam"``, ``"scorecam"``), or a list of distinct names.
+            ``"eigencam"``, ``"scorecam"``, ``"rollout"``, ``"grad-rollout"``), never
+            overridden, or a list of distinct names.
         max_channels: Score-CAM only: keep the channels with the largest spatial standard
             deviation (Faster Score-CAM); needs ``"scorecam"`` among the methods.
         sink: Where the images and scalars go: a sink or a list (see
@@ -266,7 +271,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         colormap: Colormap = "viridis",
         alpha_limit: float | None = 0.65,
         display_size: int = 128,
-        method: str | Sequence[str] = methods.DEFAULT,
+        method: str | Sequence[str] | None = methods.DEFAULT,
         max_channels: int | None = None,
         batch_size: int | None = None,
         alarm: ShortcutAlarm | None = None,
@@ -276,7 +281,9 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
     ) -> None:
         super().__init__()
         self.reshape = check_reshape(reshape)
-        self.methods = check_methods(method, max_channels)
+        # the methods asked for ([None]: automatic), resolved for the model in on_train_begin
+        self._requested = check_methods(method, max_channels)
+        self.methods: list[methods.Method] = [m for m in self._requested if m is not None]
         self.faithfulness = check_faithfulness(faithfulness)
         self.max_channels = max_channels
         self.batch_size = check_int("batch_size", batch_size, minimum=1, none_ok=True)
@@ -354,6 +361,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         model = self.model
         self._slots = None
         self._plan = plan(model, self.layer, self.output, self.reshape)
+        self.methods = [self._plan.resolve(m) for m in self._requested]
         check_docs(model, self.probe_x, name="probes")
         check_against_model(model, self._plan.classes, self.class_names, self.probe_y,
                             self.targets)
@@ -366,9 +374,8 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
                                         self._picture_sizes())
         self.artifact_masks = object_masks(self.artifact_boxes, self._given_artifacts,
                                            self._picture_sizes(), kind="artifact")
-        backends.gradient_function(model, self._plan.layer.layer, self._plan.layer.path,
-                                   self._plan.output_index,
-                                   slots.functions if isinstance(slots, ScoreSlots) else None)
+        self._plan.pass_function(self.methods[0],
+                                 slots.functions if isinstance(slots, ScoreSlots) else None)
         self._start_fit()
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -440,8 +447,8 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             "colormap": getattr(self.colormap, "name", repr(self.colormap)),
             "alpha_limit": self.alpha_limit,
             "display_size": self.display_size,
-            "method": [m.name for m in self.methods] if len(self.methods) > 1
-            else self.methods[0].name,
+            "method": [m.name for m in self._requested] if len(self._requested) > 1
+            else None if self._requested[0] is None else self._requested[0].name,
             "max_channels": self.max_channels,
             "batch_size": self.batch_size,
             "alarm": None if self.alarm is None else repr(self.alarm),
@@ -761,9 +768,11 @@ def check_faithfulness(faithfulness: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
-def check_methods(method: Any, max_channels: Any = None) -> list[methods.Method]:
-    """``GradCamCallback``'s ``method`` (a name or a non-empty list of distinct names) and
-    ``max_channels`` (Score-CAM only), validated; returns the methods in order.
+def check_methods(method: Any, max_channels: Any = None) -> list[methods.Method | None]:
+    """``GradCamCallback``'s ``method`` (``None``: automatic, a name or a non-empty list of
+    distinct names) and ``max_channels`` (Score-CAM only), validated; returns the methods in
+    order, ``[None]`` for the automatic choice (made when the model is known,
+    :func:`gradcam_callbacks.methods.resolve`).
 
     Raises:
         TypeError: ``method`` is neither a name nor a list of names.
@@ -773,7 +782,12 @@ def check_methods(method: Any, max_channels: Any = None) -> list[methods.Method]
     Example:
         >>> [m.title for m in check_methods(["gradcam", "layercam"])]
         ['Grad-CAM', 'LayerCAM']
+        >>> check_methods(None)
+        [None]
     """
+    if method is methods.AUTO:
+        methods.check_options(method, max_channels)
+        return [None]
     names = [method] if isinstance(method, (str, methods.Method)) else method
     if not isinstance(names, (list, tuple)):
         raise TypeError(f"method must be a method name (str) or a list of names, from "

@@ -85,13 +85,15 @@ class RawExplanation:
     counts: np.ndarray
     layer: layers.LayerChoice
     data_format: str
-    method: methods.Method = methods.METHODS[methods.DEFAULT]
+    method: methods.Method = methods.METHODS["gradcam"]
     functions: tuple[scores_module.ScoreFunction, ...] | None = None
     # attention methods (rollout): the attention weights (N, L, heads, T, T), their
     # gradients (N, K, L, heads, T, T) and where their tokens lie
     attention: np.ndarray | None = None
     attention_grads: np.ndarray | None = None
     layout: layers.TokenLayout | None = None
+    # False for a forward-only pass (rollout): activations and grads are then empty
+    gradients: bool = True
 
     def explained_targets(self) -> np.ndarray:
         """``(N, K)`` what each slot explained: class indices (int), or with score
@@ -139,6 +141,28 @@ class Plan:
     input_dtype: str
     output_shape: tuple[int | None, ...] | None = None
     reshape: ReshapeSpec = None
+    automatic_layer: bool = True
+
+    def resolve(self, method: str | methods.Method | None) -> methods.Method:
+        """The method that runs for ``method`` on this model: itself when named; for
+        ``None`` (the default) the automatic choice, :func:`gradcam_callbacks.methods.resolve`
+        (Grad-CAM on a CNN, attention rollout on a ViT).
+
+        Example:
+            >>> plan(vit).resolve(None).title, plan(model).resolve(None).title
+            ('Attention rollout', 'Grad-CAM')
+        """
+        return methods.resolve(method, self.model, self.automatic_layer)
+
+    def pass_function(self, method: methods.Method,
+                      functions: tuple[Any, ...] | None = None) -> backends.GradientFunction:
+        """The cached compiled pass ``method`` runs on: the gradient pass, or for a method
+        without gradients (rollout) the forward that reads the attention weights."""
+        found = (self.model, self.layer.layer, self.layer.path, self.output_index, functions,
+                 self.attention_layers(method))
+        if method.needs_gradients:
+            return backends.gradient_function(*found)
+        return backends.score_function(*found)
 
     def token_maps(self, activations: np.ndarray, grads: np.ndarray, docs: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray]:
@@ -188,11 +212,13 @@ class Plan:
 
     def run(
         self, docs: np.ndarray, targets: np.ndarray, counts: np.ndarray,
-        batch_size: int | None = None, method: str | methods.Method = methods.DEFAULT,
+        batch_size: int | None = None, method: str | methods.Method | None = methods.DEFAULT,
         max_channels: int | None = None, *, name: str = "doc", check_finite: bool = True,
     ) -> RawExplanation:
         """Run the compiled pass over validated docs and targets, ``batch_size`` at a time,
-        then ``method`` (a name in :data:`gradcam_callbacks.methods.METHODS`) on its numbers.
+        then ``method`` (a name in :data:`gradcam_callbacks.methods.METHODS`, or ``None``:
+        :meth:`resolve`) on its numbers. A method without gradients (rollout) runs on the
+        compiled forward alone.
 
         ``check_finite=False`` returns non-finite numbers as they are, for a caller that
         reports them per doc itself (the callback draws such probes as "not finite").
@@ -201,25 +227,33 @@ class Plan:
             NonFiniteError: the model gave NaN or inf for some docs (their indices are
                 named, as ``name(s) [i, ...]``), unless ``check_finite`` is false.
         """
-        chosen = methods.check_options(method, max_channels)
+        chosen = methods.check_options(self.resolve(method), max_channels)
+        assert chosen is not None
         functions = targets.functions if isinstance(targets, ScoreSlots) else None
-        function = backends.gradient_function(
-            self.model, self.layer.layer, self.layer.path, self.output_index, functions,
-            self.attention_layers(chosen),
-        )
+        function = self.pass_function(chosen, functions)
         targets = np.asarray(targets)
         docs = np.asarray(docs, dtype=self.input_dtype)
         step = len(docs) if not batch_size else batch_size
-        parts = [function(docs[i:i + step], targets[i:i + step]) for i in range(0, len(docs), step)]
-        activations, grads, outputs, resolved, *tapped = (np.concatenate(p) for p in zip(*parts))
-        attention, attention_grads = tapped if tapped else (None, None)
+        if chosen.needs_gradients:
+            parts = [function(docs[i:i + step], targets[i:i + step])
+                     for i in range(0, len(docs), step)]
+            activations, grads, outputs, resolved, *tapped = (
+                np.concatenate(p) for p in zip(*parts))
+            attention, attention_grads = tapped if tapped else (None, None)
+        else:  # forward only: the outputs and attention weights, no activation, no gradient
+            outputs, attention = (np.concatenate(p) for p in zip(*[
+                function(docs[i:i + step]) for i in range(0, len(docs), step)]))
+            resolved, attention_grads = resolve_targets(outputs, targets), None
+            activations = np.zeros((len(docs), 0, 0, 0), np.float32)
+            grads = np.zeros(targets.shape + (0, 0, 0), np.float32)
         layout = None if attention is None else self.token_layout(attention.shape[-1], docs)
-        layers.check_rank(self.layer, activations.ndim, docs.ndim)
-        if activations.ndim == docs.ndim - 1:
-            activations, grads = self.token_maps(activations, grads, docs)
-        elif self.data_format == "channels_first":
-            activations = np.moveaxis(activations, 1, -1)
-            grads = np.moveaxis(grads, 2, -1)
+        if chosen.needs_gradients:
+            layers.check_rank(self.layer, activations.ndim, docs.ndim)
+            if activations.ndim == docs.ndim - 1:
+                activations, grads = self.token_maps(activations, grads, docs)
+            elif self.data_format == "channels_first":
+                activations = np.moveaxis(activations, 1, -1)
+                grads = np.moveaxis(grads, 2, -1)
         if self.classes is None:
             _check_target_range(targets, outputs.shape[-1])
         scores = np.take_along_axis(outputs, resolved.astype(np.intp), axis=-1)
@@ -228,6 +262,7 @@ class Plan:
             targets=resolved, scores=scores, outputs=outputs, counts=counts, layer=self.layer,
             data_format=self.data_format, method=chosen, functions=functions,
             attention=attention, attention_grads=attention_grads, layout=layout,
+            gradients=chosen.needs_gradients,
         )
         with np.errstate(over="ignore", invalid="ignore"):
             heatmaps, weights = self._method_maps(chosen, raw, docs, batch_size, max_channels)
@@ -263,9 +298,12 @@ class Plan:
             >>> pass_plan.apply(raw, docs, "layercam").method.title
             'LayerCAM'
         """
-        chosen = methods.check_options(method, max_channels)
-        if chosen.needs_attention and raw.attention is None:
-            # the pass read no attention: run the one that does, for the same targets
+        chosen = methods.check_options(self.resolve(method), max_channels)
+        assert chosen is not None
+        if (chosen.needs_attention and raw.attention is None) or (
+                chosen.needs_gradients and not raw.gradients):
+            # the pass read no attention (or no gradients, after rollout): run the one that
+            # does, for the same targets
             slots = raw.targets if raw.functions is None else ScoreSlots.of(
                 raw.targets, raw.functions)
             return self.run(docs, slots, raw.counts, batch_size, chosen, max_channels,
@@ -293,6 +331,21 @@ class Plan:
                                        self.output_index, functions)(inputs)
 
 
+def resolve_targets(outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """``targets (N, K)`` with each rank ``-r`` replaced by the doc's r-th highest-scoring
+    class of ``outputs (N, classes)`` (ties: the lower index first), as the gradient passes
+    resolve them, for a forward-only pass.
+
+    Example:
+        >>> resolve_targets(np.array([[0.1, 0.7, 0.2]]), np.array([[-1, -2, 0]])).tolist()
+        [[1, 2, 0]]
+    """
+    ranked = np.argsort(-outputs, axis=-1, kind="stable")
+    rank = np.clip(-targets - 1, 0, outputs.shape[-1] - 1)
+    return np.where(targets < 0, np.take_along_axis(ranked, rank, axis=-1),
+                    targets).astype(np.int32)
+
+
 def _check_finite(model: keras.Model, scores: np.ndarray, activations: np.ndarray,
                   grads: np.ndarray, heatmaps: np.ndarray, counts: np.ndarray,
                   name: str = "doc") -> None:
@@ -301,8 +354,8 @@ def _check_finite(model: keras.Model, scores: np.ndarray, activations: np.ndarra
     real = np.arange(scores.shape[1])[None, :] < np.asarray(counts)[:, None]  # (N, K)
 
     def bad(values: np.ndarray, per_slot: bool) -> np.ndarray:
-        flat = values.reshape(values.shape[:2 if per_slot else 1] + (-1,))
-        finite = np.isfinite(flat).all(axis=-1)
+        kept = 2 if per_slot else 1  # empty activations (a forward-only pass) are finite
+        finite = np.isfinite(values).all(axis=tuple(range(kept, values.ndim)))
         return ~(finite | ~real).all(axis=1) if per_slot else ~finite
 
     checks = {"score": bad(scores[..., None], True), "activations": bad(activations, False),
@@ -346,7 +399,7 @@ def plan(model: keras.Model, layer: layers.LayerSpec = None, output: OutputSpec 
     if not str(dtype).startswith(("float", "bfloat")):
         dtype = "float32"
     return Plan(model, choice, index, classes, layers.data_format(model, choice.layer), str(dtype),
-                shape, reshape)
+                shape, reshape, automatic_layer=layer is None)
 
 
 def check_reshape(reshape: Any) -> ReshapeSpec:
@@ -383,7 +436,7 @@ def explain_raw(
     *,
     single: bool = False,
     batch_size: int | None = None,
-    method: str = methods.DEFAULT,
+    method: str | None = methods.DEFAULT,
     max_channels: int | None = None,
     reshape: ReshapeSpec = None,
 ) -> RawExplanation:
@@ -413,7 +466,7 @@ def explain_predictions(
     output: OutputSpec = None,
     *,
     batch_size: int | None = None,
-    method: str = methods.DEFAULT,
+    method: str | None = methods.DEFAULT,
     max_channels: int | None = None,
     reshape: ReshapeSpec = None,
 ) -> list[Explanation]:
@@ -437,9 +490,15 @@ def explain_predictions(
         output: For models with several outputs: an index or an output name (default 0).
         batch_size: Run at most this many docs per pass (default: all at once); Score-CAM
             also scores at most this many masked inputs per forward (default: 2 MiB of them).
-        method: The CAM method: ``"gradcam"`` (default, ELI5's numbers), ``"gradcam++"``,
-            ``"xgradcam"``, ``"hirescam"``, ``"layercam"``, ``"eigencam"`` or ``"scorecam"``
-            (see docs/methods.md).
+        method: ``None`` (the default): **chosen per model**
+            (:func:`gradcam_callbacks.methods.resolve`): Grad-CAM, ELI5's numbers, on every
+            model whose automatic layer is a spatial feature map (CNNs); attention rollout
+            on a vision transformer with global attention and a class token (keras_hub ViT,
+            DeiT, DINOv2), where Grad-CAM does not localise; HiResCAM on the tokens
+            otherwise (Swin). ``Explanation.method`` names the method used. Or a name,
+            never overridden: ``"gradcam"``, ``"gradcam++"``, ``"xgradcam"``,
+            ``"hirescam"``, ``"layercam"``, ``"eigencam"``, ``"scorecam"``, ``"rollout"``
+            or ``"grad-rollout"`` (see docs/methods.md).
         max_channels: Score-CAM only: score just the channels with the largest spatial
             standard deviation, this many (default: all).
         reshape: For a token layer ``(N, tokens, channels)`` on no patch grid the model
@@ -478,13 +537,13 @@ def explain_prediction(
     layer: layers.LayerSpec = None,
     output: OutputSpec = None,
     *,
-    method: str = methods.DEFAULT,
+    method: str | None = methods.DEFAULT,
     max_channels: int | None = None,
     batch_size: int | None = None,
     reshape: ReshapeSpec = None,
 ) -> Explanation:
     """Explain one image with Grad-CAM, with the API and the numbers of ELI5's Keras support
-    (or with another CAM method).
+    (or with another CAM method; on a vision transformer, by default, attention rollout).
 
     Args:
         model: A built Keras model.
@@ -497,7 +556,9 @@ def explain_prediction(
             :mod:`gradcam_callbacks.targets` and :func:`explain_predictions`).
         layer: ``None`` (automatic), a name, a ``"base/layer"`` path, an index or a layer.
         output: For models with several outputs: an index or a name (default the first).
-        method: ``"gradcam"`` (default) or another name of :func:`explain_predictions`.
+        method: ``None`` (default): chosen per model, Grad-CAM on a CNN (ELI5's numbers),
+            attention rollout on a keras_hub ViT / DeiT / DINOv2, HiResCAM on Swin (see
+            :func:`explain_predictions`); or a method's name, never overridden.
         max_channels: Score-CAM only: how many channels to score (default: all).
         batch_size: Score-CAM only: at most this many masked inputs per forward (default:
             2 MiB of them).
@@ -923,6 +984,6 @@ def gradcam_backend(
             f"targets must be None or a list with exactly one class index; received {targets!r}"
         )
     raw = explain_raw(model, doc, [targets] if targets is not None else None, activation_layer,
-                      single=True)
+                      single=True, method="gradcam")
     return (raw.weights[0, 0], raw.activations[0], raw.grads[0, 0], int(raw.targets[0, 0]),
             float(raw.scores[0, 0]))

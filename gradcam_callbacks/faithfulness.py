@@ -522,6 +522,7 @@ def sanity_check(
     if not chosen:
         raise ValueError("methods must name at least one CAM method; received none")
     pass_plan = explain.plan(model, layer, output)
+    chosen = [pass_plan.resolve(m) for m in chosen]  # None: the model's automatic method
     docs = explain.check_docs(model, images, name="images")
     slots, counts = pass_plan.targets(targets, len(docs))
     if slots.shape[1] != 1:

@@ -19,6 +19,7 @@ strides of the model's patch-embedding convolution (:func:`patch_size`), never a
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -375,6 +376,50 @@ def attention_layers(model: keras.layers.Layer) -> list[LayerChoice]:
     """
     return [LayerChoice(layer, path) for layer, path in walk_paths(model)
             if graph_of(layer).is_a(layer, "MultiHeadAttention")]
+
+
+_ATTENTION_LAYOUTS: weakref.WeakKeyDictionary[Any, TokenLayout | None] = (
+    weakref.WeakKeyDictionary())
+
+
+def attention_layout(model: keras.Model) -> TokenLayout | None:
+    """Where the tokens of the model's first ``MultiHeadAttention`` lie at the model's own
+    input size: prefix tokens, then the patch grid (:func:`token_layout`). ``None`` without
+    such an attention, without a fixed input size or a patch embedding, or when its tokens
+    lie on no grid. Found once per model from the layer's built query shape, else from a
+    symbolic call (nothing is computed), and cached.
+
+    Example:
+        >>> attention_layout(vit)  # a keras_hub ViT: class token + 4x4 patches
+        TokenLayout(prefix=1, height=4, width=4)
+    """
+    if model in _ATTENTION_LAYOUTS:
+        return _ATTENTION_LAYOUTS[model]
+    found = attention_layers(model)
+    shape = input_shape(model)
+    patch = patch_size(model)
+    layout = None
+    if found and shape is not None and patch is not None and all(
+            d is not None for d in shape):
+        tokens = _attended_tokens(model, found[0].layer, tuple(shape))
+        size = shape[1:3] if data_format(model, found[0].layer) == "channels_first" \
+            else shape[:2]
+        layout = None if tokens is None else token_layout(tokens, size, patch)
+    _ATTENTION_LAYOUTS[model] = layout
+    return layout
+
+
+def _attended_tokens(model: keras.Model, attention: Any, shape: tuple[int, ...]) -> int | None:
+    """How many tokens ``attention`` attends over when ``model`` sees one input of ``shape``."""
+    built = (getattr(attention, "_build_shapes_dict", None) or {}).get("query_shape")
+    if built is not None and len(built) == 3 and is_int(built[1]):
+        return int(built[1])
+    try:
+        with attention_weights(attention, lambda weights: weights) as weights:
+            model.compute_output_spec(keras.KerasTensor((1,) + shape))
+    except Exception:  # noqa: BLE001 - a model that cannot run symbolically: unknown
+        return None
+    return int(weights[0].shape[-1]) if len(weights) == 1 else None
 
 
 def _attends(layer: Any) -> bool:

@@ -205,3 +205,65 @@ def test_the_callback_watches_a_vit_fine_tune_with_rollout(models, tmp_path):
     model.fit(x, y, epochs=1, batch_size=4, verbose=0, callbacks=[cam])
     (_, hires, *_), (name, rolled, *_) = cam.explain_probes_by_method()
     assert name == "rollout" and rolled.shape == hires.shape == (2, 4, 4)
+
+
+# the automatic method (method=None, the default): rollout where Grad-CAM does not localise
+AUTO_METHOD = {"vit": "Attention rollout", "deit": "Attention rollout",
+               "dinov2": "Attention rollout", "swin": "HiResCAM"}
+
+
+@pytest.mark.backend_agnostic  # the choice reads the model only; the maps of the forward-only
+# rollout are checked on every backend by test_heatmaps_equal_the_stored_reference
+@pytest.mark.parametrize("name", MODELS)
+def test_the_default_method_is_chosen_per_model(models, name):
+    x = docs(1)
+    assert gc.explain_prediction(models[name], x).method == AUTO_METHOD[name]
+    # an explicit method is never overridden
+    assert gc.explain_prediction(models[name], x, method="gradcam").method == "Grad-CAM"
+
+
+@pytest.mark.backend_agnostic
+def test_the_default_method_on_a_cnn_and_on_a_layer_you_give(models):
+    # a CNN keeps Grad-CAM (ELI5's numbers: tests/test_eli5_parity.py runs the default)
+    from models import images, small_cnn
+
+    assert gc.explain_prediction(small_cnn(), images(1)).method == "Grad-CAM"
+    # a layer given on a ViT: a gradient method on it (rollout reads no layer), and a
+    # mean-pooled patch-token model without prefix tokens: HiResCAM
+    given = gc.explain_prediction(models["vit"], docs(1), layer=AUTO["vit"])
+    assert given.method == "HiResCAM"
+    x = np.random.RandomState(0).rand(1, 16, 16, 1).astype("float32")
+    assert gc.explain_prediction(patch_token_model(), x).method == "HiResCAM"
+
+
+def test_the_callback_names_the_method_it_chose(models, tmp_path):
+    inputs = keras.Input(SHAPE)
+    model = keras.Model(inputs, models["vit"](inputs))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = docs(4), np.arange(4) % 3
+    cam = gc.GradCamCallback(x[:2], log_dir=tmp_path, log_initial=False)
+    assert cam.get_config()["method"] is None
+    model.fit(x, y, epochs=1, batch_size=4, verbose=0, callbacks=[cam])
+    assert [m.name for m in cam.methods] == ["rollout"]
+    assert cam._reports[0].title == "Attention rollout"
+
+
+@pytest.mark.backend_agnostic
+def test_the_command_line_without_method_chooses_per_model(models):
+    # what `explain` runs without --method (a subprocess on a saved ViT took a minute)
+    from PIL import Image
+
+    from gradcam_callbacks.cli.explain_command import chosen_methods
+    from gradcam_callbacks.cli.pipeline import ExplainOptions, Geometry
+    from gradcam_callbacks.explain import plan
+
+    def options(model, given):
+        return ExplainOptions(
+            model=model, plan=plan(model), geometry=Geometry(3, 16, 16, False), targets=None,
+            top=None, class_names=None, preprocess="unit", colormap="viridis",
+            alpha_limit=None, side_by_side=False, max_pixels=Image.MAX_IMAGE_PIXELS,
+            methods=chosen_methods(given, None))
+
+    assert options(models["vit"], None).methods == ["rollout"]
+    assert options(models["swin"], None).methods == ["hirescam"]
+    assert options(models["vit"], ["gradcam", "layercam"]).methods == ["gradcam", "layercam"]

@@ -189,19 +189,23 @@ def gradient_function(
 
 def score_function(
     model: keras.Model, layer: keras.layers.Layer, path: str, output_index: int,
-    scores: ScoreHead = None,
+    scores: ScoreHead = None, attention: tuple[keras.layers.Layer, ...] = (),
 ) -> GradientFunction:
     """The cached compiled score-only forward for (model, output), built on first use:
     called with inputs ``(B, ...)`` it returns the selected output ``(B, classes)`` as numpy,
     with no gradient and no activation kept (``(B, F)`` with ``scores``, as in
     :func:`gradient_function`). ``layer`` only keys the cache.
 
+    With ``attention`` (``MultiHeadAttention`` layers) it returns ``(outputs, weights)``:
+    also their attention weights ``(B, L, heads, T, T)``, read on the same forward, still
+    with no backward pass (attention rollout runs on this).
+
     Example:
         >>> score = score_function(model, layer, "last_conv", 0)
         >>> score(x[:4]).shape
         (4, 10)
     """
-    return _compiled("build_score", model, layer, path, output_index, scores)
+    return _compiled("build_score", model, layer, path, output_index, scores, attention)
 
 
 def _compiled(
@@ -306,11 +310,29 @@ def raw_outputs(taps: list[np.ndarray], grads: list[np.ndarray], scores: np.ndar
     found = (taps[0], grads[0], scores, resolved)
     if len(taps) == 1:
         return found
-    shapes = {tuple(t.shape) for t in taps[1:]}
+    return (*found, stacked_attention(taps[1:]), np.stack(grads[1:], axis=2))
+
+
+def forward_outputs(scores: np.ndarray, weights: list[np.ndarray]) -> Any:
+    """A score-only forward's numpy results: the outputs, or with attention layers read,
+    ``(outputs, weights (B, L, heads, T, T))``.
+
+    Example:
+        >>> w = np.zeros((2, 1, 4, 4))
+        >>> forward_outputs(np.zeros((2, 3)), [w, w])[1].shape
+        (2, 2, 1, 4, 4)
+    """
+    return scores if not weights else (scores, stacked_attention(weights))
+
+
+def stacked_attention(weights: list[np.ndarray]) -> np.ndarray:
+    """The L attention layers' weights ``(B, heads, T, T)`` stacked ``(B, L, heads, T, T)``;
+    a ValueError if their shapes differ."""
+    shapes = {tuple(w.shape) for w in weights}
     if len(shapes) > 1:
         raise ValueError(f"the attention layers' weights differ in shape {sorted(shapes)}; "
                          "attention rollout needs every layer over the same tokens")
-    return (*found, np.stack(taps[1:], axis=1), np.stack(grads[1:], axis=2))
+    return np.stack(weights, axis=1)
 
 
 def score_scale(model: keras.Model) -> float:

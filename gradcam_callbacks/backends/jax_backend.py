@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..layers import attention_weights, intercept, single_activation
-from . import PassSpec, RawOutputs, raw_outputs
+from . import PassSpec, RawOutputs, forward_outputs, raw_outputs
 
 
 def build(
@@ -71,7 +71,7 @@ def build(
     return call
 
 
-def build_score(spec: PassSpec, on_trace: Callable[[], None]) -> Callable[[np.ndarray], np.ndarray]:
+def build_score(spec: PassSpec, on_trace: Callable[[], None]) -> Callable[[np.ndarray], Any]:
     """Compile the score-only forward for ``spec`` (one ``jax.jit`` over ``stateless_call``);
     see :func:`..backends.score_function`."""
     mode = _inference_mode(spec)
@@ -79,11 +79,17 @@ def build_score(spec: PassSpec, on_trace: Callable[[], None]) -> Callable[[np.nd
     @jax.jit
     def run(trainable: Any, non_trainable: Any, inputs: Any) -> Any:
         on_trace()
-        outputs, _ = spec.model.stateless_call(trainable, non_trainable, inputs, **mode)
-        return spec.select(outputs)
+        with contextlib.ExitStack() as stack:  # attention weights only if asked (rollout)
+            weights = [stack.enter_context(attention_weights(layer, lambda a: a))
+                       for layer in spec.attention]
+            outputs, _ = spec.model.stateless_call(trainable, non_trainable, inputs, **mode)
+        return spec.select(outputs), [single_activation(w, layer.name)
+                                      for w, layer in zip(weights, spec.attention)]
 
-    def call(inputs: np.ndarray) -> np.ndarray:
-        return np.asarray(run(*_variable_values(spec), jnp.asarray(inputs)))
+    def call(inputs: np.ndarray) -> Any:
+        outputs, weights = run(*_variable_values(spec), jnp.asarray(inputs))
+        return forward_outputs(np.asarray(outputs), [
+            np.asarray(w).astype(np.float32, copy=False) for w in weights])
 
     return call
 

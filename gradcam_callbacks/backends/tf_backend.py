@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 from ..layers import attention_weights, intercept, single_activation
-from . import PassSpec, RawOutputs, raw_outputs
+from . import PassSpec, RawOutputs, forward_outputs, raw_outputs
 
 
 def build(
@@ -65,17 +66,24 @@ def build(
     return call
 
 
-def build_score(spec: PassSpec, on_trace: Callable[[], None]) -> Callable[[np.ndarray], np.ndarray]:
+def build_score(spec: PassSpec, on_trace: Callable[[], None]) -> Callable[[np.ndarray], Any]:
     """Compile the score-only forward for ``spec``; see :func:`..backends.score_function`."""
 
     @tf.function(reduce_retracing=True)
-    def run(inputs: tf.Tensor) -> tf.Tensor:
+    def run(inputs: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
         on_trace()
-        return spec.select(spec.model(inputs, training=False))
+        with contextlib.ExitStack() as stack:  # attention weights only if asked (rollout)
+            weights = [stack.enter_context(attention_weights(layer, tf.identity))
+                       for layer in spec.attention]
+            outputs = spec.select(spec.model(inputs, training=False))
+        return outputs, [single_activation(w, layer.name)
+                         for w, layer in zip(weights, spec.attention)]
 
-    def call(inputs: np.ndarray) -> np.ndarray:
+    def call(inputs: np.ndarray) -> Any:
         with _user_errors():
-            return run(tf.convert_to_tensor(inputs)).numpy()
+            outputs, weights = run(tf.convert_to_tensor(inputs))
+        return forward_outputs(outputs.numpy(),
+                               [w.numpy().astype(np.float32, copy=False) for w in weights])
 
     return call
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
 import torch
 
 from ..layers import attention_weights, intercept, single_activation
-from . import PassSpec, RawOutputs, raw_outputs
+from . import PassSpec, RawOutputs, forward_outputs, raw_outputs
 
 
 def build(
@@ -74,15 +75,20 @@ def build(
     return call
 
 
-def build_score(spec: PassSpec, on_trace: Callable[[], None]) -> Callable[[np.ndarray], np.ndarray]:
+def build_score(spec: PassSpec, on_trace: Callable[[], None]) -> Callable[[np.ndarray], Any]:
     """The score-only forward for ``spec`` (eager, no autograd); see
     :func:`..backends.score_function`."""
     on_trace()
 
-    def call(inputs: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
+    def call(inputs: np.ndarray) -> Any:
+        with torch.no_grad(), contextlib.ExitStack() as stack:
+            # attention weights only if asked (rollout)
+            weights = [stack.enter_context(attention_weights(layer, lambda a: a))
+                       for layer in spec.attention]
             outputs = spec.model(keras.ops.convert_to_tensor(inputs), training=False)
-            return spec.select(outputs).cpu().numpy()
+        return forward_outputs(spec.select(outputs).cpu().numpy(), [
+            single_activation(w, layer.name).float().cpu().numpy()
+            for w, layer in zip(weights, spec.attention)])
 
     return call
 

@@ -122,22 +122,25 @@ def run_explain(args: argparse.Namespace) -> int:
     return EXIT_FAILED_INPUTS if tally.failed else EXIT_OK
 
 
-def chosen_methods(given: list[str] | None, max_channels: int | None) -> list[str]:
-    """The ``--method`` names in order (default Grad-CAM), checked with ``--max-channels``.
+def chosen_methods(given: list[str] | None, max_channels: int | None) -> list[str | None]:
+    """The ``--method`` names in order (``[None]`` without ``--method``: automatic, chosen
+    for the model by :meth:`gradcam_callbacks.explain.Plan.resolve`), checked with
+    ``--max-channels``.
 
     Raises:
         UsageError: a method given twice, or ``--max-channels`` without scorecam.
 
     Example:
         >>> chosen_methods(None, None), chosen_methods(["scorecam", "gradcam"], 8)
-        (['gradcam'], ['scorecam', 'gradcam'])
+        ([None], ['scorecam', 'gradcam'])
     """
     names = list(given or [DEFAULT_METHOD])
     problems = [f"--method {name} is given more than once" for name in sorted(set(names))
                 if names.count(name) > 1]
     if max_channels is not None and "scorecam" not in names:
         problems.append(f"--max-channels applies to --method scorecam only; received "
-                        f"--max-channels {max_channels} with --method {' '.join(names)}")
+                        f"--max-channels {max_channels} with --method "
+                        f"{' '.join(name or 'omitted (automatic)' for name in names)}")
     if problems:
         raise UsageError(*problems)
     return names

@@ -25,7 +25,8 @@ PREPROCESS_MODES = ("none", "unit", "symmetric", "caffe", "torch")
 #: Keras (the methods package does); tests/test_methods_wiring.py checks they agree.
 METHOD_NAMES = ("eigencam", "grad-rollout", "gradcam", "gradcam++", "hirescam", "layercam",
                 "rollout", "scorecam", "xgradcam")
-DEFAULT_METHOD = "gradcam"
+#: ``--method`` omitted: automatic (``gradcam_callbacks.methods.resolve``)
+DEFAULT_METHOD = None
 
 
 class UsageError(Exception):
@@ -112,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "to it (SegmentationScore); pass --layer, an inner feature map")
     explain.add_argument("--method", action="append", choices=METHOD_NAMES, metavar="NAME",
                          help="CAM method, repeatable for one PNG per method per input: "
-                         f"{', '.join(METHOD_NAMES)} (default: {DEFAULT_METHOD})")
+                         f"{', '.join(METHOD_NAMES)} (default: automatic, per model: "
+                         "gradcam on a CNN, rollout on a vision transformer with a class "
+                         "token, hirescam on Swin)")
     explain.add_argument("--max-channels", type=positive_int, metavar="N",
                          help="scorecam only: score just the N channels with the largest "
                          "spatial spread (Faster Score-CAM; default: all)")

@@ -72,10 +72,15 @@ class ExplainOptions:
     alpha_limit: float | None
     side_by_side: bool
     max_pixels: int
-    methods: list[str] = field(default_factory=lambda: [DEFAULT_METHOD])
+    # --method, in order; None (--method omitted): chosen for the model by plan.resolve
+    methods: list[str | None] = field(default_factory=lambda: [DEFAULT_METHOD])
     max_channels: int | None = None
     score: Any = None  # a score function (--regression, --segmentation-class)
     faithfulness: bool = False  # --faithfulness: deletion and insertion areas per map
+
+    def __post_init__(self) -> None:
+        # the methods that run, by name: the automatic choice made once, for this model
+        self.methods = [self.plan.resolve(name).name for name in self.methods]
 
 
 @dataclass

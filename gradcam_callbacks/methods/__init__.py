@@ -33,12 +33,15 @@ METHODS: dict[str, Method] = {
     for module in (gradcam, gradcam_plus_plus, xgradcam, hirescam, layercam, eigencam, scorecam,
                    rollout, grad_rollout)
 }
-DEFAULT = "gradcam"
+#: ``method=None``, the default everywhere (explain, callback, command line): chosen per
+#: model by :func:`resolve`.
+AUTO = None
+DEFAULT = AUTO
 # Methods that take the options of the same name; the others refuse them.
 _OPTIONS = {"max_channels": ("scorecam",)}
 
-__all__ = ["METHODS", "CamInputs", "CamResult", "Method", "ScoreCallable", "apply",
-           "check_options", "get_method", "heatmaps"]
+__all__ = ["AUTO", "METHODS", "CamInputs", "CamResult", "Method", "ScoreCallable", "apply",
+           "check_options", "get_method", "heatmaps", "resolve"]
 
 
 def get_method(method: Any) -> Method:
@@ -56,12 +59,49 @@ def get_method(method: Any) -> Method:
         return method
     if not isinstance(method, str):
         raise TypeError(
-            f"method must be a method name (str), one of {sorted(METHODS)}; received "
+            f"method must be a method name (str), one of {sorted(METHODS)}, or None "
+            f"(automatic); received "
             f"{type(method).__name__}: {method!r}"
         )
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}; received method={method!r}")
     return METHODS[method]
+
+
+def resolve(method: Any, model: Any, automatic_layer: bool = True) -> Method:
+    """The method that runs on ``model``: ``method`` itself when named, never overridden;
+    for ``None`` (:data:`AUTO`, the default) the one that localises on that kind of model
+    (measured, docs/methods.md):
+
+    - Grad-CAM (ELI5's numbers) when the model's automatic layer is a spatial feature map:
+      every CNN;
+    - attention rollout on a vision transformer whose attention is global (a
+      ``MultiHeadAttention``: keras_hub's ViT, DeiT, DINOv2) over prefix tokens (class,
+      distillation, registers) and a patch grid, with the automatic layer (rollout reads no
+      layer);
+    - HiResCAM on the token layer otherwise: windowed attention (Swin), no prefix token, or a
+      layer you gave.
+
+    This is the only place that decides; explain, the callback and the command line call it
+    through :meth:`gradcam_callbacks.explain.Plan.resolve`, where the model is known.
+
+    Raises:
+        TypeError, ValueError: ``method`` is neither ``None`` nor a method's name.
+
+    Example:
+        >>> resolve(None, model).name, resolve(None, vit).name, resolve("layercam", vit).name
+        ('gradcam', 'rollout', 'layercam')
+    """
+    if method is not AUTO:
+        return get_method(method)
+    from .. import layers  # the engine's model facts; methods themselves never need them
+
+    if layers.transformer_layer(model) is None:
+        return METHODS["gradcam"]
+    layout = layers.attention_layout(model) if automatic_layer else None
+    if layout is not None and layout.prefix > 0:
+        return METHODS["rollout"]
+    return METHODS["hirescam"]
 
 
 def check_positive(name: str, value: Any) -> int | None:
@@ -79,19 +119,23 @@ def check_positive(name: str, value: Any) -> int | None:
     return int(value)
 
 
-def check_options(method: Any, max_channels: Any = None) -> Method:
-    """Validate ``method`` and its options together; returns the method.
+def check_options(method: Any, max_channels: Any = None) -> Method | None:
+    """Validate ``method`` and its options together; returns the method, or ``None`` for
+    the automatic choice (:func:`resolve`, made once the model is known).
 
     Example:
         >>> check_options("scorecam", max_channels=64).name
         'scorecam'
+        >>> check_options(None) is None
+        True
     """
-    chosen = get_method(method)
+    chosen = None if method is AUTO else get_method(method)
     check_positive("max_channels", max_channels)
-    if max_channels is not None and chosen.name not in _OPTIONS["max_channels"]:
+    if max_channels is not None and (chosen is None
+                                     or chosen.name not in _OPTIONS["max_channels"]):
         raise ValueError(
             f"max_channels applies to method='scorecam' only; received max_channels="
-            f"{max_channels!r} with method={chosen.name!r}"
+            f"{max_channels!r} with method={None if chosen is None else chosen.name!r}"
         )
     return chosen
 

@@ -79,6 +79,8 @@ class Method:
         compute: ``CamInputs -> CamResult``.
         needs_attention: Whether the method reads the attention weights (attention
             rollout): the pass then also taps every ``MultiHeadAttention`` layer.
+        needs_gradients: Whether the method reads gradients; one that does not (attention
+            rollout) runs on the compiled forward alone, with no backward pass.
 
     Example:
         >>> from gradcam_callbacks.methods import get_method
@@ -91,6 +93,7 @@ class Method:
     description: str
     compute: Callable[[CamInputs], CamResult]
     needs_attention: bool = False
+    needs_gradients: bool = True
 
 
 def no_channel_weights(grads: np.ndarray) -> np.ndarray:
