@@ -26,6 +26,7 @@ from .explain import (
     check_reshape,
     derive_image,
     plan,
+    read_by,
 )
 from .faithfulness import DEFAULT_METRICS, METRICS, probe_faithfulness
 from .image import Colormap, check_alpha_limit, get_colormap
@@ -520,10 +521,10 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
                               stacklevel=3)
             sinks.insert(0, EventWriter(run.path, png_compress_level=1))
         assert self.pictures is not None
-        layer_path = self._plan.layer.path if self._plan is not None else ""
         self._reports = [
             ProbeReport(self.pictures, self.colormap, self.alpha_limit, self.display_size,
-                        self.probe_boxes, self.probe_masks, self.class_names, layer_path,
+                        self.probe_boxes, self.probe_masks, self.class_names,
+                        read_by(self.model, self._plan.layer, method) if self._plan else "",
                         method=None if index == 0 else method.name, title=method.title,
                         artifact_masks=self.artifact_masks)
             for index, method in enumerate(self.methods)]

@@ -9,6 +9,7 @@ and the command line make one plan and run it at every logged epoch or batch.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -659,11 +660,33 @@ def explanations_from_raw(
                 )
                 for k in range(int(raw.counts[n]))
             ],
-            layer=raw.layer.path,
+            layer=read_by(model, raw.layer, raw.method),
             method=raw.method.title,
             description=raw.method.description,
         ))
     return result
+
+
+def read_by(model: keras.Model, layer: layers.LayerChoice, method: methods.Method) -> str:
+    """What ``method``'s maps are read from, as :attr:`Explanation.layer` names it: the
+    layer's path, or for an attention method (which reads no layer's activations) the
+    attention layers it multiplies through.
+
+    Example:
+        >>> first, last = read_by(vit, plan(vit).layer, methods.get_method("rollout")).split(" .. ")
+        >>> first
+        'vit_backbone/vit_encoder/transformer_block_1/mha'
+        >>> last
+        'transformer_block_2/mha (2 attention layers)'
+    """
+    if not method.needs_attention:
+        return layer.path
+    paths = [choice.path for choice in layers.attention_layers(model)]
+    if len(paths) == 1:
+        return paths[0]
+    head, last = paths[0], paths[-1]
+    shared = head[:head.rfind("/", 0, len(os.path.commonprefix([head, last])) + 1) + 1]
+    return f"{head} .. {last[len(shared):]} ({len(paths)} attention layers)"
 
 
 def derive_image(doc: np.ndarray, data_format: str = "channels_last") -> Image.Image:

@@ -59,7 +59,10 @@ class Explanation:
         method: ``"Grad-CAM"``.
         image: The Pillow image the heatmaps belong to (given or derived from the input).
         targets: One entry per explained target, in the order asked for.
-        layer: The path of the layer used, e.g. ``"mobilenetv2_1.00_224/out_relu"``.
+        layer: The path of the layer used, e.g. ``"mobilenetv2_1.00_224/out_relu"``; for
+            an attention method (rollout), the attention layers it reads, e.g.
+            ``"vit_backbone/vit_encoder/transformer_block_1/mha .. transformer_block_2/mha
+            (2 attention layers)"``.
 
     In Jupyter an Explanation shows its overlay (see :func:`gradcam_callbacks.format_as_image`).
 

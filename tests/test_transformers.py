@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import gradcam_callbacks as gc
+from gradcam_callbacks.explain import plan
 from gradcam_callbacks.layers import auto_layer
 
 if importlib.util.find_spec("keras_hub") is None:
@@ -50,6 +51,15 @@ AUTO = {"vit": "vit_backbone/vit_encoder/transformer_block_1/ln_1",
         "deit": "deit_backbone/deit_encoder/transformer_block_1/ln_1",
         "dinov2": "dinov2_backbone/dinov2_backbone_encoder/layers_0/norm1",
         "swin": "swin_backbone/stage_0/blocks_0/norm1"}
+# what the default method reads, as Explanation.layer says: rollout reads the attention
+# layers, not the automatic layer (Swin's default, HiResCAM, reads that layer)
+READ = {"vit": "vit_backbone/vit_encoder/transformer_block_1/mha .. transformer_block_2/mha "
+               "(2 attention layers)",
+        "deit": "deit_backbone/deit_encoder/transformer_block_1/mha .. transformer_block_2/mha "
+                "(2 attention layers)",
+        "dinov2": "dinov2_backbone/dinov2_backbone_encoder/layers_0/attention/attention .. "
+                  "layers_1/attention/attention (2 attention layers)",
+        "swin": AUTO["swin"]}
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +70,8 @@ def models():
 @pytest.mark.parametrize("name", MODELS)
 def test_explained_with_no_configuration_on_the_patch_grid(models, name):
     expl = gc.explain_prediction(models[name], docs(1))
-    assert expl.layer == AUTO[name]
+    assert plan(models[name]).layer.path == AUTO[name]
+    assert expl.layer == READ[name]
     assert expl.targets[0].heatmap.shape == GRIDS[name][0]
     assert expl.targets[0].heatmap.max() > 0.99
 
