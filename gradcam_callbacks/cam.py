@@ -2,23 +2,20 @@
 to the Keras backend (the gradients' spatial mean, Keras' epsilon), so that the results match
 ELI5's bit for bit.
 
-Everything that explains ends here: the backends deliver activations and gradients, this
-module turns them into channel weights and normalised localisation maps. It imports nothing
-that orchestrates (the engine, :mod:`gradcam_callbacks.explain`, imports it).
+The backends deliver activations and gradients; this module turns them into channel weights
+and normalised localisation maps, and the method files (:mod:`gradcam_callbacks.methods`) build
+on it. It imports nothing that orchestrates (the engine reaches it through the methods).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import keras
 import numpy as np
 
 from ._validation import check_real_array
 from .backends import spatial_mean
-
-if TYPE_CHECKING:
-    pass
 
 
 def channel_weights(grads: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Plain data for Grad-CAM results: :class:`Explanation` and :class:`TargetExplanation`.
+"""Plain data for the results of any method (Grad-CAM, its family, rollout):
+:class:`Explanation` and :class:`TargetExplanation`.
 
 The field names follow ELI5's ``eli5.base`` classes so that code written against ELI5's Keras
 support keeps working. Formatting lives in :mod:`gradcam_callbacks.image`.
@@ -50,13 +51,15 @@ class TargetExplanation:
 
 @dataclass
 class Explanation:
-    """A Grad-CAM explanation of one image, with one :class:`TargetExplanation` per target.
+    """An explanation of one image by one method, with one :class:`TargetExplanation` per target.
 
     Attributes:
         estimator: The model's name.
         description: What the method computes, in one paragraph.
         error: An error message, empty when the explanation succeeded.
-        method: ``"Grad-CAM"``.
+        method: The title of the method that made the heatmaps: ``"Grad-CAM"`` (ELI5's
+            value, and the default on CNNs), ``"Attention rollout"`` (the default on ViT,
+            DeiT, DINOv2), ``"HiResCAM"``, ...
         image: The Pillow image the heatmaps belong to (given or derived from the input).
         targets: One entry per explained target, in the order asked for.
         layer: The path of the layer used, e.g. ``"mobilenetv2_1.00_224/out_relu"``; for

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-# (inputs (B, ...) of the model's input shape) -> the selected output (B, classes), numpy.
+# (inputs (B, ...) of the model's input shape) -> the selected output's scores, numpy:
+# (B, classes), or (B, F) for F score functions.
 ScoreCallable = Callable[[np.ndarray], np.ndarray]
 
 
