@@ -156,6 +156,7 @@ ScoreHead = tuple[Callable[[Any], Any], ...] | None
 _cache: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], GradientFunction]] = (
     weakref.WeakKeyDictionary()
 )
+_cache_lock = threading.Lock()
 
 
 def backend_name() -> str:
@@ -212,19 +213,21 @@ def _compiled(
     builder: str, model: keras.Model, layer: keras.layers.Layer, path: str, output_index: int,
     scores: ScoreHead = None, attention: tuple[keras.layers.Layer, ...] = (),
 ) -> GradientFunction:
-    per_model = _cache.setdefault(model, {})
     key = (builder, id(layer), output_index, scores, tuple(id(a) for a in attention))
-    cached = per_model.get(key)
-    if cached is None:
-        module = model_backend(model)
-        cached = GradientFunction()
-        _COUNTS["builds"] += 1
-        cached.run = getattr(module, builder)(
-            PassSpec(weakref.ref(model), weakref.ref(layer), path, output_index,
-                     score_scale(model), scores, tuple(weakref.ref(a) for a in attention)),
-            cached.count_trace,
-        )
-        per_model[key] = cached
+    # the callback's writer thread and the training thread may ask at once: one build each
+    with _cache_lock:
+        per_model = _cache.setdefault(model, {})
+        cached = per_model.get(key)
+        if cached is None:
+            module = model_backend(model)
+            cached = GradientFunction()
+            _COUNTS["builds"] += 1
+            cached.run = getattr(module, builder)(
+                PassSpec(weakref.ref(model), weakref.ref(layer), path, output_index,
+                         score_scale(model), scores, tuple(weakref.ref(a) for a in attention)),
+                cached.count_trace,
+            )
+            per_model[key] = cached
     return cached
 
 
