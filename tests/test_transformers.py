@@ -13,23 +13,16 @@ Without it these tests skip, except on CI (``CI`` set), where they fail.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import keras
 import numpy as np
 import pytest
+from transformers_reference import require_keras_hub
 
 import gradcam_callbacks as gc
 from gradcam_callbacks.explain import plan
 from gradcam_callbacks.layers import auto_layer
 
-if importlib.util.find_spec("keras_hub") is None:
-    if os.environ.get("CI"):
-        raise RuntimeError("CI is set, but keras_hub is not installed: scripts/run_tests.py "
-                           "installs it (scripts/keras_hub_env.py)")
-    pytest.skip("keras_hub is not installed (python scripts/keras_hub_env.py installs it)",
-                allow_module_level=True)
+require_keras_hub()
 
 from transformers_reference import (  # noqa: E402
     GRIDS,

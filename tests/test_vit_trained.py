@@ -13,20 +13,15 @@ keras_hub is installed by scripts/run_tests.py (see tests/test_transformers.py).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import numpy as np
 import pytest
+from transformers_reference import require_keras_hub
 
 import gradcam_callbacks as gc
 
-if importlib.util.find_spec("keras_hub") is None:
-    if os.environ.get("CI"):
-        raise RuntimeError("CI is set, but keras_hub is not installed: scripts/run_tests.py "
-                           "installs it (scripts/keras_hub_env.py)")
-    pytest.skip("keras_hub is not installed (python scripts/keras_hub_env.py installs it)",
-                allow_module_level=True)
+require_keras_hub()
 
 from test_target_examples import load_example  # noqa: E402
 

@@ -11,6 +11,7 @@ TensorFlow to (re)write ``data/transformers_reference.npz``:
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import keras
@@ -25,6 +26,19 @@ MODELS = ("vit", "deit", "dinov2", "swin")
 RUNS = [("gradcam", None), ("hirescam", None), ("layercam", None), ("rollout", None),
         ("grad-rollout", None)]
 ATTENTION_METHODS = ("rollout", "grad-rollout")
+
+
+def require_keras_hub() -> None:
+    """Skip the calling test module without keras_hub, except on CI (``CI`` set), where
+    scripts/run_tests.py installs it (scripts/keras_hub_env.py): there it fails."""
+    import pytest
+
+    if importlib.util.find_spec("keras_hub") is None:
+        if os.environ.get("CI"):
+            raise RuntimeError("CI is set, but keras_hub is not installed: scripts/run_tests.py "
+                               "installs it (scripts/keras_hub_env.py)")
+        pytest.skip("keras_hub is not installed (python scripts/keras_hub_env.py installs it)",
+                    allow_module_level=True)
 
 
 def runs(name: str) -> list[tuple[str, str | None]]:
