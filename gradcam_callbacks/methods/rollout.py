@@ -19,24 +19,32 @@ import numpy as np
 from .base import CamInputs, CamResult, Method, no_channel_weights
 
 
-def rollout_matrices(attention: np.ndarray, residual: float = 0.5) -> np.ndarray:
-    """``(..., L, heads, T, T)`` attention weights -> ``(..., T, T)`` rollout ``A_L ... A_1``
-    of the head means with ``residual`` identity, rows renormalised.
+def mixed_attention(attention: np.ndarray, residual: float = 0.5) -> np.ndarray:
+    """``(..., L, heads, T, T)`` attention weights -> ``(..., L, T, T)``: per layer the head
+    mean with ``residual`` identity (the residual connection), rows renormalised.
 
     Example:
         >>> import numpy as np
-        >>> uniform = np.full((1, 2, 1, 2, 2), 0.5)  # 2 layers, 1 head, 2 tokens
-        >>> rollout_matrices(uniform).round(3).tolist()
-        [[[0.625, 0.375], [0.375, 0.625]]]
+        >>> mixed_attention(np.full((1, 1, 2, 2), 0.5)).tolist()  # 1 layer, 1 head, 2 tokens
+        [[[0.75, 0.25], [0.25, 0.75]]]
     """
-    mixed = np.asarray(attention, np.float64).mean(axis=-3)
-    tokens = mixed.shape[-1]
-    mixed = (1 - residual) * mixed + residual * np.eye(tokens)
-    mixed /= mixed.sum(axis=-1, keepdims=True)
-    result = np.broadcast_to(np.eye(tokens), mixed.shape[:-3] + (tokens, tokens)).copy()
-    for layer in range(mixed.shape[-3]):
-        result = mixed[..., layer, :, :] @ result
-    return result
+    mixed = np.asarray(attention).mean(axis=-3, dtype=np.float64)
+    mixed = (1 - residual) * mixed + residual * np.eye(mixed.shape[-1])
+    return mixed / mixed.sum(axis=-1, keepdims=True)
+
+
+def patch_map(rows: np.ndarray, layout: object) -> np.ndarray:
+    """``(..., T)`` relevance per token -> ``(..., h, w)``: the patch tokens on their grid,
+    the prefix tokens dropped.
+
+    Example:
+        >>> import numpy as np
+        >>> from gradcam_callbacks.layers import TokenLayout
+        >>> patch_map(np.arange(5.0)[None], TokenLayout(1, 2, 2)).tolist()
+        [[[1.0, 2.0], [3.0, 4.0]]]
+    """
+    prefix, height, width = layout.prefix, layout.height, layout.width  # type: ignore[attr-defined]
+    return rows[..., prefix:].reshape(*rows.shape[:-1], height, width)
 
 
 def patch_relevance(matrices: np.ndarray, layout: object) -> np.ndarray:
@@ -49,17 +57,16 @@ def patch_relevance(matrices: np.ndarray, layout: object) -> np.ndarray:
         >>> patch_relevance(np.eye(5)[None], TokenLayout(1, 2, 2)).shape
         (1, 2, 2)
     """
-    prefix, height, width = layout.prefix, layout.height, layout.width  # type: ignore[attr-defined]
-    rows = matrices[..., 0, :] if prefix else matrices.mean(axis=-2)
-    return rows[..., prefix:].reshape(*rows.shape[:-1], height, width)
+    prefix = layout.prefix  # type: ignore[attr-defined]
+    return patch_map(matrices[..., 0, :] if prefix else matrices.mean(axis=-2), layout)
 
 
 def rollout_rows(attention: np.ndarray, prefix: int, residual: float = 0.5) -> np.ndarray:
     """``(..., L, heads, T, T)`` attention weights -> ``(..., T)``: the row of the rollout
-    ``A_L ... A_1`` (:func:`rollout_matrices`) that the map reads, the class token's (token
-    0) with ``prefix`` tokens, else the mean of the rows. Computed as a row vector times
-    each layer from the last back, L vector-matrix products instead of L matrix products
-    (at 197 tokens, 8 images and 4 layers: milliseconds instead of half a second).
+    ``A_L ... A_1`` of the layers' :func:`mixed_attention` that the map reads, the class
+    token's (token 0) with ``prefix`` tokens, else the mean of the rows. Computed as a row
+    vector times each layer from the last back, L vector-matrix products instead of L
+    matrix products (at 197 tokens, 8 images and 4 layers: milliseconds instead of half a second).
 
     Example:
         >>> import numpy as np
@@ -67,10 +74,8 @@ def rollout_rows(attention: np.ndarray, prefix: int, residual: float = 0.5) -> n
         >>> rollout_rows(uniform, prefix=1).round(3).tolist()
         [[0.625, 0.375]]
     """
-    mixed = np.asarray(attention).mean(axis=-3, dtype=np.float64)
+    mixed = mixed_attention(attention, residual)
     tokens = mixed.shape[-1]
-    mixed = (1 - residual) * mixed + residual * np.eye(tokens)
-    mixed /= mixed.sum(axis=-1, keepdims=True)
     row = np.zeros(mixed.shape[:-3] + (tokens,))
     if prefix:
         row[..., 0] = 1.0
@@ -83,9 +88,8 @@ def rollout_rows(attention: np.ndarray, prefix: int, residual: float = 0.5) -> n
 
 def compute(inputs: CamInputs) -> CamResult:
     """Rollout maps, the same for every target slot of a doc."""
-    layout = inputs.layout
-    rows = rollout_rows(inputs.attention, layout.prefix)  # type: ignore[union-attr]
-    maps = rows[..., layout.prefix:].reshape(len(rows), layout.height, layout.width)  # type: ignore[union-attr]
+    rows = rollout_rows(inputs.attention, inputs.layout.prefix)  # type: ignore[union-attr]
+    maps = patch_map(rows, inputs.layout)
     slots = inputs.targets.shape[1]
     return CamResult(np.repeat(maps[:, None], slots, axis=1), no_channel_weights(inputs.grads))
 
