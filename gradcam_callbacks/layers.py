@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -240,6 +240,32 @@ def attention_weights(
             stack.callback(object.__setattr__, layer, "_flash_attention", flash)
         stack.enter_context(_routed(layer, "call", explicit))
         yield stack.enter_context(intercept(layer, transform, "_masked_softmax"))
+
+
+@contextlib.contextmanager
+def tapped(
+    layer: keras.layers.Layer | None, path: str, attention: Sequence[keras.layers.Layer],
+    transform: Callable[[int], Callable[[Any], Any]],
+) -> Iterator[Callable[[], list[Any]]]:
+    """The taps of one pass: ``layer``'s output (:func:`intercept`; ``None`` for none) and
+    each attention layer's weights (:func:`attention_weights`), tap ``i`` routed through
+    ``transform(i)`` (the layer's first); yields a function that, after the model ran,
+    returns them in that order, each checked to be one tensor (:func:`single_activation`).
+
+    Example:
+        >>> import numpy as np
+        >>> with tapped(None, "", [attention_layers(vit)[0].layer], lambda i: lambda a: a) as taps:
+        ...     _ = vit(np.zeros((2, 16, 16, 3), "float32"), training=False)
+        >>> [tuple(t.shape) for t in taps()]
+        [(2, 2, 17, 17)]
+    """
+    with contextlib.ExitStack() as stack:
+        named = [] if layer is None else [(stack.enter_context(
+            intercept(layer, transform(0))), path)]
+        first = len(named)
+        named += [(stack.enter_context(attention_weights(a, transform(first + i))), a.name)
+                  for i, a in enumerate(attention)]
+        yield lambda: [single_activation(found, name) for found, name in named]
 
 
 def single_activation(outputs: list[Any], path: str) -> Any:

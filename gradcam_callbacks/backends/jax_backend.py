@@ -5,7 +5,6 @@ vector-Jacobian products batched with ``vmap``."""
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -14,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..layers import attention_weights, intercept, single_activation
+from ..layers import tapped
 from . import PassSpec, RawOutputs, forward_outputs, raw_outputs
 
 
@@ -30,13 +29,9 @@ def build(
         def add(index: int) -> Callable[[Any], Any]:
             return lambda tensor: tensor if deltas is None else tensor + deltas[index]
 
-        with intercept(spec.layer, add(0)) as captured, contextlib.ExitStack() as stack:
-            weights = [stack.enter_context(attention_weights(layer, add(i + 1)))
-                       for i, layer in enumerate(spec.attention)]
+        with tapped(spec.layer, spec.path, spec.attention, add) as found:
             outputs, _ = spec.model.stateless_call(trainable, non_trainable, docs, **mode)
-        taps = [single_activation(captured, spec.path)] + [
-            single_activation(w, layer.name) for w, layer in zip(weights, spec.attention)]
-        return spec.select(outputs), taps
+        return spec.select(outputs), found()
 
     @jax.jit
     def run(trainable: Any, non_trainable: Any, docs: Any, targets: Any) -> tuple[Any, ...]:
@@ -79,12 +74,10 @@ def build_score(spec: PassSpec, on_trace: Callable[[], None]) -> Callable[[np.nd
     @jax.jit
     def run(trainable: Any, non_trainable: Any, inputs: Any) -> Any:
         on_trace()
-        with contextlib.ExitStack() as stack:  # attention weights only if asked (rollout)
-            weights = [stack.enter_context(attention_weights(layer, lambda a: a))
-                       for layer in spec.attention]
+        # attention weights only if asked (rollout)
+        with tapped(None, "", spec.attention, lambda _: lambda a: a) as found:
             outputs, _ = spec.model.stateless_call(trainable, non_trainable, inputs, **mode)
-        return spec.select(outputs), [single_activation(w, layer.name)
-                                      for w, layer in zip(weights, spec.attention)]
+        return spec.select(outputs), found()
 
     def call(inputs: np.ndarray) -> Any:
         outputs, weights = run(*_variable_values(spec), jnp.asarray(inputs))

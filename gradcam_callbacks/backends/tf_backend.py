@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from ..layers import attention_weights, intercept, single_activation
+from ..layers import tapped
 from . import PassSpec, RawOutputs, forward_outputs, raw_outputs
 
 
@@ -28,12 +28,9 @@ def build(
                 tape.watch(activation)
                 return activation
 
-            with intercept(spec.layer, watch) as captured, contextlib.ExitStack() as stack:
-                weights = [stack.enter_context(attention_weights(layer, watch))
-                           for layer in spec.attention]
+            with tapped(spec.layer, spec.path, spec.attention, lambda _: watch) as found:
                 outputs = spec.model(docs, training=False)
-            taps = [single_activation(captured, spec.path)] + [
-                single_activation(w, layer.name) for w, layer in zip(weights, spec.attention)]
+            taps = found()
             scores = spec.select(outputs)
         # -r asks for the doc's r-th highest-scoring class (ties: the lower index first)
         ranked = tf.math.top_k(scores, k=tf.shape(scores)[-1]).indices
@@ -72,12 +69,10 @@ def build_score(spec: PassSpec, on_trace: Callable[[], None]) -> Callable[[np.nd
     @tf.function(reduce_retracing=True)
     def run(inputs: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
         on_trace()
-        with contextlib.ExitStack() as stack:  # attention weights only if asked (rollout)
-            weights = [stack.enter_context(attention_weights(layer, tf.identity))
-                       for layer in spec.attention]
+        # attention weights only if asked (rollout)
+        with tapped(None, "", spec.attention, lambda _: tf.identity) as found:
             outputs = spec.select(spec.model(inputs, training=False))
-        return outputs, [single_activation(w, layer.name)
-                         for w, layer in zip(weights, spec.attention)]
+        return outputs, found()
 
     def call(inputs: np.ndarray) -> Any:
         with _user_errors():

@@ -4,7 +4,6 @@ model's parameters."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +11,7 @@ import keras
 import numpy as np
 import torch
 
-from ..layers import attention_weights, intercept, single_activation
+from ..layers import tapped
 from . import PassSpec, RawOutputs, forward_outputs, raw_outputs
 
 
@@ -38,12 +37,9 @@ def build(
 
         tap = offset if spec.attention else leaf
         with torch.enable_grad():
-            with intercept(spec.layer, tap) as captured, contextlib.ExitStack() as stack:
-                weights = [stack.enter_context(attention_weights(layer, tap))
-                           for layer in spec.attention]
+            with tapped(spec.layer, spec.path, spec.attention, lambda _: tap) as found:
                 outputs = spec.model(keras.ops.convert_to_tensor(docs), training=False)
-            taps = [single_activation(captured, spec.path)] + [
-                single_activation(w, layer.name) for w, layer in zip(weights, spec.attention)]
+            taps = found()
             sources = [offsets[id(t)] for t in taps] if spec.attention else taps
             scores = spec.select(outputs)
             requested = torch.as_tensor(targets, dtype=torch.long, device=scores.device)
@@ -81,14 +77,11 @@ def build_score(spec: PassSpec, on_trace: Callable[[], None]) -> Callable[[np.nd
     on_trace()
 
     def call(inputs: np.ndarray) -> Any:
-        with torch.no_grad(), contextlib.ExitStack() as stack:
-            # attention weights only if asked (rollout)
-            weights = [stack.enter_context(attention_weights(layer, lambda a: a))
-                       for layer in spec.attention]
+        # attention weights only if asked (rollout)
+        with torch.no_grad(), tapped(None, "", spec.attention, lambda _: lambda a: a) as found:
             outputs = spec.model(keras.ops.convert_to_tensor(inputs), training=False)
-        return forward_outputs(spec.select(outputs).cpu().numpy(), [
-            single_activation(w, layer.name).float().cpu().numpy()
-            for w, layer in zip(weights, spec.attention)])
+        return forward_outputs(spec.select(outputs).cpu().numpy(),
+                               [w.float().cpu().numpy() for w in found()])
 
     return call
 
