@@ -29,9 +29,10 @@ import time
 
 import keras
 
-from gradcam_callbacks import GradCamCallback, backends, demo, tags
+from gradcam_callbacks import GradCamCallback, backends, demo
 from gradcam_callbacks.faithfulness import DEFAULT_METRICS
-from gradcam_callbacks.tensorboard import read_events
+from gradcam_callbacks.watch import tags
+from gradcam_callbacks.watch.tensorboard import read_events
 
 
 def rss_mb() -> float:

@@ -7,7 +7,7 @@ map and an edge map as the floor every method must clear.
 adds its scoring passes) and two baselines that know nothing of the model, a uniform random
 12x12 map and the Sobel edge magnitude of the input (48x48):
 
-- pointing game and mean box mass (:mod:`gradcam_callbacks.metrics`, the digit's box);
+- pointing game and mean box mass (:mod:`gradcam_callbacks.watch.metrics`, the digit's box);
 - insertion from a black image (higher is better), deletion towards black and towards the
   blurred image (lower is better), 10 steps (:mod:`gradcam_callbacks.faithfulness`);
 - ROAD combined, the mean over 10 %, ..., 90 % removed of (LeRF - MoRF) / 2 (higher is better).
@@ -44,9 +44,10 @@ def main() -> int:
     import keras
     import numpy as np
 
-    from gradcam_callbacks import demo, faithfulness, metrics
+    from gradcam_callbacks import demo, faithfulness
     from gradcam_callbacks.explain import plan
     from gradcam_callbacks.methods import METHODS
+    from gradcam_callbacks.watch import metrics
 
     model = demo.pretrained()
     _, test_set = demo.load_data(num_train=1, num_test=args.num_test)
@@ -112,7 +113,7 @@ def compare_with_xplique(model, x, targets, maps) -> int:
     import numpy as np
 
     from gradcam_callbacks import faithfulness
-    from gradcam_callbacks.metrics import resize_heatmaps
+    from gradcam_callbacks.watch.metrics import resize_heatmaps
 
     root = pathlib.Path(importlib.util.find_spec("xplique").origin).parent
     for name, path in (("xplique", root), ("xplique.metrics", root / "metrics")):

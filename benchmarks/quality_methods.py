@@ -3,7 +3,7 @@
 ``gradcam_callbacks.demo.pretrained()`` (trained on cluttered digits), its 1000 held-out test
 images (``load_data(num_train=1, num_test=1000)``), target = each image's true digit, layer
 ``last_conv`` (12x12). A hit is a map whose maximum falls in the digit's box
-(:func:`gradcam_callbacks.metrics.pointing_game`, no tolerance); the mean share of map mass in
+(:func:`gradcam_callbacks.watch.metrics.pointing_game`, no tolerance); the mean share of map mass in
 the box is printed too. One engine pass takes the activations and gradients; each further
 method reuses them (:meth:`Plan.apply`), Score-CAM adds its batched scoring passes. Run by hand:
 
@@ -28,9 +28,10 @@ def main() -> int:
     import keras
     import numpy as np
 
-    from gradcam_callbacks import demo, metrics
+    from gradcam_callbacks import demo
     from gradcam_callbacks.explain import plan
     from gradcam_callbacks.methods import METHODS
+    from gradcam_callbacks.watch import metrics
 
     model = demo.pretrained()
     _, test_set = demo.load_data(num_train=1, num_test=args.num_test)

@@ -10,7 +10,7 @@ from typing import Any
 
 import keras
 
-from gradcam_callbacks.datasets import ClutteredDigits, make_cluttered_digits
+from gradcam_callbacks.demo.datasets import ClutteredDigits, make_cluttered_digits
 
 
 def load_data(num_train: int, num_test: int, canvas_size: int = 32, digit_size: int = 12,

@@ -2,7 +2,7 @@
 
 ``python examples/regression_digits.py [--epochs N] [--out regression.png]``
 
-A small CNN reads a cluttered-digits image (`gradcam_callbacks.datasets`, made offline)
+A small CNN reads a cluttered-digits image (`gradcam_callbacks.demo.datasets`, made offline)
 and regresses one number, the digit's centre x as a share of the image's width. Grad-CAM
 with ``RegressionScore()`` asks what pushes that number up. The digit is the only thing
 that sets it, so a model that learned the task should look at the digit, not at the
@@ -22,10 +22,10 @@ from digits_common import command_line, compare, load_data
 from PIL import Image
 
 from gradcam_callbacks import explain_predictions
-from gradcam_callbacks.datasets import ClutteredDigits
+from gradcam_callbacks.demo.datasets import ClutteredDigits
 from gradcam_callbacks.image import captioned, format_as_image, side_by_side
-from gradcam_callbacks.metrics import box_masses, boxes_to_masks, pointing_hits
 from gradcam_callbacks.targets import RegressionScore
+from gradcam_callbacks.watch.metrics import box_masses, boxes_to_masks, pointing_hits
 
 #: The layer explained: the last convolution, before the position-keeping Flatten.
 LAYER = "features"

@@ -3,7 +3,7 @@
 ``python examples/segmentation_digits.py [--epochs N] [--out segmentation.png]``
 
 A small fully-convolutional network labels every pixel of a cluttered-digits image
-(`gradcam_callbacks.datasets`, made offline) with one of 11 classes: 0 for background,
+(`gradcam_callbacks.demo.datasets`, made offline) with one of 11 classes: 0 for background,
 ``1 + d`` for the strokes of digit ``d``. Eleven classes rather than two (digit or not)
 because then painting a pixel "3" takes recognising the digit, and the distractors, made
 of strokes and of fragments of other digits, must not be painted "3": the map for the
@@ -27,10 +27,10 @@ import numpy as np
 from PIL import Image
 
 from gradcam_callbacks import explain_predictions
-from gradcam_callbacks.datasets import ClutteredDigits
+from gradcam_callbacks.demo.datasets import ClutteredDigits
 from gradcam_callbacks.image import captioned, format_as_image, grid, side_by_side
-from gradcam_callbacks.metrics import mask_masses, mask_pointing_hits
 from gradcam_callbacks.targets import SegmentationScore
+from gradcam_callbacks.watch.metrics import mask_masses, mask_pointing_hits
 
 #: The layer explained: the bottleneck, where the digit is recognised (a quarter of the size).
 LAYER = "bottleneck"

@@ -15,12 +15,15 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from . import _moved
+
 __version__ = "0.1.0"
+_moved.install()  # old module paths (gradcam_callbacks.callback, ...) keep working, and warn
 
 _EXPORTS = {
     "ClassScore": "targets",
     "Explanation": "explanation",
-    "GradCamCallback": "callback",
+    "GradCamCallback": "watch.callback",
     "MultiLabelScore": "targets",
     "RegressionScore": "targets",
     "SegmentationScore": "targets",
@@ -50,7 +53,6 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .callback import GradCamCallback
     from .cam import gradcam
     from .explain import (
         explain_prediction,
@@ -61,6 +63,7 @@ if TYPE_CHECKING:
     from .explanation import Explanation, TargetExplanation
     from .image import format_as_image
     from .targets import ClassScore, MultiLabelScore, RegressionScore, SegmentationScore
+    from .watch.callback import GradCamCallback
 
 
 def __getattr__(name: str) -> Any:

@@ -1,8 +1,8 @@
 """Parsing of the environment that says "I am process k of n", importing no framework.
 
 Its own module so that the backends (which ask their framework) and
-:mod:`gradcam_callbacks.distribute` (which asks the backends) both use it without importing
-each other in a cycle. :mod:`gradcam_callbacks.distribute` re-exports the public functions.
+:mod:`gradcam_callbacks.watch.distribute` (which asks the backends) both use it without importing
+each other in a cycle. :mod:`gradcam_callbacks.watch.distribute` re-exports the public functions.
 """
 
 from __future__ import annotations

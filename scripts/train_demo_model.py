@@ -1,4 +1,4 @@
-"""Regenerate the trained demo model shipped in the package (``gradcam_callbacks/data/``).
+"""Regenerate the trained demo model shipped in the package (``gradcam_callbacks/demo/data/``).
 
 Trains the cluttered-digits CNN of :mod:`gradcam_callbacks.demo` with the demo's defaults
 (4000 images, 6 epochs, seed 0), then stores its weights (``demo_cnn.weights.npz``, a list of
@@ -29,9 +29,9 @@ from gradcam_callbacks.demo import (
     load_data,
     train,
 )
-from gradcam_callbacks.metrics import box_masses, pointing_game
+from gradcam_callbacks.watch.metrics import box_masses, pointing_game
 
-DATA = Path(__file__).resolve().parents[1] / "gradcam_callbacks" / "data"
+DATA = Path(__file__).resolve().parents[1] / "gradcam_callbacks" / "demo" / "data"
 
 
 def main() -> int:

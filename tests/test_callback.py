@@ -18,8 +18,9 @@ from models import images, small_cnn
 from PIL import Image
 
 import gradcam_callbacks as gc
-from gradcam_callbacks import backends, metrics
-from gradcam_callbacks.tensorboard import read_events
+from gradcam_callbacks import backends
+from gradcam_callbacks.watch import metrics
+from gradcam_callbacks.watch.tensorboard import read_events
 
 X = images(32, seed=21)
 Y = (np.arange(32) * 7) % 5

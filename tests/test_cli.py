@@ -455,7 +455,7 @@ def fitted_log_dir(tmp_path_factory) -> Path:
 
 
 def _logged(log_dir: Path) -> dict[tuple[str, int], np.ndarray]:
-    from gradcam_callbacks.tensorboard import read_events
+    from gradcam_callbacks.watch.tensorboard import read_events
 
     return {(r.tag, r.step): np.asarray(Image.open(io.BytesIO(r.value)).convert("RGB"))
             for r in read_events(log_dir)
@@ -491,7 +491,7 @@ def test_sheet_draws_every_probe_at_every_epoch_and_gifs(fitted_log_dir, tmp_pat
 
 @pytest.mark.backend_agnostic
 def test_contact_sheet_every_thins_columns_and_keeps_the_last(fitted_log_dir):
-    from gradcam_callbacks.sheet import contact_sheet, probe_frames
+    from gradcam_callbacks.watch.sheet import contact_sheet, probe_frames
 
     assert probe_frames(fitted_log_dir, every=2)[1] == [-1, 1]
     assert probe_frames(fitted_log_dir, every=5)[1] == [-1, 1]  # the last step is always kept

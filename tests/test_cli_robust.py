@@ -27,7 +27,7 @@ import pytest
 from PIL import Image
 
 from gradcam_callbacks.cli import interrupt
-from gradcam_callbacks.tensorboard import EventWriter, _masked_crc32c
+from gradcam_callbacks.watch.tensorboard import EventWriter, _masked_crc32c
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKEND = keras.backend.backend()

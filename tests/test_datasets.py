@@ -1,4 +1,4 @@
-"""Tests for gradcam_callbacks.datasets: the cluttered-digits data set."""
+"""Tests for gradcam_callbacks.demo.datasets: the cluttered-digits data set."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from gradcam_callbacks import datasets
-from gradcam_callbacks.datasets import TEST_FRACTION, ClutteredDigits, make_cluttered_digits
+from gradcam_callbacks.demo import datasets
+from gradcam_callbacks.demo.datasets import TEST_FRACTION, ClutteredDigits, make_cluttered_digits
 
 pytestmark = pytest.mark.backend_agnostic
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 from PIL import Image
 
-from gradcam_callbacks.tensorboard import read_events
+from gradcam_callbacks.watch.tensorboard import read_events
 
 
 @pytest.mark.backend_agnostic  # the quickstart's job (TensorFlow); the callback and training

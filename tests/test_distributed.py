@@ -23,14 +23,14 @@ from distributed.harness import all_ok, describe, free_port, run_workers
 from models import images, small_cnn
 
 import gradcam_callbacks as gc
-from gradcam_callbacks import distribute
-from gradcam_callbacks.distribute import (
+from gradcam_callbacks.watch import distribute
+from gradcam_callbacks.watch.distribute import (
     is_chief,
     launcher_env_identity,
     process_identity,
     tf_config_identity,
 )
-from gradcam_callbacks.tensorboard import read_events
+from gradcam_callbacks.watch.tensorboard import read_events
 
 BACKEND = keras.backend.backend()
 PROBES, EPOCHS = 3, 2

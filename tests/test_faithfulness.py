@@ -25,8 +25,8 @@ from gradcam_callbacks.faithfulness import (
     sobel_maps,
     spearman_rows,
 )
-from gradcam_callbacks.metrics import resize_heatmaps
 from gradcam_callbacks.targets import ClassScore
+from gradcam_callbacks.watch.metrics import resize_heatmaps
 from tests.models import images, small_cnn
 
 # score = x00 + 2 x01 + 3 x10 + 4 x11 (row-major), a linear model whose areas are sums

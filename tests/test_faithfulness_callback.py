@@ -19,11 +19,12 @@ import pytest
 from sklearn.datasets import load_digits
 from tb_server import running_tensorboard
 
-import gradcam_callbacks.callback as callback_module
-from gradcam_callbacks import GradCamCallback, backends, tags
+import gradcam_callbacks.watch.callback as callback_module
+from gradcam_callbacks import GradCamCallback, backends
 from gradcam_callbacks.faithfulness import probe_faithfulness
-from gradcam_callbacks.sinks import TensorBoardSink
-from gradcam_callbacks.tensorboard import read_events
+from gradcam_callbacks.watch import tags
+from gradcam_callbacks.watch.sinks import TensorBoardSink
+from gradcam_callbacks.watch.tensorboard import read_events
 
 METRICS = ("insertion", "deletion")
 KEYS = {"insertion": tags.LOG_FAITHFULNESS_INSERTION, "deletion": tags.LOG_FAITHFULNESS_DELETION}

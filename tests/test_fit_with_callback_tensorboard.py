@@ -20,7 +20,7 @@ from tb_server import open_images_dashboard, running_tensorboard
 
 import gradcam_callbacks as gc
 from gradcam_callbacks.image import LABEL_HEIGHT
-from gradcam_callbacks.tensorboard import read_events
+from gradcam_callbacks.watch.tensorboard import read_events
 
 PROBES = 3
 EPOCHS = 2
@@ -181,7 +181,7 @@ def test_default_tensorboard_reaches_every_epoch_through_the_timelines(long_run)
 
 @pytest.mark.backend_agnostic
 def test_documented_samples_per_plugin_serves_every_step(long_run):
-    from gradcam_callbacks.tags import SAMPLES_PER_PLUGIN
+    from gradcam_callbacks.watch.tags import SAMPLES_PER_PLUGIN
 
     logged = list(range(-1, LONG_EPOCHS))
     image_tags = [f"gradcam/{kind}{i:02d}" for kind in ("probe_", "timeline/probe_")
@@ -200,7 +200,7 @@ import keras
 sys.path.insert(0, {tests!r})
 from models import images, small_cnn
 import gradcam_callbacks as gc
-from gradcam_callbacks.tensorboard import read_events
+from gradcam_callbacks.watch.tensorboard import read_events
 x, y = images(64, seed=6), np.arange(64) % 5
 model = small_cnn()
 model.compile("adam", "sparse_categorical_crossentropy")
@@ -220,7 +220,7 @@ def test_sigkill_mid_run_keeps_every_epoch_logged_before_it(tmp_path):
 
     from tensorboard.backend.event_processing import event_accumulator
 
-    from gradcam_callbacks.sheet import probe_frames
+    from gradcam_callbacks.watch.sheet import probe_frames
 
     log_dir = tmp_path / "gradcam"
     script = KILLED_RUN.format(tests=os.path.dirname(__file__), log_dir=str(log_dir))

@@ -401,7 +401,7 @@ def test_bad_score_functions_are_refused_before_any_keras2_pass(K):
 @keras2
 def test_callback_with_a_score_function_in_keras2_fit(K, tmp_path):
     from gradcam_callbacks import GradCamCallback, RegressionScore
-    from gradcam_callbacks.tensorboard import read_events
+    from gradcam_callbacks.watch.tensorboard import read_events
 
     model = regressor(K)
     model.set_weights(seeded_weights(model, 2))
@@ -536,7 +536,7 @@ MIRRORED = textwrap.dedent("""
 
 @keras2
 def test_mirrored_strategy_fit_writes_from_the_chief_only(K, tmp_path):
-    from gradcam_callbacks.tensorboard import read_events
+    from gradcam_callbacks.watch.tensorboard import read_events
 
     script = MIRRORED.format(tests=str(Path(__file__).parent))
     chief, worker = tmp_path / "chief", tmp_path / "worker"

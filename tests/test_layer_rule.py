@@ -27,7 +27,7 @@ from PIL import Image
 
 import gradcam_callbacks as gc
 from gradcam_callbacks.layers import resolve_layer
-from gradcam_callbacks.tensorboard import read_events
+from gradcam_callbacks.watch.tensorboard import read_events
 
 A = keras.applications
 # family -> (constructor, input side): the smallest side (>= the family's minimum) whose last

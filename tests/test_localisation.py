@@ -14,7 +14,7 @@ import pytest
 
 import gradcam_callbacks as gc
 from gradcam_callbacks import demo
-from gradcam_callbacks.metrics import box_masses, pointing_game
+from gradcam_callbacks.watch.metrics import box_masses, pointing_game
 
 
 @pytest.mark.backend_agnostic

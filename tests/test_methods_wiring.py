@@ -15,10 +15,11 @@ from PIL import Image
 from tb_server import running_tensorboard
 
 import gradcam_callbacks as gc
-from gradcam_callbacks import methods, tags
+from gradcam_callbacks import methods
 from gradcam_callbacks.cli import main
 from gradcam_callbacks.cli.parse import METHOD_NAMES
 from gradcam_callbacks.explain import Plan
+from gradcam_callbacks.watch import tags
 
 EPOCHS = 2
 PROBES = 2
@@ -134,7 +135,7 @@ def test_batch_size_sets_scorecams_chunk_of_masked_inputs(tmp_path, monkeypatch)
 
 
 def test_single_method_keeps_todays_tags(tmp_path):
-    from gradcam_callbacks.tensorboard import read_events
+    from gradcam_callbacks.watch.tensorboard import read_events
 
     fit(tmp_path / "run", method="layercam")
     written = {record.tag for record in read_events(tmp_path / "run")}

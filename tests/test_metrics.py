@@ -1,4 +1,4 @@
-"""Tests for gradcam_callbacks.metrics: localisation metrics on heatmaps."""
+"""Tests for gradcam_callbacks.watch.metrics: localisation metrics on heatmaps."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from gradcam_callbacks.metrics import (
+from gradcam_callbacks.watch.metrics import (
     box_mass,
     box_masses,
     boxes_to_masks,

@@ -15,10 +15,11 @@ import keras
 import numpy as np
 import pytest
 
-from gradcam_callbacks import GradCamCallback, tags
-from gradcam_callbacks.alarm import ShortcutAlarm, ShortcutWarning
-from gradcam_callbacks.datasets import make_cluttered_digits
-from gradcam_callbacks.tensorboard import read_events
+from gradcam_callbacks import GradCamCallback
+from gradcam_callbacks.demo.datasets import make_cluttered_digits
+from gradcam_callbacks.watch import tags
+from gradcam_callbacks.watch.alarm import ShortcutAlarm, ShortcutWarning
+from gradcam_callbacks.watch.tensorboard import read_events
 
 KEYS = [tags.LOG_MEAN_CHANGE, tags.LOG_POINTING_GAME, tags.LOG_BOX_MASS, tags.LOG_ARTIFACT_MASS]
 

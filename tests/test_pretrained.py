@@ -8,7 +8,7 @@ from PIL import Image
 from gradcam_callbacks import explain_prediction, explain_predictions
 from gradcam_callbacks.demo import GRADCAM_LAYER, load_data, pretrained, pretrained_record
 from gradcam_callbacks.image import explanation_strip
-from gradcam_callbacks.metrics import pointing_game
+from gradcam_callbacks.watch.metrics import pointing_game
 
 
 def test_pretrained_model_classifies_and_points_at_the_digit_without_training():

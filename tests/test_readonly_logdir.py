@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 from test_cli_robust import _env, _unprivileged
 
-from gradcam_callbacks.tensorboard import read_events
+from gradcam_callbacks.watch.tensorboard import read_events
 
 SCRIPT = textwrap.dedent(
     """
     import json, os, sys, warnings
     import keras, numpy as np
     import gradcam_callbacks as gc
-    from gradcam_callbacks.tensorboard import EventWriter
+    from gradcam_callbacks.watch.tensorboard import EventWriter
 
     run = sys.argv[1]
     os.makedirs(run)

@@ -27,10 +27,11 @@ import keras
 import numpy as np
 import pytest
 
-from gradcam_callbacks import GradCamCallback, demo, tags
-from gradcam_callbacks.alarm import ShortcutAlarm, ShortcutWarning
-from gradcam_callbacks.datasets import make_cluttered_digits, marker_spots
-from gradcam_callbacks.tensorboard import read_events
+from gradcam_callbacks import GradCamCallback, demo
+from gradcam_callbacks.demo.datasets import make_cluttered_digits, marker_spots
+from gradcam_callbacks.watch import tags
+from gradcam_callbacks.watch.alarm import ShortcutAlarm, ShortcutWarning
+from gradcam_callbacks.watch.tensorboard import read_events
 
 # A short run of the demo's training (demo.train: Adam, its cosine decay over EPOCHS) on a
 # quarter of its images in batches of 16: enough steps for the marker to be learned (it is

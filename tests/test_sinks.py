@@ -19,9 +19,10 @@ import pytest
 from models import images, small_cnn
 from PIL import Image
 
-from gradcam_callbacks import GradCamCallback, tags
-from gradcam_callbacks.sinks import FanOut, MLflowSink, TensorBoardSink, WandbSink
-from gradcam_callbacks.tensorboard import read_events
+from gradcam_callbacks import GradCamCallback
+from gradcam_callbacks.watch import tags
+from gradcam_callbacks.watch.sinks import FanOut, MLflowSink, TensorBoardSink, WandbSink
+from gradcam_callbacks.watch.tensorboard import read_events
 
 PROBES = 2
 EPOCHS = 2
@@ -242,7 +243,7 @@ def test_sinks_import_no_tensorflow_under_jax_or_torch(tmp_path):
         os.environ["WANDB_SILENT"] = "true"
         from test_sinks import Recorder, _fit, images
         from gradcam_callbacks import GradCamCallback
-        from gradcam_callbacks.sinks import MLflowSink, TensorBoardSink, WandbSink
+        from gradcam_callbacks.watch.sinks import MLflowSink, TensorBoardSink, WandbSink
         try:
             import mlflow
             mlflow.set_tracking_uri("sqlite:///" + os.path.join({str(tmp_path)!r}, "m.db"))

@@ -26,8 +26,8 @@ from models import images, small_cnn
 from tensorboard.backend.event_processing import event_accumulator
 
 import gradcam_callbacks as gc
-from gradcam_callbacks import logdirs
-from gradcam_callbacks.sheet import probe_frames
+from gradcam_callbacks.watch import logdirs
+from gradcam_callbacks.watch.sheet import probe_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -185,7 +185,7 @@ def test_a_stopped_fit_keeps_every_record_of_its_finished_epochs(mode, tmp_path)
 HOLD = textwrap.dedent(
     """
     import sys, time
-    from gradcam_callbacks.logdirs import take_run_dir
+    from gradcam_callbacks.watch.logdirs import take_run_dir
     run = take_run_dir(sys.argv[1])
     open(sys.argv[2], "w").write(run.path)
     time.sleep(600)

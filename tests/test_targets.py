@@ -336,7 +336,7 @@ def _fit_with_a_segmentation_score(log_dir: Path) -> list[float]:
 
 
 def test_callback_logs_a_segmentation_score(tmp_path):
-    from gradcam_callbacks.tensorboard import read_events
+    from gradcam_callbacks.watch.tensorboard import read_events
 
     expected = _fit_with_a_segmentation_score(tmp_path / "gradcam")
     records = list(read_events(tmp_path / "gradcam"))

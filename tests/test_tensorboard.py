@@ -1,4 +1,4 @@
-"""gradcam_callbacks.tensorboard against a real TensorBoard, a real browser and TensorFlow."""
+"""gradcam_callbacks.watch.tensorboard against a real TensorBoard, a real browser and TensorFlow."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 from tb_server import TensorBoardServer, open_images_dashboard, running_tensorboard
 
-from gradcam_callbacks.tensorboard import EventRecord, EventWriter, read_events
+from gradcam_callbacks.watch.tensorboard import EventRecord, EventWriter, read_events
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -370,7 +370,7 @@ def test_module_never_imports_tensorflow(tmp_path):
         """
         import json, sys
         import numpy as np
-        from gradcam_callbacks.tensorboard import EventWriter, read_events
+        from gradcam_callbacks.watch.tensorboard import EventWriter, read_events
         with EventWriter(sys.argv[1]) as writer:
             writer.add_image("probe/0", np.zeros((4, 4, 3), np.uint8), step=0)
             writer.add_scalar("loss", 0.5, step=0)
@@ -523,7 +523,7 @@ def test_background_writer_back_pressure_order_and_errors(tmp_path):
     import threading
     import time
 
-    from gradcam_callbacks.sinks import BackgroundWriter, Sink
+    from gradcam_callbacks.watch.sinks import BackgroundWriter, Sink
 
     writer = EventWriter(tmp_path)
     assert isinstance(writer, Sink)

@@ -1,4 +1,4 @@
-"""What docs/callback.md (and ``gradcam_callbacks.tags.SAMPLES_PER_PLUGIN``) say about
+"""What docs/callback.md (and ``gradcam_callbacks.watch.tags.SAMPLES_PER_PLUGIN``) say about
 TensorBoard's flags, held by a real TensorBoard server of this environment:
 
 - ``--samples_per_plugin images=1000`` with the ``--load_fast false`` loader serves every step
@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from tb_server import running_tensorboard
 
-from gradcam_callbacks.tags import SAMPLES_PER_PLUGIN
-from gradcam_callbacks.tensorboard import EventWriter
+from gradcam_callbacks.watch.tags import SAMPLES_PER_PLUGIN
+from gradcam_callbacks.watch.tensorboard import EventWriter
 
 STEPS = list(range(-1, 30))  # more than the 10 TensorBoard keeps per image tag by default
 IMAGE_TAG = "gradcam/probe_00"

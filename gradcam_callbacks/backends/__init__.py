@@ -464,5 +464,5 @@ def _load_keras3(path: str) -> tuple[Any, str]:
 
 def process_index_and_count() -> tuple[int, int]:
     """``(k, n)``: this process is process ``k`` of ``n``, as the running backend's framework
-    says; see :func:`gradcam_callbacks.distribute.process_identity`."""
+    says; see :func:`gradcam_callbacks.watch.distribute.process_identity`."""
     return backend_module().process_index_and_count()

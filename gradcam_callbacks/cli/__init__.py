@@ -15,7 +15,7 @@ One module per concern: :mod:`.parse` (arguments, exit statuses, error types),
 :mod:`.interrupt` (Ctrl-C within a second), and one module per subcommand. The command line
 is a thin user of the library: :func:`~gradcam_callbacks.explain.plan` and
 :meth:`Plan.run <gradcam_callbacks.explain.Plan.run>` explain, :mod:`~gradcam_callbacks.image`
-draws, :mod:`~gradcam_callbacks.sheet` reads event files. Keras (and so a backend) is imported
+draws, :mod:`~gradcam_callbacks.watch.sheet` reads event files. Keras (and so a backend) is imported
 only once ``explain`` has checked its arguments, so ``--help``, ``--version``, most usage
 errors and ``sheet`` answer in about a second.
 
@@ -107,7 +107,7 @@ def run_demo(argv: list[str]) -> int:
         >>> run_demo(["--epochs", "2", "--log-dir", "logs/demo"])  # doctest: +SKIP
         0
     """
-    from ..demo_settings import parse_args
+    from ..demo.settings import parse_args
 
     parse_args(argv)  # usage errors and --help answer here, before Keras is imported
     with quiet_native_startup():

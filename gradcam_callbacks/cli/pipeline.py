@@ -269,7 +269,7 @@ class Pipeline:
     # -- drawing and writing -----------------------------------------------------------------
     def _write_one(self, job: Job, outcome: Outcome) -> dict[str, Any]:
         """Write one overlay PNG (atomically) and return its JSON record."""
-        from ..sheet import save_atomically
+        from ..watch.sheet import save_atomically
 
         if isinstance(outcome, str) or job.output is None:
             return {"file": str(job.source), "error": str(outcome)}

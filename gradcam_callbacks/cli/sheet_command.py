@@ -25,7 +25,7 @@ def run_sheet(args: argparse.Namespace) -> int:
         ...     ["sheet", "logs/gradcam", "--out", "sheet.png", "--gif"]))
         0
     """
-    from ..sheet import draw_sheet, probe_frames, save_atomically, write_gifs
+    from ..watch.sheet import draw_sheet, probe_frames, save_atomically, write_gifs
 
     log_dir, out = Path(args.log_dir), Path(args.out)
     if not log_dir.exists():

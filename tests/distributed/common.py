@@ -21,7 +21,7 @@ import numpy as np
 from models import images
 
 import gradcam_callbacks as gc
-from gradcam_callbacks.distribute import is_chief, process_identity
+from gradcam_callbacks.watch.distribute import is_chief, process_identity
 
 PROBES = 3
 EPOCHS = 2

@@ -1,7 +1,7 @@
 """The main job, offline: a small CNN learns to find a digit among distractors while
 ``GradCamCallback`` watches 16 held-out probes in TensorBoard.
 
-The data come from :func:`gradcam_callbacks.datasets.make_cluttered_digits` (scikit-learn's
+The data come from :func:`gradcam_callbacks.demo.datasets.make_cluttered_digits` (scikit-learn's
 bundled handwritten digits, placed at random on a noisy canvas with distractor strokes, so
 each digit's box is known; nothing is downloaded). After training it prints the test accuracy
 and the pointing-game accuracy of Grad-CAM on held-out images (the share whose heatmap peak
@@ -22,8 +22,18 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from ..watch.tags import (
+    LOG_ARTIFACT_MASS,
+    LOG_BOX_MASS,
+    LOG_POINTING_GAME,
+    MEAN_ARTIFACT_MASS,
+    MEAN_BOX_MASS,
+    POINTING_GAME,
+    SAMPLES_PER_PLUGIN,
+    step_label,
+)
 from .datasets import ClutteredDigits, make_cluttered_digits
-from .demo_settings import (  # noqa: F401 - the demo's settings, public here too
+from .settings import (  # noqa: F401 - the demo's settings, public here too
     BATCH_SIZE,
     CANVAS_SIZE,
     CLUTTER,
@@ -39,16 +49,6 @@ from .demo_settings import (  # noqa: F401 - the demo's settings, public here to
     SHORTCUT_PATIENCE,
     SHORTCUT_RATE,
     parse_args,
-)
-from .tags import (
-    LOG_ARTIFACT_MASS,
-    LOG_BOX_MASS,
-    LOG_POINTING_GAME,
-    MEAN_ARTIFACT_MASS,
-    MEAN_BOX_MASS,
-    POINTING_GAME,
-    SAMPLES_PER_PLUGIN,
-    step_label,
 )
 
 _DATA = Path(__file__).resolve().parent / "data"
@@ -119,8 +119,8 @@ def shortcut_scores(
         >>> sorted(shortcut_scores(build_model((48, 48, 1)), test_set))[:3]
         ['accuracy', 'digit_mass', 'marker_area']
     """
-    from .explain import explain_predictions
-    from .metrics import box_masses, pointing_hits
+    from ..explain import explain_predictions
+    from ..watch.metrics import box_masses, pointing_hits
 
     if data.marker_boxes is None:
         raise ValueError("Expected data with markers (make_cluttered_digits(..., marker=p)). "
@@ -192,7 +192,7 @@ def shortcut_rows(
         >>> print(format_shortcut_row(rows[0]))
           epoch 1 | acc train 0.500 test 0.250 | digit peak 0.50 mass 0.30 | marker mass 0.20
     """
-    from .tensorboard import read_events
+    from ..watch.tensorboard import read_events
 
     epochs = max((len(values) for values in history.values()), default=0)
     rows: list[dict[str, float | int | None]] = [
@@ -312,7 +312,7 @@ def build_model(input_shape: Sequence[int], num_classes: int = 10) -> keras.Mode
 def pretrained() -> keras.Model:
     """The demo's CNN, already trained: a meaningful model to explain in a second, offline.
 
-    The weights ship inside the package (``gradcam_callbacks/data/demo_cnn.weights.npz``,
+    The weights ship inside the package (``gradcam_callbacks/demo/data/demo_cnn.weights.npz``,
     about 150 kB; ``scripts/train_demo_model.py`` regenerates them with the demo's defaults)
     and load on any backend. What the model scored on the 1000 held-out test images when it
     was trained is in ``pretrained_record()``. The model takes ``(n, 48, 48, 1)`` float images
@@ -429,11 +429,11 @@ def main(argv: list[str] | None = None) -> int:
     """
     import time
 
-    from .alarm import ShortcutAlarm
-    from .callback import GradCamCallback
-    from .explain import explain_predictions
-    from .metrics import box_masses, pointing_game
-    from .sheet import contact_sheet, save_atomically
+    from ..explain import explain_predictions
+    from ..watch.alarm import ShortcutAlarm
+    from ..watch.callback import GradCamCallback
+    from ..watch.metrics import box_masses, pointing_game
+    from ..watch.sheet import contact_sheet, save_atomically
 
     args = parse_args(argv)
 

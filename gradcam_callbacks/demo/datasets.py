@@ -24,7 +24,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 from PIL import Image
 
-from ._validation import check_bool, check_int, check_number
+from .._validation import check_bool, check_int, check_number
 
 __all__ = ["ClutteredDigits", "TEST_FRACTION", "make_cluttered_digits", "marker_spots"]
 

@@ -1,6 +1,6 @@
 """Contact sheets and animated GIFs from the probe images :class:`GradCamCallback` logs.
 
-Everything is read back with :func:`~gradcam_callbacks.tensorboard.read_events`, so neither
+Everything is read back with :func:`~gradcam_callbacks.watch.tensorboard.read_events`, so neither
 TensorFlow nor Keras is needed. A row is one probe (tag ``gradcam/probe_00``, ...), a column
 is one logged step (step ``e`` is the model after epoch ``e``, 0-based, as Keras' TensorBoard
 counts; step -1 is the model before the fit: ``untrained``, or ``before fit`` when its
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .image import grid
+from ..image import grid
 from .tags import OPTIMIZER_STEPS, PROBE_PREFIX, step_label
 from .tensorboard import read_events
 

@@ -10,8 +10,8 @@ Each framework says "I am process k of n" its own way; the running Keras backend
 
 from __future__ import annotations
 
-from . import backends
-from ._process_env import checked_identity, launcher_env_identity, tf_config_identity
+from .. import backends
+from .._process_env import checked_identity, launcher_env_identity, tf_config_identity
 
 __all__ = ["is_chief", "launcher_env_identity", "process_identity", "tf_config_identity"]
 

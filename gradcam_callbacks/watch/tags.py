@@ -1,6 +1,6 @@
 """The TensorBoard tag names and steps :class:`GradCamCallback` writes, defined once.
 
-The callback writes them and :mod:`gradcam_callbacks.sheet` reads them back, so both import
+The callback writes them and :mod:`gradcam_callbacks.watch.sheet` reads them back, so both import
 them from here. Steps follow ``keras.callbacks.TensorBoard``: the maps after epoch ``e``
 (0-based) are at step ``e``, where Keras writes that epoch's ``epoch_loss``; the untrained
 model's maps are at step ``INITIAL_STEP`` (-1), one before the first epoch.

@@ -3,7 +3,7 @@
 A sink is anything with ``add_image``, ``add_scalar``, ``flush`` and ``close`` (the
 :class:`Sink` protocol). ``GradCamCallback(sink=...)`` takes one or a list:
 :class:`TensorBoardSink` (the default: event files in a run directory per fit, written by
-:class:`~gradcam_callbacks.tensorboard.EventWriter`), :class:`MLflowSink`, :class:`WandbSink`,
+:class:`~gradcam_callbacks.watch.tensorboard.EventWriter`), :class:`MLflowSink`, :class:`WandbSink`,
 or any object meeting the protocol. Each step is drawn once and the same images go to every
 sink (:class:`FanOut`); ``flush`` ends a step. :class:`BackgroundWriter` runs the
 drawing-and-writing jobs on one worker thread, one logged epoch at a time, so the training
@@ -36,7 +36,7 @@ class Sink(Protocol):
 
     Example:
         >>> import tempfile
-        >>> from gradcam_callbacks.tensorboard import EventWriter
+        >>> from gradcam_callbacks.watch.tensorboard import EventWriter
         >>> isinstance(EventWriter(tempfile.mkdtemp()), Sink)
         True
     """
@@ -65,7 +65,7 @@ Job = Callable[[Sink], None]
 
 class TensorBoardSink:
     """TensorBoard event files, the callback's default sink: each fit writes a run directory
-    of its own under ``log_dir`` (see :mod:`gradcam_callbacks.logdirs`; the callback claims
+    of its own under ``log_dir`` (see :mod:`gradcam_callbacks.watch.logdirs`; the callback claims
     and releases it, and names it in ``run_dir``). ``TensorBoardSink(d)`` in ``sink=`` is
     ``log_dir=d``; a ``sink=`` list without one writes no event files.
 
@@ -97,7 +97,7 @@ class FanOut:
 
     Example:
         >>> import tempfile
-        >>> from gradcam_callbacks.tensorboard import EventWriter
+        >>> from gradcam_callbacks.watch.tensorboard import EventWriter
         >>> both = FanOut([EventWriter(tempfile.mkdtemp()), EventWriter(tempfile.mkdtemp())])
         >>> both.add_scalar("gradcam/nonfinite", 0.0, 0); both.close()
     """
@@ -357,7 +357,7 @@ class BackgroundWriter:
 
     Example:
         >>> import tempfile
-        >>> from gradcam_callbacks.tensorboard import EventWriter, read_events
+        >>> from gradcam_callbacks.watch.tensorboard import EventWriter, read_events
         >>> log_dir = tempfile.mkdtemp()
         >>> writer = BackgroundWriter(EventWriter(log_dir))
         >>> writer.submit(lambda sink: sink.add_scalar("a", 1.0, 0), "step 0")

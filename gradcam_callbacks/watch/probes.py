@@ -16,8 +16,7 @@ import keras
 import numpy as np
 from PIL import Image
 
-from . import metrics
-from ._validation import (
+from .._validation import (
     as_array,
     check_names,
     check_pictures,
@@ -27,7 +26,8 @@ from ._validation import (
     is_array_like,
     is_int,
 )
-from .keras_family import graph_of
+from ..keras_family import graph_of
+from . import metrics
 
 PROBE_SOURCES = ("an array (N, H, W, C), an (x, y) tuple, or a tf.data.Dataset / "
                  "keras.utils.PyDataset / iterable of batches")

@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 
+from .._validation import check_bool, check_int
 from . import tags
-from ._validation import check_bool, check_int
 
 __all__ = ["ShortcutAlarm", "ShortcutWarning", "artifact_over_object"]
 
@@ -43,7 +43,7 @@ class ShortcutAlarm:
 
     Args:
         condition: A function of the epoch's means (a mapping with the ``logs`` keys of
-            :mod:`gradcam_callbacks.tags`: ``gradcam_artifact_mass``, ``gradcam_box_mass``,
+            :mod:`gradcam_callbacks.watch.tags`: ``gradcam_artifact_mass``, ``gradcam_box_mass``,
             ``gradcam_pointing_game``, ``gradcam_mean_change``) returning True when the
             maps look wrong. Default :func:`artifact_over_object`, which needs the
             callback's ``artifact_boxes``/``artifact_masks`` and ``probe_boxes``/

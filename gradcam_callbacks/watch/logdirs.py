@@ -35,7 +35,7 @@ _DEFAULTS: set[str] = set()
 DEFAULT_PARENT = os.path.join("logs", "gradcam")
 EVENT_SUFFIX = ".gradcam"
 """The name ending of the event files GradCamCallback writes (see
-:class:`~gradcam_callbacks.tensorboard.EventWriter`)."""
+:class:`~gradcam_callbacks.watch.tensorboard.EventWriter`)."""
 
 
 def default_log_dir(parent: str = DEFAULT_PARENT) -> str:

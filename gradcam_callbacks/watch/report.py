@@ -1,7 +1,7 @@
 """What :class:`GradCamCallback` logs for one step: the images and scalars, drawn from the maps.
 
 Pure drawing and arithmetic, no I/O of its own: :meth:`ProbeReport.write` sends everything to
-a :class:`~gradcam_callbacks.sinks.Sink`. Each probe's overlay is drawn once per step and
+a :class:`~gradcam_callbacks.watch.sinks.Sink`. Each probe's overlay is drawn once per step and
 reused for the probe image, the grid and the probe's timeline. Probes whose map or score is
 not finite (a diverging model) are drawn as the input beside a "not finite" panel, and get no
 scores; the ``gradcam/nonfinite`` scalar counts them.
@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..image import Colormap, captioned, grid, heatmap_overlay, side_by_side
+from ..targets import as_target
 from . import metrics, tags
-from .image import Colormap, captioned, grid, heatmap_overlay, side_by_side
 from .sinks import Sink
-from .targets import as_target
 
 __all__ = ["EpochMaps", "Measures", "ProbeReport", "Timeline", "measure",
            "measure_faithfulness"]
@@ -34,14 +34,14 @@ class EpochMaps:
     """Grad-CAM of every probe at one step, as computed on the training thread.
 
     Attributes:
-        step: The TensorBoard step (see :mod:`gradcam_callbacks.tags`).
+        step: The TensorBoard step (see :mod:`gradcam_callbacks.watch.tags`).
         heatmaps: ``(N, h, w)`` maps.
         targets: ``(N,)`` explained class indices, or score functions' descriptions (str).
         scores: ``(N,)`` the targets' scores.
         previous: The maps of the previous logged step (``None`` at the first), for the
             change scalars; rows that were never finite are NaN.
         optimizer_steps: The optimizer's step count when the maps were taken (None if
-            unknown): written as :data:`~gradcam_callbacks.tags.OPTIMIZER_STEPS`; 0 at step
+            unknown): written as :data:`~gradcam_callbacks.watch.tags.OPTIMIZER_STEPS`; 0 at step
             -1 labels it ``untrained``, more ``before fit``.
 
     Example:
@@ -60,7 +60,7 @@ class EpochMaps:
 
     @property
     def label(self) -> str:
-        """The step as captions and sheets name it (:func:`~gradcam_callbacks.tags.step_label`)."""
+        """The step as captions and sheets name it (:func:`~.tags.step_label`)."""
         return tags.step_label(self.step, untrained=not self.optimizer_steps)
 
     @property
@@ -106,10 +106,10 @@ class Measures:
 
     def means(self, objects: bool = False, artifacts: bool = False,
               faithfulness: Sequence[str] = ()) -> dict[str, float]:
-        """Means over probes under their Keras ``logs`` keys (:data:`~gradcam_callbacks.
-        tags.LOG_MEAN_CHANGE` and the others): the change always, the object's with
-        ``objects``, the artifact's with ``artifacts``, each metric named in
-        ``faithfulness`` (:func:`~gradcam_callbacks.tags.log_faithfulness_key`); NaN where
+        """Means over probes under their Keras ``logs`` keys (:data:`~.tags.LOG_MEAN_CHANGE`
+        and the others): the change always, the object's with ``objects``, the artifact's
+        with ``artifacts``, each metric named in ``faithfulness``
+        (:func:`~gradcam_callbacks.watch.tags.log_faithfulness_key`); NaN where
         nothing was measured (no previous step, no finite probe, a failed measurement), so
         that the keys are the same at every epoch."""
         def mean(values: dict[int, float] | None) -> float:
@@ -204,7 +204,7 @@ class Timeline:
 
     def add(self, step: int, cell: Image.Image, label: str | None = None) -> None:
         """Append the cell of a new logged step, labelled ``label`` (default
-        :func:`~gradcam_callbacks.tags.step_label`)."""
+        :func:`~gradcam_callbacks.watch.tags.step_label`)."""
         if self._ordinals and self._ordinals[-1] % self._stride:  # the old latest goes
             self.kept.pop()
             self._ordinals.pop()
@@ -241,7 +241,7 @@ class ProbeReport:
         masks: ``(N, H, W)`` object masks for the localisation scalars, or None.
         class_names: Names for the captions, or None.
         layer_path: The explained layer, named in the descriptions.
-        method: The tag section (:func:`gradcam_callbacks.tags.section`): None for the first
+        method: The tag section (:func:`gradcam_callbacks.watch.tags.section`): None for the first
             (or only) CAM method, whose tags are the plain ``gradcam/...``; a method's name
             for each further one.
         title: The method's name in captions and descriptions (``Method.title``).
@@ -251,7 +251,7 @@ class ProbeReport:
     Example:
         >>> report = ProbeReport([Image.new("RGB", (8, 8))], "viridis", 0.6, 16)
         >>> import tempfile
-        >>> from gradcam_callbacks.tensorboard import EventWriter, read_events
+        >>> from gradcam_callbacks.watch.tensorboard import EventWriter, read_events
         >>> sink = EventWriter(tempfile.mkdtemp())
         >>> report.write(EpochMaps(0, np.ones((1, 2, 2)), np.array([1]), np.array([0.9])),
         ...              sink)

@@ -14,11 +14,9 @@ import keras
 import numpy as np
 from PIL import Image
 
-from . import logdirs, methods, tags
-from ._validation import check_bool, check_int, is_int
-from .alarm import ShortcutAlarm, ShortcutWarning
-from .distribute import is_chief
-from .explain import (
+from .. import methods
+from .._validation import check_bool, check_int, is_int
+from ..explain import (
     Plan,
     ReshapeSpec,
     ScoreSlots,
@@ -28,10 +26,14 @@ from .explain import (
     plan,
     read_by,
 )
-from .faithfulness import DEFAULT_METRICS, METRICS, probe_faithfulness
-from .image import Colormap, check_alpha_limit, get_colormap
-from .keras_family import Keras2CallbackHooks
-from .layers import LayerSpec
+from ..faithfulness import DEFAULT_METRICS, METRICS, probe_faithfulness
+from ..image import Colormap, check_alpha_limit, get_colormap
+from ..keras_family import Keras2CallbackHooks
+from ..layers import LayerSpec
+from ..targets import ScoreFunction, describe
+from . import logdirs, tags
+from .alarm import ShortcutAlarm, ShortcutWarning
+from .distribute import is_chief
 from .probes import (
     check_against_model,
     check_boxes,
@@ -46,7 +48,6 @@ from .probes import (
 )
 from .report import EpochMaps, Measures, ProbeReport, measure, measure_faithfulness
 from .sinks import EXIT_WAIT_S, BackgroundWriter, FanOut, Sink, TensorBoardSink
-from .targets import ScoreFunction, describe
 from .tensorboard import EventWriter
 
 TargetsOption = str | Sequence[Any] | np.ndarray | ScoreFunction | None
@@ -64,7 +65,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
     the last logged epoch (1 - cosine similarity) and, with ``probe_boxes`` or
     ``probe_masks``, the share of heatmap mass on the object and the pointing game, with
     their means over probes; ``gradcam/nonfinite`` counts probes whose map or score was NaN
-    or infinite. Tag names are in :mod:`gradcam_callbacks.tags`.
+    or infinite. Tag names are in :mod:`gradcam_callbacks.watch.tags`.
 
     ``method`` picks the CAM method, or several: one image per method
     per probe. The first method keeps the plain tags above; each further method writes the
@@ -97,7 +98,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
     ``ModelCheckpoint`` and ``ReduceLROnPlateau`` can use them: ``gradcam_mean_change``
     always, ``gradcam_pointing_game`` and ``gradcam_box_mass`` with ``probe_boxes`` or
     ``probe_masks``, ``gradcam_artifact_mass`` with ``artifact_boxes`` or ``artifact_masks``
-    (keys in :mod:`gradcam_callbacks.tags`). They are computed on the training thread from
+    (keys in :mod:`gradcam_callbacks.watch.tags`). They are computed on the training thread from
     the maps already taken (a few numpy operations). A value that could not be measured is
     NaN (no previous map for the change, every probe non-finite, a failed pass), so every
     epoch carries the same keys. Epochs that are not logged (``freq > 1``) carry the last
@@ -131,7 +132,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
     background thread while the next epoch trains, one logged epoch at a time, so a killed
     process loses at most the epoch being written. ``on_train_end`` waits for it; after a fit
     that raised (Ctrl-C, another callback's error), the interpreter's exit waits for it (at
-    most :data:`~gradcam_callbacks.sinks.EXIT_WAIT_S`, 30 s, in all), and so do the
+    most :data:`~gradcam_callbacks.watch.sinks.EXIT_WAIT_S`, 30 s, in all), and so do the
     callback's next fit and its deletion.
 
     Nothing it does at an epoch end can end the fit: a failure to compute, draw or write
@@ -165,7 +166,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             callback, ``logs/gradcam/<YYYYmmdd-HHMMSS>`` (local time when the callback is
             made). One run, one history: each fit writes a directory of its own, ``log_dir``
             if it is free, else the first free of ``log_dir-2``, ``log_dir-3``, ... (see
-            :mod:`gradcam_callbacks.logdirs`): free means holding no GradCamCallback event
+            :mod:`gradcam_callbacks.watch.logdirs`): free means holding no GradCamCallback event
             file and held by no fit, in this process or another (an ``flock``, released by
             the kernel even on ``kill -9``). A callback's first fit that cannot use
             ``log_dir`` warns; the attribute ``run_dir`` names the directory of the current
@@ -200,12 +201,12 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         max_channels: Score-CAM only: keep the channels with the largest spatial standard
             deviation (Faster Score-CAM); needs ``"scorecam"`` among the methods.
         sink: Where the images and scalars go: a sink or a list (see
-            :mod:`gradcam_callbacks.sinks`): ``TensorBoardSink(log_dir)`` (the default, the
+            :mod:`gradcam_callbacks.watch.sinks`): ``TensorBoardSink(log_dir)`` (the default, the
             same as ``log_dir``), ``MLflowSink()``, ``WandbSink()``, or any object with
             ``add_image``, ``add_scalar``, ``flush`` and ``close``. Each step is drawn once
             for all of them; a list without a ``TensorBoardSink`` writes no event files
             (``run_dir`` stays None).
-        alarm: A :class:`~gradcam_callbacks.alarm.ShortcutAlarm`: after each logged epoch
+        alarm: A :class:`~gradcam_callbacks.watch.alarm.ShortcutAlarm`: after each logged epoch
             (step -1 excluded) it is handed the epoch's means (the ``logs`` values above)
             and warns with a ``ShortcutWarning`` (and with ``stop=True`` ends the fit) when
             its condition held for ``patience`` logged epochs in a row; the default
@@ -235,7 +236,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         >>> cam = GradCamCallback((x_val[:8], y_val[:8]), targets="true", probe_boxes=boxes[:8],
         ...                       log_dir="logs/run1/gradcam")
         >>> history = model.fit(x, y, epochs=1, verbose=0, callbacks=[cam])
-        >>> from gradcam_callbacks.tensorboard import read_events
+        >>> from gradcam_callbacks.watch.tensorboard import read_events
         >>> sorted({r.step for r in read_events("logs/run1/gradcam") if r.tag == "gradcam/grid"})
         [-1, 0]
         >>> both = GradCamCallback(x_val[:8], method=["gradcam", "layercam"])
@@ -494,7 +495,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
 
     def _start_fit(self) -> None:
         """Per-fit state, reset so that one callback serves several fits and models; a run
-        directory of the fit's own (see :mod:`gradcam_callbacks.logdirs`)."""
+        directory of the fit's own (see :mod:`gradcam_callbacks.watch.logdirs`)."""
         self._stop_writer()
         self._previous = [None] * len(self.methods)
         self._log_values = {}
@@ -704,7 +705,7 @@ def check_sinks(sink: Any) -> tuple[list[Sink], TensorBoardSink | None]:
         ValueError: an empty list, or two ``TensorBoardSink``.
 
     Example:
-        >>> from gradcam_callbacks.sinks import MLflowSink
+        >>> from gradcam_callbacks.watch.sinks import MLflowSink
         >>> others, tensorboard = check_sinks([TensorBoardSink("logs/a"), MLflowSink()])
         >>> len(others), tensorboard
         (1, TensorBoardSink(log_dir='logs/a'))
