@@ -55,22 +55,24 @@ def main() -> int:
     targets = [int(t) for t in labels]
     size = x.shape[1:3]
     settings = plan(model, "last_conv")
-    slots, counts = settings.targets([[t] for t in targets], len(x))
+    slots = settings.targets([[t] for t in targets], len(x))
     accuracy = float(np.mean(np.argmax(model.predict(x, verbose=0), axis=-1) == labels))
-    raw = settings.run(x, slots, counts)
+    [raw] = settings.run(x, slots)
+    # rollout reads a transformer's attention; this is a CNN (bench_transformers has them)
+    cnn_methods = [name for name, cls in METHODS.items() if not cls.needs_attention]
     if args.xplique:
         return compare_with_xplique(model, x, targets, raw.heatmaps[:, 0])
     if args.sanity:
-        check = faithfulness.sanity_check(model, x, targets, methods=list(METHODS),
+        check = faithfulness.sanity_check(model, x, targets, methods=cnn_methods,
                                           layer="last_conv", batch_size=args.batch_size)
-        print("| randomised down to | " + " | ".join(METHODS) + " |")
-        print("|---|" + "---:|" * len(METHODS))
-        means = {name: check.mean(name) for name in METHODS}
+        print("| randomised down to | " + " | ".join(cnn_methods) + " |")
+        print("|---|" + "---:|" * len(cnn_methods))
+        means = {name: check.mean(name) for name in cnn_methods}
         for step, layer in enumerate(check.layers):
-            print(f"| `{layer}` | " + " | ".join(f"{means[n][step]:.2f}" for n in METHODS)
+            print(f"| `{layer}` | " + " | ".join(f"{means[n][step]:.2f}" for n in cnn_methods)
                   + " |")
         return 0
-    rows = args.rows or [*METHODS, "random", "sobel"]
+    rows = args.rows or [*cnn_methods, "random", "sobel"]
     print(f"{keras.backend.backend()}, {len(x)} test images, model accuracy {accuracy:.3f}\n")
     print("| map | pointing game | mass in box | insertion (black) ↑ | deletion (black) ↓ "
           "| deletion (blur) ↓ | ROAD ↑ | seconds |")
@@ -82,8 +84,9 @@ def main() -> int:
         elif name == "sobel":
             maps, title = faithfulness.sobel_maps(x), "Sobel edges of the input (48x48)"
         else:
-            maps = settings.apply(raw, x, name, batch_size=args.batch_size).heatmaps[:, 0]
-            title = f"{METHODS[name].title} (`{name}`)"
+            method = METHODS[name]()
+            [found_raw] = settings.run(x, slots, [method], args.batch_size)
+            maps, title = found_raw.heatmaps[:, 0], f"{method.title} (`{name}`)"
         common = {"batch_size": args.batch_size}
         found = {
             "pointing": metrics.pointing_game(maps, boxes, size),

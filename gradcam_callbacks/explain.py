@@ -1,431 +1,52 @@
-"""``explain_prediction(s)`` and ``show_prediction``: validate, run the one engine, build
-:class:`~gradcam_callbacks.Explanation` objects.
-
-Everything that explains runs :meth:`Plan.run`, the one engine entry: these functions,
-:func:`explain_raw` and :func:`gradcam_backend` make a plan per call; the training callback
-and the command line make one plan and run it at every logged epoch or batch.
+"""The ELI5-compatible facade: ``explain_prediction(s)``, ``show_prediction`` and
+``gradcam_backend`` read their arguments (methods once, at the edge:
+:func:`gradcam_callbacks.methods.choose`), run the engine's one entry
+(:meth:`gradcam_callbacks.engine.Plan.run`) and build :class:`~gradcam_callbacks.Explanation`
+objects.
 """
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
 from typing import Any
 
 import keras
 import numpy as np
 from PIL import Image
 
-from . import backends, layers, methods
+from . import layers, methods
 from . import targets as scores_module
-from ._validation import (
-    as_array,
-    check_names,
-    check_pictures,
-    check_real_array,
-    index_list,
-    is_int,
-    to_picture,
+from ._validation import check_names, check_pictures, to_picture
+from .engine import (  # noqa: F401 - the engine's names, importable from here as before
+    NonFiniteError,
+    Plan,
+    RawExplanation,
+    ReshapeSpec,
+    TargetsSpec,
+    check_docs,
+    plan,
 )
+from .engine.model import OutputSpec
 from .explanation import Explanation, TargetExplanation
-from .keras_family import graph_of
 
-TargetsSpec = Sequence[Any] | np.ndarray | scores_module.ScoreFunction | None
-OutputSpec = int | str | None
-# tokens (N, T, C) -> maps (N, h, w, C), numpy: how an exotic token layer lies on the image
-ReshapeSpec = Callable[[np.ndarray], np.ndarray] | None
+MethodSpec = str | methods.Method | type[methods.Method] | None
 
 
-class NonFiniteError(ValueError):
-    """The model produced NaN or infinite values for some inputs, so their Grad-CAM maps
-    cannot be normalised to [0, 1].
-
-    ``indices`` are the positions of the affected inputs in the batch passed, ``problems``
-    says per input what was not finite (``"score"``, ``"activations"``, ``"gradients"``,
-    ``"heatmap"``).
-
-    Example:
-        >>> try:
-        ...     explain_predictions(diverged_model, docs[:3])
-        ... except NonFiniteError as error:
-        ...     print(error.indices)
-        [0, 1, 2]
-    """
-
-    def __init__(self, message: str, indices: list[int], problems: dict[int, list[str]]):
-        super().__init__(message)
-        self.indices = indices
-        self.problems = problems
-
-
-@dataclass
-class RawExplanation:
-    """The engine's numbers for a batch, before they become :class:`Explanation` objects.
-
-    Shapes, with N docs, K target slots and activations ``(h, w, C)`` (channels last):
-    ``activations (N, h, w, C)``, ``grads (N, K, h, w, C)``, ``weights (N, K, C)``,
-    ``heatmaps (N, K, h, w)``, ``targets (N, K)``, ``scores (N, K)``, ``outputs (N, classes)``.
-    ``counts[n]`` is how many of doc n's K slots are real (the rest repeat its last target).
-    With score functions (``functions``, see :mod:`gradcam_callbacks.targets`), ``outputs``
-    is ``(N, F)``: each of the F distinct functions on each doc, and ``targets`` index them.
-    ``heatmaps`` are ``method``'s; ``weights`` its channel weights (Grad-CAM, Grad-CAM++,
-    XGrad-CAM, Score-CAM: the map is their weighted sum of the activation maps; Eigen-CAM:
-    the first right singular vector, applied to the mean-centred activation maps), and NaN
-    for HiResCAM and LayerCAM, whose weights vary over space (``grads``, ``ReLU(grads)``).
-    """
-
-    activations: np.ndarray
-    grads: np.ndarray
-    weights: np.ndarray
-    heatmaps: np.ndarray
-    targets: np.ndarray
-    scores: np.ndarray
-    outputs: np.ndarray
-    counts: np.ndarray
-    layer: layers.LayerChoice
-    data_format: str
-    method: methods.Method = methods.METHODS["gradcam"]
-    functions: tuple[scores_module.ScoreFunction, ...] | None = None
-    # attention methods (rollout): the attention weights (N, L, heads, T, T), their
-    # gradients (N, K, L, heads, T, T) and where their tokens lie
-    attention: np.ndarray | None = None
-    attention_grads: np.ndarray | None = None
-    layout: layers.TokenLayout | None = None
-    # False for a forward-only pass (rollout): activations and grads are then empty
-    gradients: bool = True
-
-    def explained_targets(self) -> np.ndarray:
-        """``(N, K)`` what each slot explained: class indices (int), or with score
-        functions their descriptions (``repr``, an object array of str)."""
-        if self.functions is None:
-            return self.targets
-        names = np.array([scores_module.describe(f) for f in self.functions], dtype=object)
-        return names[self.targets]
-
-
-class ScoreSlots(np.ndarray):
-    """Validated score-function targets: an ``(N, K)`` int32 array of indices into
-    ``functions``, the distinct score functions in order of first use. Slicing keeps
-    ``functions``, so a slice of docs runs as the whole does.
-
-    Example:
-        >>> from gradcam_callbacks.targets import ClassScore
-        >>> slots = ScoreSlots.of(np.zeros((2, 1), np.int32), (ClassScore(0),))
-        >>> slots[1:].functions
-        (ClassScore(class_index=0),)
-    """
-
-    functions: tuple[scores_module.ScoreFunction, ...] = ()
-
-    @classmethod
-    def of(cls, indices: np.ndarray,
-           functions: tuple[scores_module.ScoreFunction, ...]) -> ScoreSlots:
-        slots = np.asarray(indices, np.int32).view(cls)
-        slots.functions = functions
-        return slots
-
-    def __array_finalize__(self, obj: Any) -> None:
-        self.functions = getattr(obj, "functions", ())
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Validated, reusable settings of a Grad-CAM pass over one model."""
-
-    model: keras.Model
-    layer: layers.LayerChoice
-    output_index: int
-    classes: int | None
-    data_format: str
-    input_dtype: str
-    output_shape: tuple[int | None, ...] | None = None
-    reshape: ReshapeSpec = None
-    automatic_layer: bool = True
-
-    def resolve(self, method: str | methods.Method | None) -> methods.Method:
-        """The method that runs for ``method`` on this model: itself when named; for
-        ``None`` (the default) the automatic choice, :func:`gradcam_callbacks.methods.resolve`
-        (Grad-CAM on a CNN, attention rollout on a ViT).
-
-        Example:
-            >>> plan(vit).resolve(None).title, plan(model).resolve(None).title
-            ('Attention rollout', 'Grad-CAM')
-        """
-        return methods.resolve(method, self.model, self.automatic_layer)
-
-    def pass_function(self, method: methods.Method,
-                      functions: tuple[Any, ...] | None = None) -> backends.GradientFunction:
-        """The cached compiled pass ``method`` runs on: the gradient pass, or for a method
-        without gradients (rollout) the forward that reads the attention weights."""
-        found = (self.model, self.layer.layer, self.layer.path, self.output_index, functions,
-                 self.attention_layers(method))
-        if method.needs_gradients:
-            return backends.gradient_function(*found)
-        return backends.score_function(*found)
-
-    def token_maps(self, activations: np.ndarray, grads: np.ndarray, docs: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray]:
-        """Token activations ``(N, T, C)`` and gradients ``(N, K, T, C)`` as maps ``(N, h, w,
-        C)`` and ``(N, K, h, w, C)``: by ``reshape`` if given, else on the patch grid
-        (:func:`gradcam_callbacks.layers.token_layout`), the prefix tokens dropped."""
-        count, slots = grads.shape[:2]
-        if self.reshape is not None:
-            maps = _reshaped(self.reshape, activations, self.layer.path)
-            moved = _reshaped(self.reshape, grads.reshape(count * slots, *grads.shape[2:]),
-                              self.layer.path)
-            return maps, moved.reshape(count, slots, *moved.shape[1:])
-        layout = self.token_layout(activations.shape[1], docs)
-        return layout.maps(activations), layout.maps(grads)
-
-    def token_layout(self, tokens: int, docs: np.ndarray) -> layers.TokenLayout:
-        """Where ``tokens`` tokens lie on ``docs``' images; a ValueError if on no grid."""
-        size = docs.shape[2:4] if self.data_format == "channels_first" else docs.shape[1:3]
-        patch = layers.patch_size(self.model)
-        layout = layers.token_layout(tokens, size, patch)
-        if layout is None:
-            found = ("no patch embedding (a convolution whose kernel equals its strides)"
-                     if patch is None else f"patches of {patch[0]}x{patch[1]}")
-            raise ValueError(
-                f"layer {self.layer.path!r} gives {tokens} tokens, which lie on no patch grid "
-                f"of the {size[0]}x{size[1]} input ({found}, any prefix tokens first); pass "
-                "reshape= with a function from tokens (N, tokens, channels) to maps (N, h, w, "
-                "channels)")
-        return layout
-
-    def targets(self, targets: TargetsSpec, count: int) -> tuple[np.ndarray, np.ndarray]:
-        """Validate ``targets`` for ``count`` docs: ``(N, K)`` int32 (-1 = top class) and
-        the number of real slots per doc; with score functions a :class:`ScoreSlots`,
-        each function checked on the model's symbolic output first."""
-        if _has_score_functions(targets):
-            return _score_slots(targets, count, self)
-        slots = _normalise_targets(targets, count, self.classes)
-        if self.output_shape is not None and len(self.output_shape) not in (1, 2):
-            raise ValueError(
-                f"output {self.output_index} of model {self.model.name!r} has shape "
-                f"{self.output_shape}; Grad-CAM explains class scores, an output of shape "
-                "(batch, classes), unless targets are score functions (ClassScore, "
-                "RegressionScore, SegmentationScore, MultiLabelScore or your own; see "
-                "gradcam_callbacks.targets)"
-            )
-        return slots
-
-    def run(
-        self, docs: np.ndarray, targets: np.ndarray, counts: np.ndarray,
-        batch_size: int | None = None, method: str | methods.Method | None = methods.DEFAULT,
-        max_channels: int | None = None, *, name: str = "doc", check_finite: bool = True,
-    ) -> RawExplanation:
-        """Run the compiled pass over validated docs and targets, ``batch_size`` at a time,
-        then ``method`` (a name in :data:`gradcam_callbacks.methods.METHODS`, or ``None``:
-        :meth:`resolve`) on its numbers. A method without gradients (rollout) runs on the
-        compiled forward alone.
-
-        ``check_finite=False`` returns non-finite numbers as they are, for a caller that
-        reports them per doc itself (the callback draws such probes as "not finite").
-
-        Raises:
-            NonFiniteError: the model gave NaN or inf for some docs (their indices are
-                named, as ``name(s) [i, ...]``), unless ``check_finite`` is false.
-        """
-        chosen = methods.check_options(self.resolve(method), max_channels)
-        assert chosen is not None
-        functions = targets.functions if isinstance(targets, ScoreSlots) else None
-        function = self.pass_function(chosen, functions)
-        targets = np.asarray(targets)
-        docs = np.asarray(docs, dtype=self.input_dtype)
-        step = len(docs) if not batch_size else batch_size
-        if chosen.needs_gradients:
-            parts = [function(docs[i:i + step], targets[i:i + step])
-                     for i in range(0, len(docs), step)]
-            activations, grads, outputs, resolved, *tapped = (
-                np.concatenate(p) for p in zip(*parts))
-            attention, attention_grads = tapped if tapped else (None, None)
-        else:  # forward only: the outputs and attention weights, no activation, no gradient
-            outputs, attention = (np.concatenate(p) for p in zip(*[
-                function(docs[i:i + step]) for i in range(0, len(docs), step)]))
-            resolved, attention_grads = resolve_targets(outputs, targets), None
-            activations = np.zeros((len(docs), 0, 0, 0), np.float32)
-            grads = np.zeros(targets.shape + (0, 0, 0), np.float32)
-        layout = None if attention is None else self.token_layout(attention.shape[-1], docs)
-        if chosen.needs_gradients:
-            layers.check_rank(self.layer, activations.ndim, docs.ndim)
-            if activations.ndim == docs.ndim - 1:
-                activations, grads = self.token_maps(activations, grads, docs)
-            elif self.data_format == "channels_first":
-                activations = np.moveaxis(activations, 1, -1)
-                grads = np.moveaxis(grads, 2, -1)
-        if self.classes is None:
-            _check_target_range(targets, outputs.shape[-1])
-        scores = np.take_along_axis(outputs, resolved.astype(np.intp), axis=-1)
-        raw = RawExplanation(
-            activations=activations, grads=grads, weights=np.empty(0), heatmaps=np.empty(0),
-            targets=resolved, scores=scores, outputs=outputs, counts=counts, layer=self.layer,
-            data_format=self.data_format, method=chosen, functions=functions,
-            attention=attention, attention_grads=attention_grads, layout=layout,
-            gradients=chosen.needs_gradients,
-        )
-        with np.errstate(over="ignore", invalid="ignore"):
-            heatmaps, weights = self._method_maps(chosen, raw, docs, batch_size, max_channels)
-        if check_finite:
-            _check_finite(self.model, scores, activations, grads, heatmaps, counts, name)
-        return replace(raw, heatmaps=heatmaps, weights=weights)
-
-    def attention_layers(self, method: methods.Method) -> tuple[keras.layers.Layer, ...]:
-        """The ``MultiHeadAttention`` layers the pass reads for ``method``: all of the
-        model's for an attention method (a ValueError if it has none), else none."""
-        if not method.needs_attention:
-            return ()
-        found = layers.attention_layers(self.model)
-        if not found:
-            raise ValueError(
-                f"method={method.name!r} reads the attention weights of the model's "
-                f"keras.layers.MultiHeadAttention layers (keras_hub's ViT, DeiT and DINOv2 use "
-                f"them); model {self.model.name!r} has none (Swin's windowed attention and "
-                "CNNs are explained by the gradient methods, e.g. method='hirescam')")
-        return tuple(choice.layer for choice in found)
-
-    def apply(
-        self, raw: RawExplanation, docs: np.ndarray, method: str | methods.Method,
-        batch_size: int | None = None, max_channels: int | None = None,
-    ) -> RawExplanation:
-        """``raw`` with the heatmaps and weights of another method, reusing its activations
-        and gradients (so several methods cost one pass; Score-CAM adds its scoring passes).
-
-        Example:
-            >>> pass_plan = plan(model)
-            >>> slots, counts = pass_plan.targets(None, len(docs))
-            >>> raw = pass_plan.run(docs, slots, counts)
-            >>> pass_plan.apply(raw, docs, "layercam").method.title
-            'LayerCAM'
-        """
-        chosen = methods.check_options(self.resolve(method), max_channels)
-        assert chosen is not None
-        if (chosen.needs_attention and raw.attention is None) or (
-                chosen.needs_gradients and not raw.gradients):
-            # the pass read no attention (or no gradients, after rollout): run the one that
-            # does, for the same targets
-            slots = raw.targets if raw.functions is None else ScoreSlots.of(
-                raw.targets, raw.functions)
-            return self.run(docs, slots, raw.counts, batch_size, chosen, max_channels,
-                            check_finite=False)
-        heatmaps, weights = self._method_maps(chosen, raw, docs, batch_size, max_channels)
-        return replace(raw, heatmaps=heatmaps, weights=weights, method=chosen)
-
-    def _method_maps(
-        self, method: methods.Method, raw: RawExplanation, docs: np.ndarray,
-        batch_size: int | None, max_channels: int | None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        # Score-CAM scores its masked inputs with the same score functions (F columns)
-        score = self._score if raw.functions is None else functools.partial(
-            self._score, functions=raw.functions)
-        return methods.apply(method, methods.CamInputs(
-            raw.activations, raw.grads, np.asarray(docs, dtype=self.input_dtype), raw.targets,
-            self.data_format, score, batch_size, max_channels, raw.attention,
-            raw.attention_grads, raw.layout,
-        ))
-
-    def _score(self, inputs: np.ndarray, functions: tuple[Any, ...] | None = None) -> np.ndarray:
-        """The model's selected output on ``inputs`` (or the score functions' columns): one
-        compiled score-only forward, built on first use."""
-        return backends.score_function(self.model, self.layer.layer, self.layer.path,
-                                       self.output_index, functions)(inputs)
-
-
-def resolve_targets(outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """``targets (N, K)`` with each rank ``-r`` replaced by the doc's r-th highest-scoring
-    class of ``outputs (N, classes)`` (ties: the lower index first), as the gradient passes
-    resolve them, for a forward-only pass.
-
-    Example:
-        >>> resolve_targets(np.array([[0.1, 0.7, 0.2]]), np.array([[-1, -2, 0]])).tolist()
-        [[1, 2, 0]]
-    """
-    ranked = np.argsort(-outputs, axis=-1, kind="stable")
-    rank = np.clip(-targets - 1, 0, outputs.shape[-1] - 1)
-    return np.where(targets < 0, np.take_along_axis(ranked, rank, axis=-1),
-                    targets).astype(np.int32)
-
-
-def _check_finite(model: keras.Model, scores: np.ndarray, activations: np.ndarray,
-                  grads: np.ndarray, heatmaps: np.ndarray, counts: np.ndarray,
-                  name: str = "doc") -> None:
-    """Raise :class:`NonFiniteError` naming the docs whose numbers are not all finite."""
-    count = len(scores)
-    real = np.arange(scores.shape[1])[None, :] < np.asarray(counts)[:, None]  # (N, K)
-
-    def bad(values: np.ndarray, per_slot: bool) -> np.ndarray:
-        kept = 2 if per_slot else 1  # empty activations (a forward-only pass) are finite
-        finite = np.isfinite(values).all(axis=tuple(range(kept, values.ndim)))
-        return ~(finite | ~real).all(axis=1) if per_slot else ~finite
-
-    checks = {"score": bad(scores[..., None], True), "activations": bad(activations, False),
-              "gradients": bad(grads, True), "heatmap": bad(heatmaps, True)}
-    flagged = np.zeros(count, bool)
-    for found in checks.values():
-        flagged |= found
-    if not flagged.any():
-        return
-    indices = [int(n) for n in np.flatnonzero(flagged)]
-    problems = {n: [what for what, found in checks.items() if found[n]] for n in indices}
-    kinds = sorted({what for whats in problems.values() for what in whats},
-                   key=list(checks).index)
-    raise NonFiniteError(
-        f"model {model.name!r} produced non-finite values (NaN or inf: {', '.join(kinds)}) "
-        f"for {name}(s) {index_list(indices)} of {count}, so their Grad-CAM maps cannot be "
-        f"scaled to [0, 1]: e.g. {name} {indices[0]}: {', '.join(problems[indices[0]])}. A "
-        "diverged model (NaN weights) or inputs far outside the training range do this",
-        indices, problems,
-    )
-
-
-def plan(model: keras.Model, layer: layers.LayerSpec = None, output: OutputSpec = None,
-         reshape: ReshapeSpec = None) -> Plan:
-    """Check the model, pick the layer and output once, for many calls. ``reshape`` (a
-    function from token activations ``(N, T, C)`` to maps ``(N, h, w, C)``, numpy) overrides
-    the patch grid found for a token layer.
-
-    Example:
-        >>> p = plan(model, layer=None)
-        >>> p.layer.path
-        'last_conv'
-    """
-    _check_model(model)
-    check_reshape(reshape)
-    index, classes, shape = _resolve_output(model, output)
-    choice = layers.resolve_layer(model, layer, index)  # the automatic layer depends on it
-    rank = layers.input_rank(model)
-    dtype = model.inputs[0].dtype if rank is not None else "float32"
-    dtype = getattr(dtype, "name", dtype)  # Keras 2: a tf.DType
-    if not str(dtype).startswith(("float", "bfloat")):
-        dtype = "float32"
-    return Plan(model, choice, index, classes, layers.data_format(model, choice.layer), str(dtype),
-                shape, reshape, automatic_layer=layer is None)
-
-
-def check_reshape(reshape: Any) -> ReshapeSpec:
-    """``reshape`` if it is ``None`` or callable; else a TypeError naming it.
-
-    Example:
-        >>> check_reshape(None) is None
-        True
-    """
-    if reshape is not None and not callable(reshape):
-        raise TypeError(f"reshape must be None or a function from tokens (N, tokens, channels) "
-                        f"to maps (N, h, w, channels); received {type(reshape).__name__}: "
-                        f"{reshape!r}")
-    return reshape
-
-
-def _reshaped(reshape: Callable[[np.ndarray], np.ndarray], tokens: np.ndarray,
-              path: str) -> np.ndarray:
-    """``reshape(tokens)``, checked to be maps ``(N, h, w, C)`` of the tokens' N and C."""
-    maps = np.asarray(reshape(tokens))
-    if maps.ndim != 4 or maps.shape[0] != tokens.shape[0] or maps.shape[-1] != tokens.shape[-1]:
-        raise ValueError(
-            f"reshape must turn layer {path!r}'s tokens {tokens.shape} into maps (N, h, w, C) "
-            f"with the same N and C; it returned shape {maps.shape}")
-    return maps
+def _run(model: keras.Model, docs: Any, targets: Any, layer: layers.LayerSpec,
+         output: OutputSpec, method: Any, max_channels: Any, batch_size: Any,
+         reshape: ReshapeSpec, single: bool, images: Any = None,
+         ) -> tuple[np.ndarray, RawExplanation, list[Image.Image] | None]:
+    """Read the arguments (every check before any computation), then one pass; returns the
+    docs as numpy, the engine's numbers and the checked ``images``."""
+    [chosen] = methods.choose(method, max_channels=max_channels)
+    methods.positive_or_none("batch_size", batch_size)
+    pass_plan = plan(model, layer, output, reshape)
+    docs = check_docs(model, docs, single=single)
+    pictures = check_pictures(images, len(docs), "images", per="doc")
+    slots = pass_plan.targets(targets, len(docs))
+    [raw] = pass_plan.run(docs, slots, [chosen], batch_size)
+    return docs, raw, pictures
 
 
 def explain_raw(
@@ -437,7 +58,7 @@ def explain_raw(
     *,
     single: bool = False,
     batch_size: int | None = None,
-    method: str | None = methods.DEFAULT,
+    method: MethodSpec = methods.DEFAULT,
     max_channels: int | None = None,
     reshape: ReshapeSpec = None,
 ) -> RawExplanation:
@@ -450,12 +71,8 @@ def explain_raw(
         >>> raw.heatmaps.shape
         (4, 1, 12, 12)
     """
-    methods.check_options(method, max_channels)
-    methods.check_positive("batch_size", batch_size)
-    pass_plan = plan(model, layer, output, reshape)
-    docs = check_docs(model, docs, single=single)
-    slots, counts = pass_plan.targets(targets, len(docs))
-    return pass_plan.run(docs, slots, counts, batch_size, method, max_channels)
+    return _run(model, docs, targets, layer, output, method, max_channels, batch_size, reshape,
+                single)[1]
 
 
 def explain_predictions(
@@ -467,7 +84,7 @@ def explain_predictions(
     output: OutputSpec = None,
     *,
     batch_size: int | None = None,
-    method: str | None = methods.DEFAULT,
+    method: MethodSpec = methods.DEFAULT,
     max_channels: int | None = None,
     reshape: ReshapeSpec = None,
 ) -> list[Explanation]:
@@ -520,13 +137,8 @@ def explain_predictions(
         >>> [e.targets[0].target for e in expls[:3]]
         [4, 8, 5]
     """
-    methods.check_positive("batch_size", batch_size)
-    methods.check_options(method, max_channels)
-    pass_plan = plan(model, layer, output, reshape)
-    docs = check_docs(model, docs)
-    pictures = check_pictures(images, len(docs), "images", per="doc")
-    slots, counts = pass_plan.targets(targets, len(docs))
-    raw = pass_plan.run(docs, slots, counts, batch_size, method, max_channels)
+    docs, raw, pictures = _run(model, docs, targets, layer, output, method, max_channels,
+                               batch_size, reshape, False, images)
     return explanations_from_raw(model, docs, raw, pictures)
 
 
@@ -538,7 +150,7 @@ def explain_prediction(
     layer: layers.LayerSpec = None,
     output: OutputSpec = None,
     *,
-    method: str | None = methods.DEFAULT,
+    method: MethodSpec = methods.DEFAULT,
     max_channels: int | None = None,
     batch_size: int | None = None,
     reshape: ReshapeSpec = None,
@@ -578,10 +190,6 @@ def explain_prediction(
         >>> expl.targets[0].target, expl.targets[0].heatmap.shape
         (3, (12, 12))
     """
-    methods.check_options(method, max_channels)
-    methods.check_positive("batch_size", batch_size)
-    pass_plan = plan(model, layer, output, reshape)
-    doc = check_docs(model, doc, single=True)
     pictures = None if image is None else [to_picture(image, "image")]
     if callable(targets):
         targets = [targets]
@@ -592,8 +200,8 @@ def explain_prediction(
             f"targets must be None or a list of class indices; received {targets!r} (a score "
             "function, or a list of them, is accepted too: see gradcam_callbacks.targets)"
         )
-    slots, counts = pass_plan.targets(None if targets is None else [list(targets)], 1)
-    raw = pass_plan.run(doc, slots, counts, batch_size, method, max_channels)
+    doc, raw, _ = _run(model, doc, None if targets is None else [list(targets)], layer, output,
+                       method, max_channels, batch_size, reshape, True)
     return explanations_from_raw(model, doc, raw, pictures)[0]
 
 
@@ -698,284 +306,6 @@ def derive_image(doc: np.ndarray, data_format: str = "channels_last") -> Image.I
         (5, 4)
     """
     return keras.utils.array_to_img(doc, data_format=data_format)
-
-
-def check_docs(model: keras.Model, docs: Any, *, single: bool = False,
-               name: str | None = None) -> np.ndarray:
-    """Validate model inputs: an array of the model's rank and shape, finite, real; numpy
-    arrays, backend tensors (TensorFlow, JAX, PyTorch) and nested lists are accepted and
-    returned as numpy. ``name`` is the argument named in errors (default ``doc``/``docs``).
-
-    Raises:
-        TypeError: not an array or array-like, or not a real numeric dtype.
-        ValueError: wrong rank, wrong shape, batch other than 1 (``single``), NaN or inf.
-
-    Example:
-        >>> check_docs(model, x[:2].tolist()).shape
-        (2, 48, 48, 1)
-    """
-    name = name or ("doc" if single else "docs")
-    docs = as_array(docs, name)
-    if docs.dtype == bool or not (
-        np.issubdtype(docs.dtype, np.integer) or np.issubdtype(docs.dtype, np.floating)
-    ):
-        raise TypeError(f"{name} must hold real numbers; received dtype {docs.dtype}")
-    expected = layers.input_shape(model)
-    if expected is None and docs.ndim != 4:
-        raise ValueError(
-            f"{name} must have rank 4, (batch, height, width, channels) or channels first; "
-            f"received shape {docs.shape}"
-        )
-    if expected is not None:
-        want = "(" + ", ".join(["N" if not single else "1"] + [
-            "any" if d is None else str(d) for d in expected]) + ")"
-        if docs.ndim != len(expected) + 1:
-            raise ValueError(
-                f"{name} must have rank {len(expected) + 1}, shape {want} for model "
-                f"{model.name!r}; received shape {docs.shape}"
-            )
-        if any(d is not None and d != got for d, got in zip(expected, docs.shape[1:])):
-            raise ValueError(
-                f"{name} shape must match the model's input {want}; received shape {docs.shape}"
-            )
-    if single and docs.shape[0] != 1:
-        raise ValueError(
-            f"doc must be a batch of exactly one input, shape (1, ...); received shape "
-            f"{docs.shape}. Use explain_predictions for several docs."
-        )
-    if len(docs) == 0:
-        raise ValueError(f"{name} must hold at least one input; received shape {docs.shape}")
-    return check_real_array(name, docs)
-
-
-def _check_model(model: Any) -> None:
-    if not graph_of(model).is_a(model, "Model"):
-        raise TypeError(f"model must be a keras.Model; received {type(model).__name__} "
-                        "(Keras 3 models and Keras 2 ones, tf.keras / tf_keras, are accepted)")
-    if not model.built:
-        raise ValueError(
-            f"model {model.name!r} is not built: call it on data, give it a keras.Input, or "
-            "call model.build(input_shape) before explaining"
-        )
-    inputs = layers.symbolic_inputs(model)
-    if inputs is not None and len(inputs) != 1:
-        raise ValueError(
-            f"model must have one input; model {model.name!r} has {len(inputs)} inputs"
-        )
-    if inputs is not None and len(inputs[0].shape) != 4:
-        raise ValueError(
-            "model must take images, an input of rank 4 (batch, height, width, channels); "
-            f"model {model.name!r} has input shape {tuple(inputs[0].shape)}"
-        )
-
-
-def _resolve_output(
-    model: keras.Model, output: OutputSpec
-) -> tuple[int, int | None, tuple[int | None, ...] | None]:
-    """``(index, classes, shape)`` of the explained output; ``classes`` is ``None`` when
-    unknown (no symbolic outputs) or when the output is not ``(batch, classes)`` (only score
-    functions explain those; :meth:`Plan.targets` says so)."""
-    structure, flat = _symbolic_outputs(model)
-    if output is None:
-        index = 0
-    elif is_int(output):
-        index = int(output)
-        if flat is not None and not -len(flat) <= index < len(flat):
-            raise ValueError(
-                f"output must be an index in [{-len(flat)}, {len(flat)}) for model "
-                f"{model.name!r} with {len(flat)} output(s); received output={index}"
-            )
-        if flat is not None:
-            index %= len(flat)
-    elif isinstance(output, str):
-        names = _output_names(model, structure, flat)
-        if output not in names:
-            raise ValueError(
-                f"output must be one of the model's output names {sorted(names)}; "
-                f"received output={output!r}"
-            )
-        index = names[output]
-    else:
-        raise TypeError(
-            f"output must be None, an index (int) or an output name (str); received "
-            f"{type(output).__name__}: {output!r}"
-        )
-    if flat is None:
-        return index, None, None
-    shape = tuple(flat[index].shape)
-    if len(shape) not in (1, 2):
-        return index, None, shape
-    return index, (1 if len(shape) == 1 else shape[-1]), shape
-
-
-def _symbolic_outputs(model: keras.Model) -> tuple[Any, list[Any] | None]:
-    for attribute in ("output", "outputs"):
-        try:
-            structure = getattr(model, attribute)
-        except (AttributeError, ValueError):
-            continue
-        if structure is not None:
-            return structure, graph_of(model).flatten(structure)
-    return None, None
-
-
-def _output_names(model: keras.Model, structure: Any, flat: list[Any] | None) -> dict[str, int]:
-    names: dict[str, int] = {}
-    if flat is None:
-        return names
-    if isinstance(structure, dict):
-        names.update({key: i for i, key in enumerate(sorted(structure))})
-    listed = list(getattr(model, "output_names", None) or [])
-    if len(listed) == len(flat):
-        for i, name in enumerate(listed):
-            names.setdefault(name, i)
-    return names
-
-
-def _normalise_targets(
-    targets: TargetsSpec, count: int, classes: int | None
-) -> tuple[np.ndarray, np.ndarray]:
-    if targets is None:
-        return np.full((count, 1), -1, np.int32), np.ones(count, np.int32)
-    if isinstance(targets, np.ndarray):
-        targets = targets.tolist()
-    if not isinstance(targets, (list, tuple)):
-        raise TypeError(
-            f"targets must be None, a list of {count} class indices or a list of {count} lists; "
-            f"received {type(targets).__name__}: {targets!r}"
-        )
-    if len(targets) != count:
-        raise ValueError(
-            f"targets must have one entry per doc ({count}); received {len(targets)} entries"
-        )
-    rows = []
-    for n, entry in enumerate(targets):
-        row = list(entry) if isinstance(entry, (list, tuple, np.ndarray)) else [entry]
-        if not row:
-            raise ValueError(f"targets[{n}] must not be empty; received {entry!r}")
-        for value in row:
-            if not is_int(value):
-                raise TypeError(
-                    f"targets[{n}] must hold integer class indices; received "
-                    f"{type(value).__name__}: {value!r}"
-                )
-            if value < 0:
-                raise ValueError(
-                    f"targets must be class indices in [0, classes); received {value} in "
-                    f"targets[{n}]"
-                )
-        rows.append([int(v) for v in row])
-    slots = max(len(r) for r in rows)
-    array = np.array([r + r[-1:] * (slots - len(r)) for r in rows], np.int32)
-    _check_target_range(array, classes)
-    return array, np.array([len(r) for r in rows], np.int32)
-
-
-def _has_score_functions(targets: Any) -> bool:
-    """Whether ``targets`` holds a score function (then every entry is read as one)."""
-    if callable(targets):
-        return True
-    if not isinstance(targets, (list, tuple)):
-        return False
-    return any(callable(entry) or (isinstance(entry, (list, tuple))
-                                   and any(callable(v) for v in entry)) for entry in targets)
-
-
-def _score_slots(targets: Any, count: int, pass_plan: Plan) -> tuple[ScoreSlots, np.ndarray]:
-    """Score-function targets for ``count`` docs: one function for all, or one entry per
-    doc (a function, a class index, read as :class:`ClassScore`, or a list of those)."""
-    def one(value: Any, where: str) -> scores_module.ScoreFunction:
-        if is_int(value) and value >= 0:
-            return scores_module.ClassScore(int(value))
-        _check_callable(value, where)
-        return _split(value, 1)[0]
-
-    if callable(targets):
-        _check_callable(targets, "targets")
-        rows = [[f] for f in _split(targets, count)]
-    else:
-        if len(targets) != count:
-            raise ValueError(
-                f"targets must be one score function for all docs or a list with one entry "
-                f"per doc ({count}); received {len(targets)} entries")
-        rows = []
-        for n, entry in enumerate(targets):
-            row = list(entry) if isinstance(entry, (list, tuple)) else [entry]
-            if not row:
-                raise ValueError(f"targets[{n}] must not be empty; received {entry!r}")
-            rows.append([one(value, f"targets[{n}]") for value in row])
-    functions: list[scores_module.ScoreFunction] = []
-    indices = []
-    for row in rows:
-        found = []
-        for function in row:
-            position = next((i for i, known in enumerate(functions)
-                             if known is function or known == function), None)
-            if position is None:
-                position = len(functions)
-                functions.append(function)
-                _check_score_function(function, pass_plan)
-            found.append(position)
-        indices.append(found)
-    slots = max(len(r) for r in indices)
-    array = np.array([r + r[-1:] * (slots - len(r)) for r in indices], np.int32)
-    return (ScoreSlots.of(array, tuple(functions)),
-            np.array([len(r) for r in indices], np.int32))
-
-
-def _check_callable(value: Any, where: str) -> None:
-    if not callable(value) or isinstance(value, type):  # a class is callable, but no score
-        raise TypeError(
-            f"{where} must be a score function (a callable: outputs -> one score per doc, "
-            "such as ClassScore(k) or SegmentationScore(k)) or a class index; received "
-            f"{type(value).__name__}: {value!r}")
-
-
-def _split(function: Any, count: int) -> list[Any]:
-    if isinstance(function, scores_module.Score):
-        return function.split(count)
-    return [function] * count
-
-
-def _check_score_function(function: Any, pass_plan: Plan) -> None:
-    """Run ``function`` on a symbolic batch of 3 of the model's output (no computation;
-    a Keras 2 model's is a traced TensorFlow tensor): it must give 3 floating-point scores.
-    Models without symbolic outputs are checked when the pass is traced
-    (:meth:`backends.PassSpec.select`)."""
-    if pass_plan.output_shape is None:
-        return
-    shape = (3,) + tuple(pass_plan.output_shape[1:])
-    try:
-        result = backends.symbolic_call(pass_plan.model, function, shape)
-    except Exception as error:
-        kind = TypeError if isinstance(error, TypeError) else ValueError
-        message = str(error)
-        if isinstance(function, scores_module.Score):  # its own message is clear
-            message = f"targets: {message}, the model's output {pass_plan.output_shape}"
-        elif not message.startswith("targets"):
-            message = (f"targets: score function {scores_module.describe(function)} failed on "
-                       f"the model's output (a symbolic batch of shape {shape}; write it with "
-                       f"{_ops_hint(pass_plan.model)}): {type(error).__name__}: {error}")
-        raise kind(message) from None
-    scores_module.check_result(function, result, shape)
-
-
-def _ops_hint(model: keras.Model) -> str:
-    if graph_of(model).name == "Keras 3":
-        return "keras.ops"
-    return ("TensorFlow ops or tensor indexing: a Keras 2 model's output is a TensorFlow "
-            "tensor, which keras.ops takes only under Keras 3 on TensorFlow")
-
-
-def _check_target_range(targets: np.ndarray, classes: int | None) -> None:
-    if classes is None:
-        return
-    # -1 marks "top class" internally; users cannot pass negative targets.
-    bad = targets[targets >= classes]
-    if bad.size:
-        raise ValueError(
-            f"targets must be class indices in [0, {classes}); received {int(bad.flat[0])}"
-        )
 
 
 def gradcam_backend(

@@ -38,15 +38,16 @@ from __future__ import annotations
 import functools
 import numbers
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import keras
 import numpy as np
 
-from . import explain, layers
+from . import engine, layers
 from . import methods as cam_methods
 from .methods.scorecam import chunked_scores
+from .targets import Slots
 from .watch.metrics import resize_heatmaps
 
 __all__ = [
@@ -110,9 +111,9 @@ class _Setup:
 
 def _setup(model: keras.Model, images: Any, heatmaps: Any, targets: Any,
            batch_size: int | None, output: Any) -> _Setup:
-    cam_methods.check_positive("batch_size", batch_size)
-    pass_plan = explain.plan(model, None, output)
-    docs = explain.check_docs(model, images, name="images")
+    cam_methods.positive_or_none("batch_size", batch_size)
+    pass_plan = engine.plan(model, None, output)
+    docs = engine.check_docs(model, images, name="images")
     docs = np.asarray(docs, dtype=pass_plan.input_dtype)
     channels_first = pass_plan.data_format == "channels_first"
     size = docs.shape[2:4] if channels_first else docs.shape[1:3]
@@ -129,15 +130,13 @@ def _setup(model: keras.Model, images: Any, heatmaps: Any, targets: Any,
     order = np.argsort(flat, axis=1, kind="stable")[:, ::-1]
     ranks = np.empty(order.shape, np.int32)
     np.put_along_axis(ranks, order, np.arange(flat.shape[1], dtype=np.int32)[None], axis=1)
-    slots, _ = pass_plan.targets(targets, len(docs))
-    if slots.shape[1] != 1:
+    slots = pass_plan.targets(targets, len(docs), "image")
+    if slots.indices.shape[1] != 1:
         raise ValueError(
             f"targets must name one target per image (the one its heatmap explains); "
-            f"received {slots.shape[1]} for some image")
-    functions = slots.functions if isinstance(slots, explain.ScoreSlots) else None
-    score = pass_plan._score if functions is None else functools.partial(
-        pass_plan._score, functions=functions)
-    columns = np.asarray(slots, np.int64)
+            f"received {slots.indices.shape[1]} for some image")
+    score = functools.partial(pass_plan.score, functions=slots.functions)
+    columns = np.asarray(slots.indices, np.int64)
     if (columns < 0).any():  # None: each image's top class, read off one forward
         outputs = chunked_scores(len(docs), lambda rows, out: _copy(docs, rows, out),
                                  docs.shape[1:], docs.dtype, score, None, batch_size)
@@ -490,7 +489,7 @@ class SanityCheck:
 
 def sanity_check(
     model: keras.Model, images: Any, targets: Any = None, *,
-    methods: Sequence[str] = (cam_methods.DEFAULT,), layer: Any = None, output: Any = None,
+    methods: Sequence[Any] = (cam_methods.DEFAULT,), layer: Any = None, output: Any = None,
     seed: int = 0, batch_size: int | None = None,
 ) -> SanityCheck:
     """Cascading model randomisation: from the top layer down, the weights of one more
@@ -507,7 +506,8 @@ def sanity_check(
         layer: The layer to explain at, as for :func:`gradcam_callbacks.explain_predictions`.
         output: The output, as for :func:`gradcam_callbacks.explain_predictions`.
         batch_size: Inputs per forward, as for :func:`gradcam_callbacks.explain_predictions`.
-        methods: CAM method names (:data:`gradcam_callbacks.methods.METHODS`).
+        methods: CAM methods: names (:data:`gradcam_callbacks.methods.METHODS`), values
+            (``ScoreCAM(max_channels=64)``) or ``None`` (the model's automatic method).
         seed: Seed of the random weights.
 
     Example:
@@ -515,32 +515,29 @@ def sanity_check(
         >>> check.layers[0], check.mean("gradcam")[0]  # doctest: +SKIP
         ('predictions', 0.04)
     """
-    cam_methods.check_positive("batch_size", batch_size)
-    if isinstance(methods, str):
+    cam_methods.positive_or_none("batch_size", batch_size)
+    if isinstance(methods, (str, cam_methods.Method)):
         methods = (methods,)
-    chosen = [cam_methods.check_options(m, None) for m in methods]
-    if not chosen:
-        raise ValueError("methods must name at least one CAM method; received none")
-    pass_plan = explain.plan(model, layer, output)
+    if not isinstance(methods, (list, tuple)) or not methods:
+        raise ValueError(f"methods must be a non-empty list of CAM methods; received "
+                         f"{methods!r}")
+    chosen = [cam_methods.choose(m)[0] for m in methods]
+    pass_plan = engine.plan(model, layer, output)
     chosen = [pass_plan.resolve(m) for m in chosen]  # None: the model's automatic method
-    docs = explain.check_docs(model, images, name="images")
-    slots, counts = pass_plan.targets(targets, len(docs))
-    if slots.shape[1] != 1:
-        raise ValueError(f"targets must name one target per image; received {slots.shape[1]}")
+    docs = engine.check_docs(model, images, name="images")
+    slots = pass_plan.targets(targets, len(docs), "image")
+    if slots.indices.shape[1] != 1:
+        raise ValueError(f"targets must name one target per image; received "
+                         f"{slots.indices.shape[1]}")
 
-    def maps(pass_slots: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        raw = pass_plan.run(docs, pass_slots, counts, batch_size, chosen[0],
-                            check_finite=False)
-        found = {}
-        for method in chosen:
-            done = raw if method is chosen[0] else pass_plan.apply(raw, docs, method,
-                                                                   batch_size)
-            found[method.name] = done.heatmaps[:, 0].reshape(len(docs), -1)
-        return raw.targets, found
+    def maps(pass_slots: Slots) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        raws = pass_plan.run(docs, pass_slots, chosen, batch_size, check_finite=False)
+        return raws[0].targets, {raw.method.name: raw.heatmaps[:, 0].reshape(len(docs), -1)
+                                 for raw in raws}
 
     resolved, trained = maps(slots)
-    if not isinstance(slots, explain.ScoreSlots):
-        slots = np.asarray(resolved, np.int32)  # the randomised models explain the same class
+    if slots.functions is None:  # the randomised models explain the same class
+        slots = replace(slots, indices=np.asarray(resolved, np.int32))
     stack = [found for found in layers.walk(model)
              if found.trainable_weights and next(layers.walk(found), None) is None]
     stack.reverse()

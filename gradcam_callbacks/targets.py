@@ -1,32 +1,27 @@
-"""Score functions: what a Grad-CAM map explains, beyond one class of a ``(batch, classes)``
-output.
+"""Targets: what a map explains. Score functions, beyond one class of a ``(batch, classes)``
+output, and the normalisation of every ``targets=`` argument into :class:`Slots`, shared by
+explain, the engine and the callback's probes.
 
 A score function takes the selected model output (a backend tensor of any rank, batch
-first) and returns one score per doc, shape ``(batch,)``, floating point. It is written with
-``keras.ops``, so it runs on every backend inside the compiled pass; the engine
-differentiates it (Grad-CAM and the other gradient methods) or evaluates it on masked inputs
-(Score-CAM). Pass one as ``targets`` (one for every doc) or a list with one per doc.
-A Keras 2 model's output is a TensorFlow tensor: the ready-made scores take their ops from
-the tensor (:func:`gradcam_callbacks.keras_family.tensor_ops`); a function of your own uses tensor
-indexing or TensorFlow ops there (``keras.ops`` only with Keras 3 on TensorFlow next to it).
-
-Ready-made ones: :class:`ClassScore` (what an int target means), :class:`RegressionScore`,
-:class:`SegmentationScore` and :class:`MultiLabelScore`. Their ``repr`` is what
-``Explanation.targets[k].target`` holds, and what captions and the command line's
-``results.jsonl`` show. Two equal ready-made scores (same class, same arguments, same mask)
-share one compiled pass.
+first) and returns one floating-point score per doc, ``(batch,)``, written with ``keras.ops``
+so that it runs on every backend inside the compiled pass (a Keras 2 model's output is a
+TensorFlow tensor: the ready-made scores take their ops from it,
+:func:`gradcam_callbacks.keras_family.tensor_ops`; your own use tensor indexing or TensorFlow
+ops there). Ready-made: :class:`ClassScore` (what an int target means),
+:class:`RegressionScore`, :class:`SegmentationScore`, :class:`MultiLabelScore`; their
+``repr`` is what ``Explanation.targets[k].target``, captions and ``results.jsonl`` show, and
+two equal ones share one compiled pass.
 
 Example:
-    >>> import numpy as np
     >>> SegmentationScore(3, mask=np.eye(4, dtype=bool))
     SegmentationScore(class_index=3, mask=<4x4 bool, 4 px>)
     >>> RegressionScore(sign=-1)
     RegressionScore(index=0, sign=-1)
 """
-
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -36,7 +31,9 @@ from ._validation import is_int
 from .keras_family import tensor_ops
 
 __all__ = ["ClassScore", "MultiLabelScore", "RegressionScore", "Score", "ScoreFunction",
-           "SegmentationScore", "as_target", "check_result", "describe"]
+           "SegmentationScore", "Slots", "as_target", "check_result",
+           "check_target_range", "class_slots", "describe", "function_slots",
+           "has_score_functions"]
 
 ScoreFunction = Callable[[Any], Any]
 """``outputs (batch, ...) -> scores (batch,)``, written with ``keras.ops``."""
@@ -267,6 +264,176 @@ def check_result(function: ScoreFunction, result: Any, output_shape: tuple[Any, 
         raise TypeError(
             f"targets: score function {name} must return floating-point scores (integer or "
             f"boolean scores have no gradient); received dtype {dtype}")
+
+
+@dataclass(frozen=True)
+class Slots:
+    """Validated targets of N docs, plain data: ``indices`` ``(N, K)`` int32 (class indices,
+    -1 for "the top class"; with score functions, positions in ``functions``), ``counts``
+    ``(N,)`` how many of each doc's K slots are real (the rest repeat its last target) and
+    ``functions``, the distinct score functions in order of first use (``None``: classes).
+    Indexing takes docs: ``slots[2:4]`` runs as those docs of the whole.
+
+    Example:
+        >>> slots = Slots(np.zeros((2, 1), np.int32), np.ones(2, np.int32), (ClassScore(0),))
+        >>> slots[1:].functions, len(slots)
+        ((ClassScore(class_index=0),), 2)
+    """
+
+    indices: np.ndarray
+    counts: np.ndarray
+    functions: tuple[ScoreFunction, ...] | None = None
+
+    def __getitem__(self, docs: Any) -> Slots:
+        return Slots(self.indices[docs], self.counts[docs], self.functions)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def class_slots(targets: Any, count: int, classes: int | None, noun: str = "doc") -> Slots:
+    """Class-index targets for ``count`` docs (``noun`` names them in errors): ``None`` (each
+    one's top class, -1), a list of ``count`` class indices, or a list of ``count`` lists.
+
+    Example:
+        >>> class_slots([[1, 2], 0], 2, classes=3).indices.tolist()
+        [[1, 2], [0, 0]]
+    """
+    if targets is None:
+        return Slots(np.full((count, 1), -1, np.int32), np.ones(count, np.int32))
+    if isinstance(targets, np.ndarray):
+        targets = targets.tolist()
+    if not isinstance(targets, (list, tuple)):
+        raise TypeError(
+            f"targets must be None, a list of {count} class indices or a list of {count} lists; "
+            f"received {type(targets).__name__}: {targets!r}")
+    if len(targets) != count:
+        raise ValueError(
+            f"targets must have one entry per {noun} ({count}); received {len(targets)} entries"
+        )
+    rows = []
+    for n, entry in enumerate(targets):
+        row = list(entry) if isinstance(entry, (list, tuple, np.ndarray)) else [entry]
+        if not row:
+            raise ValueError(f"targets[{n}] must not be empty; received {entry!r}")
+        for value in row:
+            if not is_int(value):
+                raise TypeError(
+                    f"targets[{n}] must hold integer class indices; received "
+                    f"{type(value).__name__}: {value!r}"
+                )
+            if value < 0:
+                raise ValueError(
+                    f"targets must be class indices in [0, classes); received {value} in "
+                    f"targets[{n}]"
+                )
+        rows.append([int(v) for v in row])
+    found = _padded(rows)
+    check_target_range(found.indices, classes)
+    return found
+
+
+def has_score_functions(targets: Any) -> bool:
+    """Whether ``targets`` holds a score function (then every entry is read as one).
+
+    Example:
+        >>> has_score_functions([0, ClassScore(1)]), has_score_functions([0, 1])
+        (True, False)
+    """
+    if callable(targets):
+        return True
+    if not isinstance(targets, (list, tuple)):
+        return False
+    return any(callable(entry) or (isinstance(entry, (list, tuple))
+                                   and any(callable(v) for v in entry)) for entry in targets)
+
+
+def function_slots(targets: Any, count: int, check: Callable[[ScoreFunction], None] | None = None,
+                   noun: str = "doc") -> Slots:
+    """Score-function targets for ``count`` docs: one function for all, or one entry per
+    doc (a function, a class index, read as :class:`ClassScore`, or a list of those);
+    ``check`` is called on each distinct function (the engine runs it on the model's
+    symbolic output).
+
+    Example:
+        >>> function_slots(RegressionScore(), 2).functions
+        (RegressionScore(index=0, sign=1),)
+    """
+    def one(value: Any, where: str) -> ScoreFunction:
+        if is_int(value) and value >= 0:
+            return ClassScore(int(value))
+        _check_callable(value, where)
+        return _split(value, 1)[0]
+
+    if callable(targets):
+        _check_callable(targets, "targets")
+        rows = [[f] for f in _split(targets, count)]
+    else:
+        if len(targets) != count:
+            raise ValueError(
+                f"targets must be one score function for all {noun}s or a list with one entry "
+                f"per {noun} ({count}); received {len(targets)} entries")
+        rows = []
+        for n, entry in enumerate(targets):
+            row = list(entry) if isinstance(entry, (list, tuple)) else [entry]
+            if not row:
+                raise ValueError(f"targets[{n}] must not be empty; received {entry!r}")
+            rows.append([one(value, f"targets[{n}]") for value in row])
+    functions: list[ScoreFunction] = []
+    indices = []
+    for row in rows:
+        found = []
+        for function in row:
+            position = next((i for i, known in enumerate(functions)
+                             if known is function or known == function), None)
+            if position is None:
+                position = len(functions)
+                functions.append(function)
+                if check is not None:
+                    check(function)
+            found.append(position)
+        indices.append(found)
+    return _padded(indices, tuple(functions))
+
+
+def _padded(rows: list[list[int]], functions: tuple[ScoreFunction, ...] | None = None) -> Slots:
+    """Rows of slots, each padded to the longest by repeating its last target."""
+    width = max(len(r) for r in rows)
+    return Slots(np.array([r + r[-1:] * (width - len(r)) for r in rows], np.int32),
+                 np.array([len(r) for r in rows], np.int32), functions)
+
+
+def _check_callable(value: Any, where: str) -> None:
+    if not callable(value) or isinstance(value, type):  # a class is callable, but no score
+        raise TypeError(
+            f"{where} must be a score function (a callable: outputs -> one score per doc, "
+            "such as ClassScore(k) or SegmentationScore(k)) or a class index; received "
+            f"{type(value).__name__}: {value!r}")
+
+
+def _split(function: Any, count: int) -> list[Any]:
+    if isinstance(function, Score):
+        return function.split(count)
+    return [function] * count
+
+
+def check_target_range(targets: np.ndarray, classes: int | None) -> None:
+    """A ValueError naming the first class index ``>= classes`` (``None``: unknown).
+
+    Example:
+        >>> check_target_range(np.array([[0, 2]]), 3) is None
+        True
+    """
+    if classes is None:
+        return
+    # -1 marks "top class" internally; users cannot pass negative targets.
+    bad = targets[targets >= classes]
+    if bad.size:
+        raise ValueError(
+            f"targets must be class indices in [0, {classes}); received {int(bad.flat[0])}"
+        )
+
+
 
 
 def _column(score: Score, outputs: Any, index: int) -> Any:

@@ -182,10 +182,10 @@ def test_methods_match_the_stored_cross_backend_reference():
     assert len(stored) == 2 * len(RUNS)
     for case, model, docs in cases():
         pass_plan = plan(model, "feat")
-        slots, counts = pass_plan.targets(TARGETS, len(docs))
-        raw = pass_plan.run(docs, slots, counts)
-        for method, max_channels in RUNS:
-            got = pass_plan.apply(raw, docs, method, 4, max_channels)
+        chosen = [methods.choose(method, max_channels=max_channels)[0]
+                  for method, max_channels in RUNS]
+        raws = pass_plan.run(docs, pass_plan.targets(TARGETS, len(docs)), chosen, 4)
+        for (method, max_channels), got in zip(RUNS, raws, strict=True):
             # stored by TensorFlow; largest difference seen (TensorFlow oneDNN on and off, JAX
             # at XLA level 0 and default, torch): 3.1e-6 (XGrad-CAM, JAX)
             np.testing.assert_allclose(got.heatmaps, stored[run_key(case, method, max_channels)],
@@ -366,8 +366,8 @@ def test_scorecam_maps_are_finite_in_unit_range_and_keep_the_shape(pair, max_cha
     docs = np.linspace(0, 1, n * 6 * 6 * 2).reshape(n, 6, 6, 2)
     head = np.linspace(-3, 3, 2 * 4).reshape(2, 4)
     inputs = CamInputs(activations, grads, docs, np.arange(n * k).reshape(n, k) % 4,
-                       "channels_last", lambda x: x.mean(axis=(1, 2)) @ head, batch, max_channels)
-    maps, weights = methods.apply("scorecam", inputs)
+                       "channels_last", lambda x: x.mean(axis=(1, 2)) @ head, batch)
+    maps, weights = methods.apply(methods.ScoreCAM(max_channels=max_channels), inputs)
     assert maps.shape == grads.shape[:-1]
     assert np.isfinite(maps).all() and (maps >= 0).all() and (maps <= 1).all()
     assert ((weights > 0).sum(-1) == min(max_channels, activations.shape[-1])).all()

@@ -17,7 +17,7 @@ from tb_server import running_tensorboard
 import gradcam_callbacks as gc
 from gradcam_callbacks import methods
 from gradcam_callbacks.cli import main
-from gradcam_callbacks.cli.parse import METHOD_NAMES
+from gradcam_callbacks.cli.parse import build_parser
 from gradcam_callbacks.explain import Plan
 from gradcam_callbacks.watch import tags
 
@@ -108,18 +108,19 @@ def test_explain_probes_by_method_matches_explain_predictions(tmp_path):
                                           layer="relu1", method=name, **options)
         for expl, heatmap in zip(expected, heatmaps):
             np.testing.assert_allclose(expl.targets[0].heatmap, heatmap, atol=1e-5)
-    assert cam.get_config()["method"] == ["layercam", "scorecam"]
+    # the option lives in the method's value, and get_config stores it there
+    assert cam.get_config()["method"] == ["layercam", {"name": "scorecam", "max_channels": 4}]
 
 
 def test_batch_size_sets_scorecams_chunk_of_masked_inputs(tmp_path, monkeypatch):
     chunks = []
-    score = Plan._score
+    score = Plan.score
 
-    def counted(self, inputs):  # the real compiled forward, with its batch sizes noted
+    def counted(self, inputs, functions=None):  # the real compiled forward, batch sizes noted
         chunks.append(len(inputs))
-        return score(self, inputs)
+        return score(self, inputs, functions)
 
-    monkeypatch.setattr(Plan, "_score", counted)
+    monkeypatch.setattr(Plan, "score", counted)
     cam = fit(tmp_path / "gradcam", method="scorecam", max_channels=4, batch_size=3)
     assert cam.get_config()["batch_size"] == 3
     # 3 logged steps (-1, 0, 1) x 2 probes x 4 channels: three chunks of 3 per step
@@ -150,7 +151,7 @@ def test_single_method_keeps_todays_tags(tmp_path):
     (3, {}, TypeError, "method must be"),
     ([], {}, ValueError, "at least one"),
     (["gradcam", "gradcam"], {}, ValueError, "repeated"),
-    ({"gradcam"}, {}, TypeError, "list of names"),
+    ({"gradcam"}, {}, TypeError, "or a list of them; received set"),
     ("gradcam", {"max_channels": 8}, ValueError, "max_channels applies to method='scorecam'"),
     (["scorecam"], {"max_channels": 0}, ValueError, "max_channels must be a positive"),
     ("scorecam", {"batch_size": 0}, ValueError,
@@ -167,7 +168,10 @@ def test_bad_method_raises_before_any_epoch(method, options, error, words):
 
 @pytest.mark.backend_agnostic
 def test_cli_method_names_are_the_registry():
-    assert METHOD_NAMES == tuple(sorted(methods.METHODS))
+    parser = build_parser()
+    explain = next(a for a in parser._subparsers._group_actions[0].choices["explain"]._actions
+                   if a.dest == "method")
+    assert list(explain.choices) == sorted(methods.METHODS)
 
 
 # -- the command line ----------------------------------------------------------------------------

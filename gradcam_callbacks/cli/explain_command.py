@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from .. import methods
+from ..methods import Method
 from . import interrupt
 from .images import Geometry
 from .inputs import collect_inputs, read_class_names
@@ -33,7 +35,7 @@ from .startup import quiet_native_startup
 if TYPE_CHECKING:
     import keras
 
-    from ..explain import Plan
+    from ..engine import Plan
 
 
 def run_explain(args: argparse.Namespace) -> int:
@@ -63,7 +65,7 @@ def run_explain(args: argparse.Namespace) -> int:
         alpha_limit = check_alpha_limit(args.alpha_limit)
     except (TypeError, ValueError) as error:
         raise UsageError(f"--alpha-limit: {error}") from None
-    methods = chosen_methods(args.method, args.max_channels)
+    chosen = chosen_methods(args)
     names = read_class_names(Path(args.class_names)) if args.class_names else None
     jobs = collect_inputs([Path(p) for p in args.inputs], out_dir)
     Image.MAX_IMAGE_PIXELS = None  # read_image applies --max-pixels itself
@@ -72,7 +74,7 @@ def run_explain(args: argparse.Namespace) -> int:
     # process at once even while the main thread is inside a native call.
     interrupt.loading()
     with quiet_native_startup():  # TensorFlow's C++ start-up chatter stays out of stderr
-        from ..explain import plan
+        from ..engine import plan
 
     model = _load_model(model_path, args.quiet)
     try:
@@ -89,7 +91,7 @@ def run_explain(args: argparse.Namespace) -> int:
         score=score_option(args),
         class_names=names, preprocess=args.preprocess, colormap=colormap,
         alpha_limit=alpha_limit, side_by_side=args.side_by_side, max_pixels=args.max_pixels,
-        methods=methods, max_channels=args.max_channels,
+        methods=chosen,
         faithfulness=args.faithfulness)
     interrupt.working()  # outputs from here on: Ctrl-C stops the run in order
     terminal = sys.stderr.isatty()
@@ -122,28 +124,35 @@ def run_explain(args: argparse.Namespace) -> int:
     return EXIT_FAILED_INPUTS if tally.failed else EXIT_OK
 
 
-def chosen_methods(given: list[str] | None, max_channels: int | None) -> list[str | None]:
-    """The ``--method`` names in order (``[None]`` without ``--method``: automatic, chosen
-    for the model by :meth:`gradcam_callbacks.explain.Plan.resolve`), checked with
-    ``--max-channels``.
+def chosen_methods(args: argparse.Namespace) -> list[Method | None]:
+    """The ``--method`` values in order (``[None]`` without ``--method``: automatic, chosen
+    for the model by :meth:`gradcam_callbacks.engine.Plan.resolve`), with the flags of their
+    options (:func:`gradcam_callbacks.cli.parse.add_method_arguments`) applied.
 
     Raises:
-        UsageError: a method given twice, or ``--max-channels`` without scorecam.
+        UsageError: a method given twice, or an option flag that no given method takes.
 
     Example:
-        >>> chosen_methods(None, None), chosen_methods(["scorecam", "gradcam"], 8)
-        ([None], ['scorecam', 'gradcam'])
+        >>> args = build_parser().parse_args(["explain", "m.keras", "x.png", "--out", "o",
+        ...                                   "--method", "scorecam", "--max-channels", "8"])
+        >>> chosen_methods(args)
+        [ScoreCAM(max_channels=8)]
     """
-    names = list(given or [DEFAULT_METHOD])
+    names = list(args.method or [DEFAULT_METHOD])
     problems = [f"--method {name} is given more than once" for name in sorted(set(names))
                 if names.count(name) > 1]
-    if max_channels is not None and "scorecam" not in names:
-        problems.append(f"--max-channels applies to --method scorecam only; received "
-                        f"--max-channels {max_channels} with --method "
-                        f"{' '.join(name or 'omitted (automatic)' for name in names)}")
+    settings = {name: getattr(args, name) for name in methods.options()
+                if getattr(args, name, None) is not None}
+    for name, value in settings.items():
+        takers = [cls.name for cls in methods.options()[name]]
+        if not set(takers) & set(names):
+            flag = "--" + name.replace("_", "-")
+            problems.append(f"{flag} applies to --method {' or '.join(takers)} only; received "
+                            f"{flag} {value} with --method "
+                            f"{' '.join(n or 'omitted (automatic)' for n in names)}")
     if problems:
         raise UsageError(*problems)
-    return names
+    return methods.choose(names if args.method else None, many=True, **settings)
 
 
 def preprocess_advice(tally: Tally, preprocess: str) -> str | None:

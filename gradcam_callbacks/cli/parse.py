@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Callable
+from typing import Any
 
 from PIL import Image
 
-from .. import __version__
+from .. import __version__, methods
 
 PROG = "gradcam-callbacks"
 EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -21,10 +23,6 @@ RESULTS_NAME = "results.jsonl"
 #: this many pixels on their longer side.
 DISPLAY_MAX = 1024
 PREPROCESS_MODES = ("none", "unit", "symmetric", "caffe", "torch")
-#: ``sorted(gradcam_callbacks.methods.METHODS)``, spelled out so that ``--help`` imports no
-#: Keras (the methods package does); tests/test_methods_wiring.py checks they agree.
-METHOD_NAMES = ("eigencam", "grad-rollout", "gradcam", "gradcam++", "hirescam", "layercam",
-                "rollout", "scorecam", "xgradcam")
 #: ``--method`` omitted: automatic (``gradcam_callbacks.methods.resolve``)
 DEFAULT_METHOD = None
 
@@ -111,14 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="explain class K of a segmentation output (batch, h, w, "
                          "classes): the sum of its scores over the pixels the model assigns "
                          "to it (SegmentationScore); pass --layer, an inner feature map")
-    explain.add_argument("--method", action="append", choices=METHOD_NAMES, metavar="NAME",
-                         help="CAM method, repeatable for one PNG per method per input: "
-                         f"{', '.join(METHOD_NAMES)} (default: automatic, per model: "
-                         "gradcam on a CNN, rollout on a vision transformer with a class "
-                         "token, hirescam on Swin)")
-    explain.add_argument("--max-channels", type=positive_int, metavar="N",
-                         help="scorecam only: score just the N channels with the largest "
-                         "spatial spread (Faster Score-CAM; default: all)")
+    add_method_arguments(explain)
     explain.add_argument("--class-names", metavar="FILE",
                          help="class names: one per line, or a JSON list")
     explain.add_argument("--preprocess", choices=PREPROCESS_MODES, default="none",
@@ -172,6 +163,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     return parser
 
+
+
+def add_method_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--method`` (repeatable) and one flag per option of the registered methods
+    (:data:`gradcam_callbacks.methods.METHODS`; ``max_channels`` -> ``--max-channels``), each
+    stored under the option's name. A method added to the registry brings its flags.
+
+    Example:
+        >>> parser = argparse.ArgumentParser()
+        >>> add_method_arguments(parser)
+        >>> args = parser.parse_args(["--method", "scorecam", "--max-channels", "8"])
+        >>> args.method, args.max_channels
+        (['scorecam'], 8)
+    """
+    names = sorted(methods.METHODS)
+    parser.add_argument("--method", action="append", choices=names, metavar="NAME",
+                        help="CAM method, repeatable for one PNG per method per input: "
+                        f"{', '.join(names)} (default: automatic, per model: gradcam on a "
+                        "CNN, rollout on a vision transformer with a class token, hirescam "
+                        "on Swin)")
+    for name, takers in methods.options().items():
+        found = next(o for o in takers[0].options() if o.name == name)
+        parser.add_argument(found.flag, dest=name, type=_option_type(found), metavar=found.metavar,
+                            help=f"{' or '.join(cls.name for cls in takers)} only: {found.help}")
+
+
+def _option_type(found: methods.Option) -> Callable[[str], Any]:
+    """Read the flag with the option's ``cli_type``, then its own check: argparse reports
+    a bad value as a usage error naming the flag."""
+    def read(text: str) -> Any:
+        try:
+            return found.check(found.flag, found.cli_type(text))
+        except (TypeError, ValueError) as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    read.__name__ = found.cli_type.__name__
+    return read
 
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1.

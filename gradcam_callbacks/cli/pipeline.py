@@ -32,6 +32,7 @@ from typing import Any, TextIO
 import numpy as np
 from PIL import Image
 
+from ..methods.base import Method
 from .images import Geometry, preprocess, read_image
 from .inputs import Job
 from .parse import DEFAULT_METHOD, OUTPUT_SUFFIX, PROG, InputError, one_line
@@ -50,14 +51,14 @@ class ExplainOptions:
     """Everything ``explain`` decided before reading the first image.
 
     Example:
-        >>> from gradcam_callbacks.explain import plan
+        >>> from gradcam_callbacks.engine import plan
         >>> from gradcam_callbacks.image import get_colormap
         >>> options = ExplainOptions(
         ...     model=model, plan=plan(model), geometry=Geometry(1, 48, 48, False),
         ...     targets=None, top=None, class_names=None, preprocess="unit",
         ...     colormap=get_colormap("jet"), alpha_limit=None, side_by_side=False,
         ...     max_pixels=Image.MAX_IMAGE_PIXELS)
-        >>> options.methods
+        >>> options.method_names
         ['gradcam']
     """
 
@@ -72,15 +73,20 @@ class ExplainOptions:
     alpha_limit: float | None
     side_by_side: bool
     max_pixels: int
-    # --method, in order; None (--method omitted): chosen for the model by plan.resolve
-    methods: list[str | None] = field(default_factory=lambda: [DEFAULT_METHOD])
-    max_channels: int | None = None
+    # --method values, in order; None (--method omitted): chosen for the model by plan.resolve
+    methods: list[Method | None] = field(default_factory=lambda: [DEFAULT_METHOD])
     score: Any = None  # a score function (--regression, --segmentation-class)
     faithfulness: bool = False  # --faithfulness: deletion and insertion areas per map
 
     def __post_init__(self) -> None:
-        # the methods that run, by name: the automatic choice made once, for this model
-        self.methods = [self.plan.resolve(name).name for name in self.methods]
+        # the methods that run: the automatic choice made once, for this model
+        self.methods = [self.plan.resolve(method) for method in self.methods]
+
+    @property
+    def method_names(self) -> list[str]:
+        """The names of the methods that run, in order: output file names and
+        ``results.jsonl`` use them."""
+        return [method.name for method in self.methods]
 
 
 @dataclass
@@ -275,7 +281,7 @@ class Pipeline:
             return {"file": str(job.source), "error": str(outcome)}
         expl, options = outcome.explanation, self.options
         outputs = {}
-        for index, (name, each) in enumerate(zip(options.methods,
+        for index, (name, each) in enumerate(zip(options.method_names,
                                                  [expl, *outcome.others])):
             output = method_output(job.output, name, index)
             try:
@@ -301,7 +307,7 @@ class Pipeline:
         heatmap = expl.targets[0].heatmap
         return {
             "file": str(job.source), "output": job.output.as_posix(), **targets[0],
-            "targets": targets, "method": options.methods[0], "outputs": outputs,
+            "targets": targets, "method": options.method_names[0], "outputs": outputs,
             "layer": expl.layer,
             "heatmap_size": [int(heatmap.shape[0]), int(heatmap.shape[1])],
             "image_size": [expl.image.height, expl.image.width],
@@ -412,7 +418,9 @@ def explain_docs(items: list[tuple[np.ndarray, Image.Image]],
         >>> outcome.explanation.targets[0].target  # the predicted digit
         4
     """
-    from ..explain import check_docs, explanations_from_raw
+    from ..engine import check_docs
+    from ..explain import explanations_from_raw
+    from ..targets import Slots
 
     pass_plan = options.plan
     docs = preprocess(np.stack([doc for doc, _ in items]), options.preprocess,
@@ -420,21 +428,15 @@ def explain_docs(items: list[tuple[np.ndarray, Image.Image]],
     check_docs(options.model, docs)
     count = len(docs)
     if options.score is not None:
-        slots, counts = pass_plan.targets(options.score, count)
+        slots = pass_plan.targets(options.score, count, "image")
     elif options.top is not None:  # ranks -1..-K: the engine picks each doc's K best classes
-        slots = np.tile(-np.arange(1, options.top + 1, dtype=np.int32), (count, 1))
-        counts = np.full(count, options.top, np.int32)
+        slots = Slots(np.tile(-np.arange(1, options.top + 1, dtype=np.int32), (count, 1)),
+                      np.full(count, options.top, np.int32))
     else:
-        slots, counts = pass_plan.targets(
-            [options.targets] * count if options.targets else None, count)
-    first, *further = options.methods
-
-    def channels(method: str) -> int | None:
-        return options.max_channels if method == "scorecam" else None
-
-    raw = pass_plan.run(docs, slots, counts, method=first, max_channels=channels(first))
-    raws = [raw] + [pass_plan.apply(raw, docs, name, max_channels=channels(name))
-                    for name in further]
+        slots = pass_plan.targets([options.targets] * count if options.targets else None,
+                                  count, "image")
+    raws = pass_plan.run(docs, slots, options.methods)
+    raw = raws[0]
     pictures = [picture for _, picture in items]
     explanations = [explanations_from_raw(options.model, docs, each, pictures)
                     for each in raws]
@@ -448,7 +450,7 @@ def explain_docs(items: list[tuple[np.ndarray, Image.Image]],
                             "infinity in its output, scores or heatmap)")
             continue
         notes = []
-        for index, (name, each) in enumerate(zip(options.methods, explanations)):
+        for index, (name, each) in enumerate(zip(options.method_names, explanations)):
             if not each[n].targets[0].heatmap.any():
                 notes.append("heatmap is all zero" if index == 0
                              else f"{name} heatmap is all zero")
@@ -482,7 +484,7 @@ def faithfulness_areas(docs: np.ndarray, raws: Sequence[Any], options: ExplainOp
         found = {name: probe_faithfulness(
             options.model, docs, np.nan_to_num(raw.heatmaps[:, 0]), targets,
             names=("deletion", "insertion"), output=pass_plan.output_index)
-            for name, raw in zip(options.methods, raws)}
+            for name, raw in zip(options.method_names, raws)}
     except Exception as error:  # a metric must not cost the input its map
         return f"faithfulness not computed: {one_line(error)}"
     return [{name: {metric: float(values[n]) for metric, values in areas.items()}

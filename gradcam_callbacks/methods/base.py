@@ -1,15 +1,17 @@
-"""What a CAM method is: a name, a title, a description and one function from the engine's
-numbers (:class:`CamInputs`) to unnormalised maps (:class:`CamResult`).
+"""What a CAM method is: a configured value (:class:`Method`) with a name, a title, a
+description, its options and one function from the engine's numbers (:class:`CamInputs`) to
+unnormalised maps (:class:`CamResult`).
 
 The engine normalises every map the same way afterwards (:func:`gradcam_callbacks.cam.normalise`).
-This module imports nothing from the engine, so that methods never depend on it.
+This module imports nothing from the engine, so that methods never depend on it, and
+nothing from Keras, so that the command line learns the methods' options without loading it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -31,7 +33,6 @@ class CamInputs:
         score: The model's compiled, batched, score-only forward (Score-CAM uses it).
         batch_size: How many inputs :attr:`score` may take at once (``None``: the
             method's default).
-        max_channels: Score-CAM's channel budget (``None``: all channels).
         attention: ``(N, L, heads, T, T)``, the attention weights of the model's L attention
             layers (``None`` unless the method :attr:`~Method.needs_attention`).
         attention_grads: ``(N, K, L, heads, T, T)``, each target's gradient with respect
@@ -47,7 +48,6 @@ class CamInputs:
     data_format: str
     score: ScoreCallable
     batch_size: int | None
-    max_channels: int | None = None
     attention: np.ndarray | None = None
     attention_grads: np.ndarray | None = None
     layout: Any = None
@@ -68,33 +68,132 @@ class CamResult:
     weights: np.ndarray
 
 
-@dataclass(frozen=True)
-class Method:
-    """A registered CAM method.
-
-    Attributes:
-        name: The name users pass as ``method=`` (e.g. ``"gradcam++"``).
-        title: The name shown to people and stored in ``Explanation.method``
-            (e.g. ``"Grad-CAM++"``).
-        description: One paragraph on what the heatmap shows (``Explanation.description``).
-        compute: ``CamInputs -> CamResult``.
-        needs_attention: Whether the method reads the attention weights (attention
-            rollout): the pass then also taps every ``MultiHeadAttention`` layer.
-        needs_gradients: Whether the method reads gradients; one that does not (attention
-            rollout) runs on the compiled forward alone, with no backward pass.
+def positive_or_none(name: str, value: Any) -> int | None:
+    """``value`` as an int if it is a positive integer, ``None`` if it is ``None``; else a
+    ValueError naming ``name``: the check of a method's count options.
 
     Example:
-        >>> from gradcam_callbacks.methods import get_method
+        >>> positive_or_none("max_channels", 8), positive_or_none("max_channels", None)
+        (8, None)
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer or None; received {value!r}")
+    return int(value)
+
+
+def option(default: Any, help: str, check: Callable[[str, Any], Any], *,
+           metavar: str = "N", cli_type: Callable[[str], Any] = int) -> Any:
+    """Declare a method's option: a dataclass field with its default, the sentence that
+    explains it (the command line's ``--help`` and the docs show it), ``check(name, value)``
+    that validates and returns the value (a TypeError/ValueError naming it otherwise), and how
+    the command line reads it (``metavar``, ``cli_type``).
+
+    Example:
+        >>> @dataclass(frozen=True)
+        ... class Sharpened(Method):
+        ...     name = "sharpened"
+        ...     power: int | None = option(None, "raise the map to this power", positive_or_none)
+        >>> Sharpened(power=2).power
+        2
+    """
+    return field(default=default, metadata={"help": help, "check": check, "metavar": metavar,
+                                            "cli_type": cli_type})
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a method, as :meth:`Method.options` lists it.
+
+    Example:
+        >>> from gradcam_callbacks.methods import ScoreCAM
+        >>> ScoreCAM.options()[0].flag
+        '--max-channels'
+    """
+
+    name: str
+    default: Any
+    help: str
+    check: Callable[[str, Any], Any]
+    metavar: str
+    cli_type: Callable[[str], Any]
+
+    @property
+    def flag(self) -> str:
+        """The command line's flag: the name with dashes."""
+        return "--" + self.name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A CAM method, configured: a value whose fields are its options.
+
+    A method is a frozen dataclass subclass that names itself (``name``, what users pass as
+    ``method=``; ``title``, what people read and ``Explanation.method`` stores;
+    ``description``, one paragraph on what the map shows), says what the pass must read
+    (``needs_gradients``: False runs the compiled forward alone; ``needs_attention``: the
+    pass also taps every ``MultiHeadAttention`` layer) and maps the engine's numbers to
+    unnormalised maps in :meth:`compute`. Its options are fields declared with
+    :func:`option`: validated when the value is made, shown by the command line as flags.
+
+    Example:
+        >>> from gradcam_callbacks.methods import ScoreCAM, get_method
+        >>> ScoreCAM(max_channels=64)
+        ScoreCAM(max_channels=64)
         >>> get_method("gradcam++").title
         'Grad-CAM++'
     """
 
-    name: str
-    title: str
-    description: str
-    compute: Callable[[CamInputs], CamResult]
-    needs_attention: bool = False
-    needs_gradients: bool = True
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    needs_attention: ClassVar[bool] = False
+    needs_gradients: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        for found in self.options():
+            object.__setattr__(self, found.name, found.check(found.name, getattr(self, found.name)))
+
+    def compute(self, inputs: CamInputs) -> CamResult:
+        """``CamInputs -> CamResult``: the method's maps before normalisation."""
+        raise NotImplementedError(f"{type(self).__name__} defines no compute")
+
+    @classmethod
+    def options(cls) -> tuple[Option, ...]:
+        """The method's options, in declaration order.
+
+        Example:
+            >>> from gradcam_callbacks.methods import GradCAM, ScoreCAM
+            >>> [o.name for o in ScoreCAM.options()], GradCAM.options()
+            (['max_channels'], ())
+        """
+        return tuple(Option(f.name, f.default, f.metadata["help"], f.metadata["check"],
+                            f.metadata["metavar"], f.metadata["cli_type"])
+                     for f in fields(cls))
+
+    def settings(self) -> dict[str, Any]:
+        """The options that differ from their defaults.
+
+        Example:
+            >>> from gradcam_callbacks.methods import ScoreCAM
+            >>> ScoreCAM(max_channels=8).settings(), ScoreCAM().settings()
+            ({'max_channels': 8}, {})
+        """
+        return {o.name: getattr(self, o.name) for o in self.options()
+                if getattr(self, o.name) != o.default}
+
+    def config(self) -> str | dict[str, Any]:
+        """How ``get_config`` stores the method: its name, or with options set a dict
+        (which :func:`gradcam_callbacks.methods.get_method` reads back).
+
+        Example:
+            >>> from gradcam_callbacks.methods import ScoreCAM
+            >>> ScoreCAM().config(), ScoreCAM(max_channels=8).config()
+            ('scorecam', {'name': 'scorecam', 'max_channels': 8})
+        """
+        settings = self.settings()
+        return {"name": self.name, **settings} if settings else self.name
 
 
 def no_channel_weights(grads: np.ndarray) -> np.ndarray:

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from ..cam import channel_weights, weighted_sum
+from dataclasses import dataclass
+
 from ..explanation import DESCRIPTION
 from .base import CamInputs, CamResult, Method, per_target
 
@@ -17,8 +18,25 @@ def compute(inputs: CamInputs) -> CamResult:
         >>> heatmaps("gradcam", np.ones((1, 2, 2, 3)), np.ones((1, 1, 2, 2, 3))).round(3).tolist()
         [[[[1.0, 1.0], [1.0, 1.0]]]]
     """
+    from ..cam import channel_weights, weighted_sum  # Keras' reductions, ELI5's bits
+
     weights = channel_weights(inputs.grads)
     return CamResult(weighted_sum(weights, per_target(inputs.activations)), weights)
 
 
-METHOD = Method("gradcam", "Grad-CAM", DESCRIPTION, compute)
+@dataclass(frozen=True)
+class GradCAM(Method):
+    """Grad-CAM: see the module's docstring.
+
+    Example:
+        >>> GradCAM().name, GradCAM().title
+        ('gradcam', 'Grad-CAM')
+    """
+
+    name = "gradcam"
+    title = "Grad-CAM"
+    description = DESCRIPTION
+
+    def compute(self, inputs: CamInputs) -> CamResult:
+        """See :meth:`Method.compute`."""
+        return compute(inputs)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from .base import Method, elementwise
+from .base import CamInputs, CamResult, Method, elementwise
 
 
 def layercam_maps(activations: np.ndarray, grads: np.ndarray) -> np.ndarray:
@@ -21,10 +23,24 @@ def layercam_maps(activations: np.ndarray, grads: np.ndarray) -> np.ndarray:
 
 compute = elementwise(layercam_maps)
 
-METHOD = Method(
-    "layercam", "LayerCAM",
-    "LayerCAM: the activation maps weighted element-wise by the positive part of the "
-    "gradient of the target's score, summed over channels; finer than Grad-CAM, and usable "
-    "at earlier layers. Scaled to [0, 1].",
-    compute,
-)
+
+@dataclass(frozen=True)
+class LayerCAM(Method):
+    """LayerCAM: see the module's docstring.
+
+    Example:
+        >>> LayerCAM().name, LayerCAM().title
+        ('layercam', 'LayerCAM')
+    """
+
+    name = "layercam"
+    title = "LayerCAM"
+    description = (
+        "LayerCAM: the activation maps weighted element-wise by the positive part of the "
+        "gradient of the target's score, summed over channels; finer than Grad-CAM, and usable "
+        "at earlier layers. Scaled to [0, 1]."
+    )
+
+    def compute(self, inputs: CamInputs) -> CamResult:
+        """See :meth:`Method.compute`."""
+        return compute(inputs)

@@ -15,12 +15,12 @@ forward.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..cam import weighted_sum
 from ..watch.metrics import interpolation_matrix
-from .base import CamInputs, CamResult, Method, ScoreCallable, per_target
+from .base import CamInputs, CamResult, Method, ScoreCallable, option, per_target, positive_or_none
 
 # Default bound on one chunk of masked inputs: 2 MiB of them (3 copies of a 224x224x3 float32
 # image, 18 of a 96x96x3 one). Memory stays bounded whatever the number of channels, and on a
@@ -182,22 +182,40 @@ def softmax_weights(scores: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
-def compute(inputs: CamInputs) -> CamResult:
+def compute(inputs: CamInputs, max_channels: int | None = None) -> CamResult:
     """Score-CAM maps; ``weights`` are the softmax weights (0 for channels not scored)."""
+    from ..cam import weighted_sum  # Keras' reductions: loaded when a map is computed
+
     scores = channel_scores(
         inputs.activations, inputs.docs, inputs.targets, inputs.score,
         data_format=inputs.data_format, batch_size=inputs.batch_size,
-        max_channels=inputs.max_channels,
+        max_channels=max_channels,
     )
     weights = softmax_weights(scores)
     return CamResult(weighted_sum(weights, per_target(inputs.activations)),
                      weights.astype(np.float32))
 
 
-METHOD = Method(
-    "scorecam", "Score-CAM",
-    "Score-CAM: each activation map, upsampled and scaled to [0, 1], masks the input; the "
-    "channels are weighted by the softmax of the target's score on their masked inputs (no "
-    "gradients). Scaled to [0, 1].",
-    compute,
-)
+@dataclass(frozen=True)
+class ScoreCAM(Method):
+    """Score-CAM: see the module's docstring.
+
+    Example:
+        >>> ScoreCAM().name, ScoreCAM().title
+        ('scorecam', 'Score-CAM')
+    """
+
+    name = "scorecam"
+    title = "Score-CAM"
+    description = (
+        "Score-CAM: each activation map, upsampled and scaled to [0, 1], masks the input; the "
+        "channels are weighted by the softmax of the target's score on their masked inputs (no "
+        "gradients). Scaled to [0, 1]."
+    )
+    max_channels: int | None = option(
+        None, "score just the N channels with the largest spatial spread (Faster Score-CAM; "
+        "default: all)", positive_or_none)
+
+    def compute(self, inputs: CamInputs) -> CamResult:
+        """See :meth:`Method.compute`."""
+        return compute(inputs, self.max_channels)

@@ -16,21 +16,13 @@ from PIL import Image
 
 from .. import methods
 from .._validation import check_bool, check_int, is_int
-from ..explain import (
-    Plan,
-    ReshapeSpec,
-    ScoreSlots,
-    check_docs,
-    check_reshape,
-    derive_image,
-    plan,
-    read_by,
-)
+from ..engine import Plan, ReshapeSpec, check_docs, check_reshape, plan
+from ..explain import derive_image, read_by
 from ..faithfulness import DEFAULT_METRICS, METRICS, probe_faithfulness
 from ..image import Colormap, check_alpha_limit, get_colormap
 from ..keras_family import Keras2CallbackHooks
 from ..layers import LayerSpec
-from ..targets import ScoreFunction, describe
+from ..targets import ScoreFunction, Slots, describe
 from . import logdirs, tags
 from .alarm import ShortcutAlarm, ShortcutWarning
 from .distribute import is_chief
@@ -49,6 +41,8 @@ from .probes import (
 from .report import EpochMaps, Measures, ProbeReport, measure, measure_faithfulness
 from .sinks import EXIT_WAIT_S, BackgroundWriter, FanOut, Sink, TensorBoardSink
 from .tensorboard import EventWriter
+
+MethodSpec = str | methods.Method | type[methods.Method] | None
 
 TargetsOption = str | Sequence[Any] | np.ndarray | ScoreFunction | None
 
@@ -191,15 +185,16 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         display_size: Pictures smaller than this (shorter side, pixels) are enlarged by a
             whole factor in the images, for legibility.
         method: ``None`` (the default): **chosen per model** when the fit begins
-            (:func:`gradcam_callbacks.methods.resolve`): Grad-CAM on a CNN (ELI5's numbers),
-            attention rollout on a vision transformer with a class token (keras_hub ViT,
-            DeiT, DINOv2), HiResCAM on Swin; titles, captions and tags name the method used.
-            Or a CAM method's name (see :data:`gradcam_callbacks.methods.METHODS`:
-            ``"gradcam"``, ``"gradcam++"``, ``"xgradcam"``, ``"hirescam"``, ``"layercam"``,
-            ``"eigencam"``, ``"scorecam"``, ``"rollout"``, ``"grad-rollout"``), never
-            overridden, or a list of distinct names.
-        max_channels: Score-CAM only: keep the channels with the largest spatial standard
-            deviation (Faster Score-CAM); needs ``"scorecam"`` among the methods.
+            (:meth:`gradcam_callbacks.engine.Plan.resolve`): Grad-CAM on a CNN (ELI5's
+            numbers), attention rollout on a vision transformer with a class token (keras_hub
+            ViT, DeiT, DINOv2), HiResCAM on Swin; titles, captions and tags name the method
+            used. Or a method, never overridden: a name (see
+            :data:`gradcam_callbacks.methods.METHODS`: ``"gradcam"``, ``"gradcam++"``,
+            ``"xgradcam"``, ``"hirescam"``, ``"layercam"``, ``"eigencam"``, ``"scorecam"``,
+            ``"rollout"``, ``"grad-rollout"``) or a configured value
+            (``ScoreCAM(max_channels=64)``), or a list of distinct ones, all from one pass.
+        max_channels: Shorthand for the option of the same name of the methods that take it
+            (Score-CAM: ``method=ScoreCAM(max_channels=N)``).
         sink: Where the images and scalars go: a sink or a list (see
             :mod:`gradcam_callbacks.watch.sinks`): ``TensorBoardSink(log_dir)`` (the default, the
             same as ``log_dir``), ``MLflowSink()``, ``WandbSink()``, or any object with
@@ -273,7 +268,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         colormap: Colormap = "viridis",
         alpha_limit: float | None = 0.65,
         display_size: int = 128,
-        method: str | Sequence[str] | None = methods.DEFAULT,
+        method: MethodSpec | Sequence[MethodSpec] = methods.DEFAULT,
         max_channels: int | None = None,
         batch_size: int | None = None,
         alarm: ShortcutAlarm | None = None,
@@ -284,7 +279,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         super().__init__()
         self.reshape = check_reshape(reshape)
         # the methods asked for ([None]: automatic), resolved for the model in on_train_begin
-        self._requested = check_methods(method, max_channels)
+        self._requested = methods.choose(method, many=True, max_channels=max_channels)
         self.methods: list[methods.Method] = [m for m in self._requested if m is not None]
         self.faithfulness = check_faithfulness(faithfulness)
         self.max_channels = max_channels
@@ -344,7 +339,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         self._plan: Plan | None = None
         # the probes' validated target slots, made once per fit: a score function's check
         # (a symbolic call, a trace for Keras 2) stays out of the epoch ends
-        self._slots: tuple[np.ndarray, np.ndarray] | None = None
+        self._slots: Slots | None = None
         self._writer: BackgroundWriter | None = None
         self._run: logdirs.RunDir | None = None
         self._release: weakref.finalize | None = None
@@ -367,8 +362,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         check_docs(model, self.probe_x, name="probes")
         check_against_model(model, self._plan.classes, self.class_names, self.probe_y,
                             self.targets)
-        self._slots = self._plan.targets(self._requested_targets(), len(self.probe_x))
-        slots = self._slots[0]
+        self._slots = self._plan.targets(self._requested_targets(), len(self.probe_x), "probe")
         warn_integer_probes(model, self.probe_x, self._plan.input_dtype)
         if self.pictures is None:
             self.pictures = [derive_image(x, self._plan.data_format) for x in self.probe_x]
@@ -376,8 +370,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
                                         self._picture_sizes())
         self.artifact_masks = object_masks(self.artifact_boxes, self._given_artifacts,
                                            self._picture_sizes(), kind="artifact")
-        self._plan.pass_function(self.methods[0],
-                                 slots.functions if isinstance(slots, ScoreSlots) else None)
+        self._plan.pass_function(self.methods, self._slots.functions)
         self._start_fit()
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -449,8 +442,8 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             "colormap": getattr(self.colormap, "name", repr(self.colormap)),
             "alpha_limit": self.alpha_limit,
             "display_size": self.display_size,
-            "method": [m.name for m in self._requested] if len(self._requested) > 1
-            else None if self._requested[0] is None else self._requested[0].name,
+            "method": [m.config() for m in self._requested] if len(self._requested) > 1
+            else None if self._requested[0] is None else self._requested[0].config(),
             "max_channels": self.max_channels,
             "batch_size": self.batch_size,
             "alarm": None if self.alarm is None else repr(self.alarm),
@@ -473,18 +466,11 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         targets (N,), scores (N,))`` per method, in the order given."""
         if self._plan is None or self._slots is None:
             raise RuntimeError("explain_probes() needs on_train_begin() (model.fit) first")
-        targets, counts = self._slots
-        first, *others = self.methods
         # non-finite maps come back as they are: _log reports them per probe
-        raw = self._plan.run(self.probe_x, targets, counts, self.batch_size, first,
-                             self._channels(first), name="probe", check_finite=False)
-        raws = [raw] + [self._plan.apply(raw, self.probe_x, m, self.batch_size,
-                                         self._channels(m)) for m in others]
+        raws = self._plan.run(self.probe_x, self._slots, self.methods, self.batch_size,
+                              name="probe", check_finite=False)
         return [(r.method.name, r.heatmaps[:, 0], r.explained_targets()[:, 0], r.scores[:, 0])
                 for r in raws]
-
-    def _channels(self, method: methods.Method) -> int | None:
-        return self.max_channels if method.name == "scorecam" else None
 
     def _requested_targets(self) -> Any:
         if self.targets is None or callable(self.targets):
@@ -615,11 +601,11 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         or None, with a warning, if that fails."""
         def score(rows: np.ndarray) -> dict[str, np.ndarray]:
             assert self._slots is not None and self._plan is not None
-            slots = self._slots[0]
+            functions = self._slots.functions
             # the targets the maps explain: the same score functions, or the classes decided
             # for these maps (targets=None: this epoch's predicted class)
-            targets = [slots.functions[int(k)] for k in slots[rows, 0]] if isinstance(
-                slots, ScoreSlots) else [int(t) for t in maps.targets[rows]]
+            targets = [int(t) for t in maps.targets[rows]] if functions is None else [
+                functions[int(k)] for k in self._slots.indices[rows, 0]]
             return probe_faithfulness(self.model, self.probe_x[rows], maps.heatmaps[rows],
                                       targets, names=self.faithfulness,
                                       batch_size=self.batch_size,
@@ -768,41 +754,3 @@ def check_faithfulness(faithfulness: Any) -> tuple[str, ...]:
         raise ValueError(f"faithfulness must name each metric once; received "
                          f"{faithfulness!r} (repeated: {repeated})")
     return tuple(names)
-
-
-def check_methods(method: Any, max_channels: Any = None) -> list[methods.Method | None]:
-    """``GradCamCallback``'s ``method`` (``None``: automatic, a name or a non-empty list of
-    distinct names) and ``max_channels`` (Score-CAM only), validated; returns the methods in
-    order, ``[None]`` for the automatic choice (made when the model is known,
-    :func:`gradcam_callbacks.methods.resolve`).
-
-    Raises:
-        TypeError: ``method`` is neither a name nor a list of names.
-        ValueError: an unknown or repeated name, an empty list, or ``max_channels``
-            without ``"scorecam"``.
-
-    Example:
-        >>> [m.title for m in check_methods(["gradcam", "layercam"])]
-        ['Grad-CAM', 'LayerCAM']
-        >>> check_methods(None)
-        [None]
-    """
-    if method is methods.AUTO:
-        methods.check_options(method, max_channels)
-        return [None]
-    names = [method] if isinstance(method, (str, methods.Method)) else method
-    if not isinstance(names, (list, tuple)):
-        raise TypeError(f"method must be a method name (str) or a list of names, from "
-                        f"{sorted(methods.METHODS)}; received {type(method).__name__}: "
-                        f"{method!r}")
-    if not names:
-        raise ValueError(f"method must name at least one method, from "
-                         f"{sorted(methods.METHODS)}; received method={method!r}")
-    chosen = [methods.get_method(name) for name in names]
-    repeated = sorted({m.name for m in chosen if sum(c.name == m.name for c in chosen) > 1})
-    if repeated:
-        raise ValueError(f"method must name each method once; received method={method!r} "
-                         f"(repeated: {repeated})")
-    with_option = [m for m in chosen if m.name == "scorecam"] or chosen[:1]
-    methods.check_options(with_option[0], max_channels)
-    return chosen
