@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import matplotlib
 import numpy as np
@@ -13,8 +13,22 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ._validation import check_number
 
-if TYPE_CHECKING:  # explanation.py draws through this module: no runtime import back
-    from .explanation import Explanation
+
+class TargetLike(Protocol):
+    """What drawing reads of one target (a :class:`~gradcam_callbacks.TargetExplanation`)."""
+
+    target: Any
+    score: float | None
+    heatmap: np.ndarray | None
+
+
+class ExplanationLike(Protocol):
+    """What drawing reads of an explanation (a :class:`~gradcam_callbacks.Explanation`):
+    this module draws explanations without importing their module, which draws through it.
+    """
+
+    image: Image.Image | None
+    targets: Sequence[TargetLike]
 
 Colormap = Callable[[np.ndarray], np.ndarray] | str
 #: Height in pixels of a grid's column-label strip (12 px DejaVu Sans), above its gap.
@@ -88,7 +102,7 @@ def heatmap_overlay(
 
 
 def format_as_image(
-    expl: Explanation,
+    expl: ExplanationLike,
     resampling_filter: int = Image.LANCZOS,
     colormap: Colormap = "viridis",
     alpha_limit: float | None = 0.65,
@@ -185,7 +199,7 @@ def grid(rows: Sequence[Sequence[Image.Image | None]], gap: int = 4,
     return sheet
 
 
-def explanation_strip(expl: Explanation, class_names: Sequence[str] | None = None,
+def explanation_strip(expl: ExplanationLike, class_names: Sequence[str] | None = None,
                       *, labels: bool = True, include_image: bool = True,
                       min_panel_width: int = 128, **overlay_kwargs: Any) -> Image.Image:
     """The explanation's image followed by one overlay per target, in one row, each panel

@@ -1,8 +1,10 @@
-"""Fail if the package's modules import each other in a cycle, or if a module outside
-``gradcam_callbacks/backends/`` imports a backend framework (tensorflow, jax, torch).
+"""Fail if the package's modules import each other in a cycle, if an import runs back up the
+house (a lower layer of :data:`LAYERS` importing a higher one; docs/architecture.md draws
+them), or if a module outside ``gradcam_callbacks/backends/`` imports a backend framework
+(tensorflow, jax, torch).
 
-A subpackage (``backends``, ``cli``...) is one unit. Every import counts, at module level or
-inside a function, except those under ``if TYPE_CHECKING:`` (never executed). Prints the
+A subpackage (``backends``, ``cli``...) is one unit. Every import counts, at module level,
+inside a function or under ``if TYPE_CHECKING:`` (a type hint is a dependency too). Prints the
 cycles and offending imports found.
 
 Usage: python scripts/check_imports.py [package folder]   (default: gradcam_callbacks)
@@ -15,6 +17,27 @@ import sys
 from pathlib import Path
 
 FRAMEWORKS = ("tensorflow", "jax", "jaxlib", "torch", "tf_keras")
+#: The house, top to bottom: a unit (a subpackage or a top-level module, named below the
+#: package) may import its own layer and the layers under it, never one above. The package's
+#: ``__init__`` (lazy public names) and ``_moved`` (old module paths) stand outside.
+LAYERS = (
+    ("cli", "__main__"),
+    ("demo",),
+    ("watch",),
+    ("explain",),
+    ("faithfulness",),
+    ("engine",),
+    ("methods",),
+    ("cam",),
+    ("backends",),
+    ("targets",),
+    ("layers", "tokens", "taps"),
+    ("pixels", "resample"),
+    ("explanation",),
+    ("image",),
+    ("keras_family", "_process_env", "_validation"),
+)
+OUTSIDE = ("", "_moved")
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -27,15 +50,9 @@ def module_name(path: Path, root: Path) -> str:
 def imports_of(path: Path, name: str, is_package: bool) -> list[tuple[str, int]]:
     """Absolute names of the modules ``path`` imports, with line numbers."""
     tree = ast.parse(path.read_text(), str(path))
-    skipped: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            skipped.update(id(child) for stmt in node.body for child in ast.walk(stmt))
     package = name if is_package else name.rpartition(".")[0]
     found = []
     for node in ast.walk(tree):
-        if id(node) in skipped:
-            continue
         if isinstance(node, ast.Import):
             found += [(alias.name, node.lineno) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -73,11 +90,33 @@ def main(argv: list[str]) -> int:
         targets.discard(name)
     cycles = _cycles(units)
     problems += [" -> ".join([*cycle, cycle[0]]) + ": import cycle" for cycle in cycles]
+    upward = _upward(units, root.name)
+    problems += upward
     for problem in problems:
         print(problem)
-    print(f"check_imports: {len(modules)} modules, {len(cycles)} cycles, "
-          f"{len(problems) - len(cycles)} framework imports outside backends/")
+    print(f"check_imports: {len(modules)} modules, {len(cycles)} cycles, {len(upward)} imports "
+          f"running back up, {len(problems) - len(cycles) - len(upward)} framework imports "
+          "outside backends/")
     return 1 if problems else 0
+
+
+def _upward(units: dict[str, set[str]], package: str) -> list[str]:
+    """The imports from a lower layer to a higher one, and the units placed in no layer."""
+    level = {unit: i for i, names in enumerate(LAYERS) for unit in names}
+    found = []
+    for source, targets in sorted(units.items()):
+        short = source[len(package) + 1:]
+        if short in OUTSIDE:
+            continue
+        if short not in level:
+            found.append(f"{source}: in no layer of scripts/check_imports.py's LAYERS")
+            continue
+        for target in sorted(targets):
+            other = target[len(package) + 1:]
+            if other not in OUTSIDE and level.get(other, len(LAYERS)) < level[short]:
+                found.append(f"{source} -> {target}: runs back up the house "
+                             f"(layer {level[short]} imports layer {level[other]})")
+    return found
 
 
 def _unit(name: str) -> str:

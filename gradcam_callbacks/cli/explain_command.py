@@ -10,12 +10,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PIL import Image
-
 from .. import methods
 from ..methods import Method
 from . import interrupt
-from .images import Geometry
+from .images import Geometry, pixel_limit
 from .inputs import collect_inputs, read_class_names
 from .parse import (
     DEFAULT_METHOD,
@@ -68,7 +66,6 @@ def run_explain(args: argparse.Namespace) -> int:
     chosen = chosen_methods(args)
     names = read_class_names(Path(args.class_names)) if args.class_names else None
     jobs = collect_inputs([Path(p) for p in args.inputs], out_dir)
-    Image.MAX_IMAGE_PIXELS = None  # read_image applies --max-pixels itself
 
     # Only now pay for Keras and the backend; nothing is written yet, so Ctrl-C can end the
     # process at once even while the main thread is inside a native call.
@@ -97,7 +94,8 @@ def run_explain(args: argparse.Namespace) -> int:
     terminal = sys.stderr.isatty()
     progress = Progress(len(jobs), enabled=not args.quiet and terminal)
     try:
-        with open(out_dir / RESULTS_NAME, "w", encoding="utf-8") as results:
+        with pixel_limit(args.max_pixels), open(out_dir / RESULTS_NAME, "w",
+                                                 encoding="utf-8") as results:
             pipeline = Pipeline(jobs, options, out_dir, results, progress, args.batch_size)
             pipeline.run()
     except Interrupted:

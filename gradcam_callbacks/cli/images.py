@@ -6,9 +6,11 @@ so a FIFO or a device can never stall the reader.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,30 @@ class Geometry:
     def size_for(self, image: Image.Image) -> tuple[int, int]:
         """``(height, width)`` to feed ``image`` at: the fixed sizes, else its own."""
         return self.height or image.height, self.width or image.width
+
+
+
+@contextlib.contextmanager
+def pixel_limit(max_pixels: int) -> Iterator[None]:
+    """Pillow's decompression-bomb limit set to ``max_pixels`` (``0``: none) while the
+    command reads images, and put back afterwards, even on error: :func:`read_image` applies
+    ``--max-pixels`` itself, and Pillow must not refuse an image below it first. Nothing
+    outlives the command's run.
+
+    Example:
+        >>> before = Image.MAX_IMAGE_PIXELS
+        >>> with pixel_limit(0):
+        ...     Image.MAX_IMAGE_PIXELS is None
+        True
+        >>> Image.MAX_IMAGE_PIXELS == before
+        True
+    """
+    before = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels or None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
 
 
 def read_image(path: Path, geometry: Geometry, max_pixels: int) -> tuple[np.ndarray, Image.Image]:
