@@ -15,7 +15,7 @@ a person's box; these say whether it agrees with the model:
   weights it should depend on are random is not explaining the model.
 
 A map ``(h, w)`` is laid over its image ``(H, W)`` as the overlays are: bilinear resizing
-with pixel centres aligned (:func:`gradcam_callbacks.metrics.resize_heatmaps`). Pixels are
+with pixel centres aligned (:func:`gradcam_callbacks.resample.resize_heatmaps`). Pixels are
 ranked by the resized map, highest first; ties go in a fixed order, the later pixel in
 row-major order first (Xplique's order: its ascending sort, reversed). A pixel's channels
 are perturbed together.
@@ -47,7 +47,7 @@ import numpy as np
 from . import explain, layers
 from . import methods as cam_methods
 from .methods.scorecam import chunked_scores
-from .metrics import resize_heatmaps
+from .resample import resize_heatmaps
 
 __all__ = [
     "DEFAULT_METRICS",

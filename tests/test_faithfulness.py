@@ -25,7 +25,7 @@ from gradcam_callbacks.faithfulness import (
     sobel_maps,
     spearman_rows,
 )
-from gradcam_callbacks.metrics import resize_heatmaps
+from gradcam_callbacks.resample import resize_heatmaps
 from gradcam_callbacks.targets import ClassScore
 from tests.models import images, small_cnn
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..cam import weighted_sum
-from ..metrics import interpolation_matrix
+from ..resample import interpolation_matrix
 from .base import CamInputs, CamResult, Method, ScoreCallable, per_target
 
 # Default bound on one chunk of masked inputs: 2 MiB of them (3 copies of a 224x224x3 float32
