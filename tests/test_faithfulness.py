@@ -13,18 +13,15 @@ import pytest
 from gradcam_callbacks import backends, explain_predictions
 from gradcam_callbacks.demo import build_model, load_data, pretrained
 from gradcam_callbacks.faithfulness import (
-    baseline_images,
     causal_curves,
     curve_area,
     deletion,
-    impute,
     insertion,
     probe_faithfulness,
     road,
     sanity_check,
-    sobel_maps,
-    spearman_rows,
 )
+from gradcam_callbacks.pixels import baseline_images, impute, sobel_maps, spearman_rows
 from gradcam_callbacks.resample import resize_heatmaps
 from gradcam_callbacks.targets import ClassScore
 from tests.models import images, small_cnn
