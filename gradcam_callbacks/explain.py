@@ -15,7 +15,7 @@ import keras
 import numpy as np
 from PIL import Image
 
-from . import layers, methods
+from . import layers, methods, tokens
 from . import targets as scores_module
 from ._validation import check_names, check_pictures, to_picture
 from .engine import (  # noqa: F401 - the engine's names, importable from here as before
@@ -289,7 +289,7 @@ def read_by(model: keras.Model, layer: layers.LayerChoice, method: methods.Metho
     """
     if not method.needs_attention:
         return layer.path
-    paths = [choice.path for choice in layers.attention_layers(model)]
+    paths = [choice.path for choice in tokens.attention_layers(model)]
     if len(paths) == 1:
         return paths[0]
     head, last = paths[0], paths[-1]

@@ -1,31 +1,23 @@
-"""Which layer Grad-CAM looks at, and how its output is reached on any backend.
+"""Which layer Grad-CAM looks at.
 
 A layer is found by the automatic rule (:func:`auto_layer`: walking back along the computation
 from the explained output, the last spatial feature map larger than 1x1, descending into nested
-models; for vision transformers the tokens entering an attention layer), by name, by a
-``"outer/inner"`` path (into nested models and into the sub-layers a layer holds, such as the
-blocks keras_hub keeps in a Python list: ``"vit_backbone/vit_encoder/transformer_block_1/ln_1"``),
-by index or as an instance. Its output is reached by :func:`intercept`, which routes the
-layer's ``call`` through a function for the duration of one traced call. That single mechanism
-works the same for Functional, Sequential, nested and subclassed models and for sub-layers
-that are no graph nodes, and never rebuilds a sub-model.
-
-A layer's output is a map when it is spatial, ``(batch, h, w, channels)``, or when it holds
-tokens, ``(batch, tokens, channels)``, that are prefix tokens (class, distillation, register
-tokens) followed by a patch grid: :class:`TokenLayout`, found from the image size and the
-strides of the model's patch-embedding convolution (:func:`patch_size`), never assumed.
+models; for vision transformers the tokens entering an attention layer,
+:func:`transformer_layer`), by name, by a ``"outer/inner"`` path (into nested models and into
+the sub-layers a layer holds, such as the blocks keras_hub keeps in a Python list:
+``"vit_backbone/vit_encoder/transformer_block_1/ln_1"``), by index or as an instance. A layer's
+output is a map when it is spatial, ``(batch, h, w, channels)``, or when it holds tokens,
+``(batch, tokens, channels)`` (where those lie on the image: :mod:`gradcam_callbacks.tokens`).
+How a pass reaches the chosen layer's output: :mod:`gradcam_callbacks.taps`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import keras
-import numpy as np
 
 from ._validation import is_int
 from .keras_family import KerasGraph, graph_of
@@ -155,137 +147,6 @@ def check_rank(choice: LayerChoice, rank: int | None, wanted: int | None) -> Non
         )
 
 
-@contextlib.contextmanager
-def intercept(
-    layer: keras.layers.Layer, transform: Callable[[Any], Any], method: str = "call"
-) -> Iterator[list[Any]]:
-    """Route ``layer``'s output through ``transform`` while the block runs.
-
-    Yields the list of transformed outputs, one per call of the layer. The layer is restored
-    on exit, also after an error. Backends use this to watch, perturb or detach the
-    activation inside a traced call. ``method`` names the method routed (default ``call``;
-    :func:`attention_weights` routes ``MultiHeadAttention._masked_softmax``).
-
-    Example:
-        >>> with intercept(layer, lambda a: a) as outputs:
-        ...     _ = model(x, training=False)
-        >>> len(outputs), tuple(outputs[0].shape)
-        (1, (16, 12, 12, 48))
-    """
-    outputs: list[Any] = []
-    with _routed(layer, method, lambda original: _transformed(original, transform, outputs)):
-        yield outputs
-
-
-def _transformed(original: Callable[..., Any], transform: Callable[[Any], Any],
-                 outputs: list[Any]) -> Callable[..., Any]:
-    def call(*args: Any, **kwargs: Any) -> Any:
-        result = transform(original(*args, **kwargs))
-        outputs.append(result)
-        return result
-
-    return call
-
-
-@contextlib.contextmanager
-def _routed(layer: Any, method: str, wrap: Callable[[Callable[..., Any]], Callable[..., Any]],
-            ) -> Iterator[None]:
-    """Replace ``layer.<method>`` by ``wrap(original)`` for the block; restored on exit."""
-    had_own = method in vars(layer)
-    original = getattr(layer, method)
-    object.__setattr__(layer, method, wrap(original))
-    try:
-        yield
-    finally:
-        if had_own:
-            object.__setattr__(layer, method, original)
-        else:
-            object.__delattr__(layer, method)
-
-
-@contextlib.contextmanager
-def attention_weights(
-    layer: keras.layers.Layer, transform: Callable[[Any], Any]
-) -> Iterator[list[Any]]:
-    """Route the attention weights ``(batch, heads, queries, keys)`` of a
-    ``keras.layers.MultiHeadAttention`` (keras_hub's attention layers are, or hold, one)
-    through ``transform`` while the block runs, and yield them, one per call.
-
-    The layer is made to take its explicit softmax path (as with
-    ``return_attention_scores=True``; the fused ``dot_product_attention`` never forms the
-    weights), returning what its caller asked for; so its output is the same up to float
-    rounding, and the weights lie on the computation: a gradient with respect to them is the
-    score's.
-
-    Example:
-        >>> import numpy as np
-        >>> mha = attention_layers(vit)[0].layer
-        >>> with attention_weights(mha, lambda a: a) as weights:
-        ...     _ = vit(np.zeros((2, 16, 16, 3), "float32"), training=False)
-        >>> tuple(weights[0].shape)  # (batch, heads, tokens, tokens)
-        (2, 2, 17, 17)
-    """
-    def explicit(original: Callable[..., Any]) -> Callable[..., Any]:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            asked = kwargs.pop("return_attention_scores", False)
-            output, scores = original(*args, return_attention_scores=True, **kwargs)
-            return (output, scores) if asked else output
-
-        return call
-
-    flash = vars(layer).get("_flash_attention")
-    with contextlib.ExitStack() as stack:
-        if flash:  # flash attention forms no weights; off for the block
-            object.__setattr__(layer, "_flash_attention", False)
-            stack.callback(object.__setattr__, layer, "_flash_attention", flash)
-        stack.enter_context(_routed(layer, "call", explicit))
-        yield stack.enter_context(intercept(layer, transform, "_masked_softmax"))
-
-
-@contextlib.contextmanager
-def tapped(
-    layer: keras.layers.Layer | None, path: str, attention: Sequence[keras.layers.Layer],
-    transform: Callable[[int], Callable[[Any], Any]],
-) -> Iterator[Callable[[], list[Any]]]:
-    """The taps of one pass: ``layer``'s output (:func:`intercept`; ``None`` for none) and
-    each attention layer's weights (:func:`attention_weights`), tap ``i`` routed through
-    ``transform(i)`` (the layer's first); yields a function that, after the model ran,
-    returns them in that order, each checked to be one tensor (:func:`single_activation`).
-
-    Example:
-        >>> import numpy as np
-        >>> with tapped(None, "", [attention_layers(vit)[0].layer], lambda i: lambda a: a) as taps:
-        ...     _ = vit(np.zeros((2, 16, 16, 3), "float32"), training=False)
-        >>> [tuple(t.shape) for t in taps()]
-        [(2, 2, 17, 17)]
-    """
-    with contextlib.ExitStack() as stack:
-        named = [] if layer is None else [(stack.enter_context(
-            intercept(layer, transform(0))), path)]
-        first = len(named)
-        named += [(stack.enter_context(attention_weights(a, transform(first + i))), a.name)
-                  for i, a in enumerate(attention)]
-        yield lambda: [single_activation(found, name) for found, name in named]
-
-
-def single_activation(outputs: list[Any], path: str) -> Any:
-    """The one activation :func:`intercept` captured; a ValueError if the layer ran zero or
-    several times, or returned several tensors."""
-    if len(outputs) != 1:
-        how = "was not called" if not outputs else f"was called {len(outputs)} times"
-        raise ValueError(
-            f"layer {path!r} {how} when the model ran; Grad-CAM needs a layer that runs "
-            "exactly once per forward pass"
-        )
-    activation = outputs[0]
-    if isinstance(activation, (list, tuple, dict)):
-        raise ValueError(
-            f"layer {path!r} returns {len(activation)} tensors; Grad-CAM needs a layer with "
-            "one output"
-        )
-    return activation
-
-
 def symbolic_inputs(model: keras.Model) -> list[Any] | None:
     """The model's symbolic inputs, or ``None`` for a model without any (subclassed)."""
     try:
@@ -326,30 +187,6 @@ def walk_paths(model: keras.layers.Layer, prefix: str = ""
         yield from walk_paths(sub, path + "/")
 
 
-@dataclass(frozen=True)
-class TokenLayout:
-    """How a ``(batch, tokens, channels)`` output lies on the image: ``prefix`` tokens
-    (class, distillation, register tokens) first, then a ``height x width`` patch grid in
-    row-major order.
-
-    Example:
-        >>> import numpy as np
-        >>> layout = TokenLayout(prefix=1, height=2, width=3)
-        >>> layout.maps(np.zeros((4, 7, 16))).shape
-        (4, 2, 3, 16)
-    """
-
-    prefix: int
-    height: int
-    width: int
-
-    def maps(self, tokens: np.ndarray) -> np.ndarray:
-        """``(..., tokens, C) -> (..., height, width, C)``: the prefix tokens dropped."""
-        tokens = np.asarray(tokens)
-        grid = tokens[..., self.prefix:, :]
-        return grid.reshape(*tokens.shape[:-2], self.height, self.width, tokens.shape[-1])
-
-
 def patch_size(model: keras.layers.Layer) -> tuple[int, int] | None:
     """The strides of the model's patch embedding: its first 2D convolution whose kernel
     equals its strides, larger than 1 (ViT, DeiT, DINOv2, Swin all patch the image so);
@@ -365,87 +202,6 @@ def patch_size(model: keras.layers.Layer) -> tuple[int, int] | None:
                 and tuple(kernel) == tuple(strides) and max(kernel) > 1):
             return int(strides[0]), int(strides[1])
     return None
-
-
-def token_layout(tokens: int, image_size: tuple[int, int],
-                 patch: tuple[int, int] | None) -> TokenLayout | None:
-    """The :class:`TokenLayout` of ``tokens`` tokens of an ``image_size`` (height, width)
-    image patched by ``patch``: the patch grid (image size over patch size) after fewer
-    prefix tokens than grid cells, or, with no prefix, a stage's grid halved by patch
-    merging (Swin); ``None`` if none fits (then ``reshape=`` says how).
-
-    Example:
-        >>> token_layout(69, (32, 32), (4, 4))  # DINOv2: class + 4 registers + 8x8
-        TokenLayout(prefix=5, height=8, width=8)
-        >>> token_layout(16, (32, 32), (4, 4))  # Swin's second stage: 4x4
-        TokenLayout(prefix=0, height=4, width=4)
-    """
-    if patch is None:
-        return None
-    height, width = image_size[0] // patch[0], image_size[1] // patch[1]
-    if 0 <= tokens - height * width < height * width:
-        return TokenLayout(tokens - height * width, height, width)
-    while height * width > 1 and tokens < height * width:
-        height, width = -(-height // 2), -(-width // 2)
-        if tokens == height * width and tokens > 1:
-            return TokenLayout(0, height, width)
-    return None
-
-
-def attention_layers(model: keras.layers.Layer) -> list[LayerChoice]:
-    """Every ``keras.layers.MultiHeadAttention`` inside ``model`` (keras_hub's ViT, DeiT and
-    DINOv2 attend with one), in the order the model holds them (block by block).
-
-    Example:
-        >>> [a.path for a in attention_layers(vit)][:1]
-        ['vit_backbone/vit_encoder/transformer_block_1/mha']
-    """
-    return [LayerChoice(layer, path) for layer, path in walk_paths(model)
-            if graph_of(layer).is_a(layer, "MultiHeadAttention")]
-
-
-_ATTENTION_LAYOUTS: weakref.WeakKeyDictionary[Any, TokenLayout | None] = (
-    weakref.WeakKeyDictionary())
-
-
-def attention_layout(model: keras.Model) -> TokenLayout | None:
-    """Where the tokens of the model's first ``MultiHeadAttention`` lie at the model's own
-    input size: prefix tokens, then the patch grid (:func:`token_layout`). ``None`` without
-    such an attention, without a fixed input size or a patch embedding, or when its tokens
-    lie on no grid. Found once per model from the layer's built query shape, else from a
-    symbolic call (nothing is computed), and cached.
-
-    Example:
-        >>> attention_layout(vit)  # a keras_hub ViT: class token + 4x4 patches
-        TokenLayout(prefix=1, height=4, width=4)
-    """
-    if model in _ATTENTION_LAYOUTS:
-        return _ATTENTION_LAYOUTS[model]
-    found = attention_layers(model)
-    shape = input_shape(model)
-    patch = patch_size(model)
-    layout = None
-    if found and shape is not None and patch is not None and all(
-            d is not None for d in shape):
-        tokens = _attended_tokens(model, found[0].layer, tuple(shape))
-        size = shape[1:3] if data_format(model, found[0].layer) == "channels_first" \
-            else shape[:2]
-        layout = None if tokens is None else token_layout(tokens, size, patch)
-    _ATTENTION_LAYOUTS[model] = layout
-    return layout
-
-
-def _attended_tokens(model: keras.Model, attention: Any, shape: tuple[int, ...]) -> int | None:
-    """How many tokens ``attention`` attends over when ``model`` sees one input of ``shape``."""
-    built = (getattr(attention, "_build_shapes_dict", None) or {}).get("query_shape")
-    if built is not None and len(built) == 3 and is_int(built[1]):
-        return int(built[1])
-    try:
-        with attention_weights(attention, lambda weights: weights) as weights:
-            model.compute_output_spec(keras.KerasTensor((1,) + shape))
-    except Exception:  # noqa: BLE001 - a model that cannot run symbolically: unknown
-        return None
-    return int(weights[0].shape[-1]) if len(weights) == 1 else None
 
 
 def _attends(layer: Any) -> bool:

@@ -19,7 +19,7 @@ from pathlib import Path
 FRAMEWORKS = ("tensorflow", "jax", "jaxlib", "torch", "tf_keras")
 #: The house, top to bottom: a unit (a subpackage or a top-level module, named below the
 #: package) may import its own layer and the layers under it, never one above. The package's
-#: ``__init__`` (lazy public names) and ``_moved`` (old module paths) stand outside.
+#: ``__init__`` (lazy public names) and ``_moved`` (old module paths) stand outside (main).
 LAYERS = (
     ("cli", "__main__"),
     ("demo",),
@@ -37,7 +37,6 @@ LAYERS = (
     ("image",),
     ("keras_family", "_process_env", "_validation"),
 )
-OUTSIDE = ("", "_moved")
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -83,9 +82,14 @@ def main(argv: list[str]) -> int:
         graph[name] = edges
     # A subpackage counts as one unit (its __init__ may load its modules with importlib, which
     # no parse sees): cycles are looked for between the package's top-level modules and units.
+    # The package's __init__ (its lazy public names, importing every layer) and _moved stand
+    # outside the house: "from .. import methods" names the package without depending on it.
+    facade = {root.name, f"{root.name}._moved"}
     units: dict[str, set[str]] = {}
     for name, targets in graph.items():
-        units.setdefault(_unit(name), set()).update(_unit(t) for t in targets)
+        if _unit(name) not in facade:
+            units.setdefault(_unit(name), set()).update(
+                _unit(t) for t in targets if _unit(t) not in facade)
     for name, targets in units.items():
         targets.discard(name)
     cycles = _cycles(units)
@@ -106,14 +110,12 @@ def _upward(units: dict[str, set[str]], package: str) -> list[str]:
     found = []
     for source, targets in sorted(units.items()):
         short = source[len(package) + 1:]
-        if short in OUTSIDE:
-            continue
         if short not in level:
             found.append(f"{source}: in no layer of scripts/check_imports.py's LAYERS")
             continue
         for target in sorted(targets):
             other = target[len(package) + 1:]
-            if other not in OUTSIDE and level.get(other, len(LAYERS)) < level[short]:
+            if level.get(other, len(LAYERS)) < level[short]:
                 found.append(f"{source} -> {target}: runs back up the house "
                              f"(layer {level[short]} imports layer {level[other]})")
     return found

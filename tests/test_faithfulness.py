@@ -13,20 +13,17 @@ import pytest
 from gradcam_callbacks import backends, explain_predictions
 from gradcam_callbacks.demo import build_model, load_data, pretrained
 from gradcam_callbacks.faithfulness import (
-    baseline_images,
     causal_curves,
     curve_area,
     deletion,
-    impute,
     insertion,
     probe_faithfulness,
     road,
     sanity_check,
-    sobel_maps,
-    spearman_rows,
 )
+from gradcam_callbacks.pixels import baseline_images, impute, sobel_maps, spearman_rows
+from gradcam_callbacks.resample import resize_heatmaps
 from gradcam_callbacks.targets import ClassScore
-from gradcam_callbacks.watch.metrics import resize_heatmaps
 from tests.models import images, small_cnn
 
 # score = x00 + 2 x01 + 3 x10 + 4 x11 (row-major), a linear model whose areas are sums

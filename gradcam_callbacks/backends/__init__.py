@@ -182,7 +182,7 @@ def gradient_function(
     distinct tuple is its own compiled variant (equal ready-made scores share one).
 
     With ``attention`` (``MultiHeadAttention`` layers, see
-    :func:`gradcam_callbacks.layers.attention_weights`) the same pass also returns their
+    :func:`gradcam_callbacks.taps.attention_weights`) the same pass also returns their
     attention weights ``(N, L, heads, T, T)`` and the targets' gradients with respect to
     them ``(N, K, L, heads, T, T)``, as a fifth and sixth array."""
     return _compiled("build", model, layer, path, output_index, scores, attention)

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..layers import tapped
+from ..taps import tapped
 from . import PassSpec, RawOutputs, forward_outputs, raw_outputs
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from ..layers import tapped
+from ..taps import tapped
 from . import PassSpec, RawOutputs, forward_outputs, raw_outputs
 
 

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import torch
 
-from ..layers import tapped
+from ..taps import tapped
 from . import PassSpec, RawOutputs, forward_outputs, raw_outputs
 
 

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 
 from .. import backends, layers, targets
+from .. import tokens as token_maps
 from ..cam import normalise
 from ..methods.base import CamInputs, Method
 from ..methods.gradcam import GradCAM
@@ -75,7 +76,7 @@ class Plan:
             return method
         if layers.transformer_layer(self.model) is None:
             return GradCAM()
-        layout = layers.attention_layout(self.model) if self.automatic_layer else None
+        layout = token_maps.attention_layout(self.model) if self.automatic_layer else None
         return Rollout() if layout is not None and layout.prefix > 0 else HiResCAM()
 
     def pass_function(self, chosen: Sequence[Method],
@@ -93,7 +94,7 @@ class Plan:
                    ) -> tuple[np.ndarray, np.ndarray]:
         """Token activations ``(N, T, C)`` and gradients ``(N, K, T, C)`` as maps ``(N, h, w,
         C)`` and ``(N, K, h, w, C)``: by ``reshape`` if given, else on the patch grid
-        (:func:`gradcam_callbacks.layers.token_layout`), the prefix tokens dropped."""
+        (:func:`gradcam_callbacks.tokens.token_layout`), the prefix tokens dropped."""
         count, slots = grads.shape[:2]
         if self.reshape is not None:
             maps = _reshaped(self.reshape, activations, self.layer.path)
@@ -103,11 +104,11 @@ class Plan:
         layout = self.token_layout(activations.shape[1], docs)
         return layout.maps(activations), layout.maps(grads)
 
-    def token_layout(self, tokens: int, docs: np.ndarray) -> layers.TokenLayout:
+    def token_layout(self, tokens: int, docs: np.ndarray) -> token_maps.TokenLayout:
         """Where ``tokens`` tokens lie on ``docs``' images; a ValueError if on no grid."""
         size = docs.shape[2:4] if self.data_format == "channels_first" else docs.shape[1:3]
         patch = layers.patch_size(self.model)
-        layout = layers.token_layout(tokens, size, patch)
+        layout = token_maps.token_layout(tokens, size, patch)
         if layout is None:
             found = ("no patch embedding (a convolution whose kernel equals its strides)"
                      if patch is None else f"patches of {patch[0]}x{patch[1]}")
@@ -222,7 +223,7 @@ class Plan:
         method = next((m for m in chosen if m.needs_attention), None)
         if method is None:
             return ()
-        found = layers.attention_layers(self.model)
+        found = token_maps.attention_layers(self.model)
         if not found:
             raise ValueError(
                 f"method={method.name!r} reads the attention weights of the model's "

@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import layers
 from .. import targets as scores_module
+from .. import tokens as token_maps
 from .._validation import index_list
 from ..methods.base import Method
 from ..methods.gradcam import GradCAM
@@ -70,7 +71,7 @@ class RawExplanation:
     # gradients (N, K, L, heads, T, T) and where their tokens lie
     attention: np.ndarray | None = None
     attention_grads: np.ndarray | None = None
-    layout: layers.TokenLayout | None = None
+    layout: token_maps.TokenLayout | None = None
     # False for a forward-only pass (rollout): activations and grads are then empty
     gradients: bool = True
 

@@ -38,7 +38,7 @@ class CamInputs:
         attention_grads: ``(N, K, L, heads, T, T)``, each target's gradient with respect
             to them.
         layout: Where the attention's T tokens lie: prefix tokens, then an ``h x w`` grid
-            (a :class:`gradcam_callbacks.layers.TokenLayout`).
+            (a :class:`gradcam_callbacks.tokens.TokenLayout`).
     """
 
     activations: np.ndarray

@@ -8,7 +8,7 @@ multiplied, the last on the left: ``R = A_L ... A_1``. The map is the class toke
 mean-pooled head) gets the mean of the rows, the rollout of the mean token. No gradients: the
 same map for every target. Attention weights come from every ``keras.layers.MultiHeadAttention``
 of the model, read in a compiled forward pass with no backward pass
-(:func:`gradcam_callbacks.layers.attention_weights`,
+(:func:`gradcam_callbacks.taps.attention_weights`,
 :func:`gradcam_callbacks.backends.score_function`).
 """
 
@@ -41,7 +41,7 @@ def patch_map(rows: np.ndarray, layout: object) -> np.ndarray:
 
     Example:
         >>> import numpy as np
-        >>> from gradcam_callbacks.layers import TokenLayout
+        >>> from gradcam_callbacks.tokens import TokenLayout
         >>> patch_map(np.arange(5.0)[None], TokenLayout(1, 2, 2)).tolist()
         [[[1.0, 2.0], [3.0, 4.0]]]
     """
@@ -55,7 +55,7 @@ def patch_relevance(matrices: np.ndarray, layout: object) -> np.ndarray:
 
     Example:
         >>> import numpy as np
-        >>> from gradcam_callbacks.layers import TokenLayout
+        >>> from gradcam_callbacks.tokens import TokenLayout
         >>> patch_relevance(np.eye(5)[None], TokenLayout(1, 2, 2)).shape
         (1, 2, 2)
     """

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..watch.metrics import interpolation_matrix
+from ..resample import interpolation_matrix
 from .base import CamInputs, CamResult, Method, ScoreCallable, option, per_target, positive_or_none
 
 # Default bound on one chunk of masked inputs: 2 MiB of them (3 copies of a 224x224x3 float32

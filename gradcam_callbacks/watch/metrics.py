@@ -5,10 +5,12 @@ of the explained layer (say 8x8) while the object is known in image pixels: a bo
 ``(x0, y0, x1, y1)`` with exclusive ``x1``/``y1`` (the object is ``image[y0:y1, x0:x1]``)
 or a boolean mask of the image's size. Heatmaps are laid over the image by bilinear
 resizing with pixel centres aligned (``align_corners=False``, as in Pillow and
-``tf.image.resize``), computed here in NumPy. Image sizes are ``(height, width)``.
+``tf.image.resize``), in NumPy (:mod:`gradcam_callbacks.resample`). Image sizes are
+``(height, width)``.
 
-Each metric has a single-image form (``box_mass``) and a batched form (``box_masses``)
-that takes a stack of heatmaps ``(n, h, w)``; the single form calls the batched one.
+Each metric has one implementation, its batched form (``box_masses``), which takes a stack of
+heatmaps ``(n, h, w)``; its single-image form (``box_mass``) validates its arguments under
+their own names and reads the batched form's one value.
 
 Example:
     >>> import numpy as np
@@ -23,6 +25,8 @@ import numbers
 from collections.abc import Sequence
 
 import numpy as np
+
+from .resample import as_stack, check_heatmaps, check_image_size, resize_heatmaps, resize_stack
 
 __all__ = [
     "box_mass",
@@ -41,32 +45,6 @@ __all__ = [
 ]
 
 Box = Sequence[int]
-
-
-def resize_heatmaps(heatmaps: np.ndarray, image_size: Sequence[int]) -> np.ndarray:
-    """Resize heatmaps bilinearly to an image's size, pixel centres aligned.
-
-    Args:
-        heatmaps: One heatmap ``(h, w)`` or a stack ``(n, h, w)``: finite, non-negative.
-        image_size: ``(height, width)`` of the image in pixels.
-
-    Returns:
-        float64 array ``(height, width)`` or ``(n, height, width)``. Each value is a convex
-        combination of heatmap values, so the range never grows.
-
-    Raises:
-        TypeError: If ``heatmaps`` is not numeric or ``image_size`` not two integers.
-        ValueError: If a shape or value is out of range.
-
-    Example:
-        >>> resize_heatmaps(np.array([[0.0, 1.0]]), (1, 4)).tolist()
-        [[0.0, 0.25, 0.75, 1.0]]
-    """
-    single = np.ndim(heatmaps) == 2
-    stack = _check_heatmaps("heatmaps", heatmaps, single=single)
-    height, width = _check_image_size(image_size)
-    resized = _resize(stack, height, width)
-    return resized[0] if single else resized
 
 
 def boxes_to_masks(boxes: np.ndarray | Sequence[Box], image_size: Sequence[int]) -> np.ndarray:
@@ -88,7 +66,7 @@ def boxes_to_masks(boxes: np.ndarray | Sequence[Box], image_size: Sequence[int])
         >>> boxes_to_masks([(1, 0, 3, 1)], (2, 4)).astype(int).tolist()
         [[[0, 1, 1, 0], [0, 0, 0, 0]]]
     """
-    height, width = _check_image_size(image_size)
+    height, width = check_image_size(image_size)
     boxes = _check_boxes("boxes", boxes, height, width)
     rows = np.arange(height)
     cols = np.arange(width)
@@ -117,9 +95,9 @@ def mask_masses(heatmaps: np.ndarray, masks: np.ndarray) -> np.ndarray:
         >>> mask_masses(np.array([[[1.0, 1.0], [0.0, 0.0]]]), masks).round(3).tolist()
         [0.875]
     """
-    stack = _check_heatmaps("heatmaps", heatmaps, single=False)
+    stack = check_heatmaps("heatmaps", heatmaps, single=False)
     masks = _check_masks("masks", masks, single=False, count=len(stack))
-    resized = _resize(_unit_peak(stack), *masks.shape[1:])
+    resized = resize_stack(_unit_peak(stack), *masks.shape[1:])
     total = resized.sum(axis=(1, 2))
     inside = np.where(masks, resized, 0.0).sum(axis=(1, 2))
     share = np.divide(inside, total, out=np.zeros_like(total), where=total > 0)
@@ -152,7 +130,7 @@ def mask_pointing_hits(heatmaps: np.ndarray, masks: np.ndarray, tolerance: float
         >>> mask_pointing_hits(heatmaps, masks).tolist()
         [True]
     """
-    stack = _check_heatmaps("heatmaps", heatmaps, single=False)
+    stack = check_heatmaps("heatmaps", heatmaps, single=False)
     masks = _check_masks("masks", masks, single=False, count=len(stack))
     tolerance = _check_tolerance(tolerance)
     rows, cols, peaks = _peaks(_unit_peak(stack), *masks.shape[1:])
@@ -275,8 +253,8 @@ def heatmap_changes(previous: np.ndarray, current: np.ndarray) -> np.ndarray:
         >>> heatmap_changes(np.eye(2)[None], np.eye(2)[None] * 3).tolist()
         [0.0]
     """
-    before = _check_heatmaps("previous", previous, single=False)
-    after = _check_heatmaps("current", current, single=False)
+    before = check_heatmaps("previous", previous, single=False)
+    after = check_heatmaps("current", current, single=False)
     if before.shape != after.shape:
         raise ValueError(
             "Expected previous and current to have the same shape. "
@@ -312,8 +290,7 @@ def box_mass(heatmap: np.ndarray, box: Box, image_size: Sequence[int]) -> float:
         >>> box_mass(np.ones((7, 7)), (0, 0, 112, 112), (224, 224))
         0.25
     """
-    stack = _check_heatmaps("heatmap", heatmap, single=True)
-    return float(box_masses(stack, [_check_box("box", box)], image_size)[0])
+    return float(box_masses(_one(heatmap), [_check_box("box", box)], image_size)[0])
 
 
 def pointing_hit(
@@ -343,8 +320,7 @@ def pointing_hit(
         >>> pointing_hit(heatmap, (32, 32, 64, 64), (224, 224))
         False
     """
-    stack = _check_heatmaps("heatmap", heatmap, single=True)
-    return bool(pointing_hits(stack, [_check_box("box", box)], image_size, tolerance)[0])
+    return bool(pointing_hits(_one(heatmap), [_check_box("box", box)], image_size, tolerance)[0])
 
 
 def mask_mass(heatmap: np.ndarray, mask: np.ndarray) -> float:
@@ -366,8 +342,7 @@ def mask_mass(heatmap: np.ndarray, mask: np.ndarray) -> float:
         >>> mask_mass(np.ones((2, 2)), mask)
         0.5
     """
-    stack = _check_heatmaps("heatmap", heatmap, single=True)
-    return float(mask_masses(stack, _check_masks("mask", mask, single=True, count=1))[0])
+    return float(mask_masses(_one(heatmap), _check_masks("mask", mask, single=True, count=1))[0])
 
 
 def mask_pointing_hit(heatmap: np.ndarray, mask: np.ndarray, tolerance: float = 0) -> bool:
@@ -390,8 +365,7 @@ def mask_pointing_hit(heatmap: np.ndarray, mask: np.ndarray, tolerance: float = 
         >>> mask_pointing_hit(np.array([[0.0, 1.0], [0.0, 0.0]]), mask)
         True
     """
-    stack = _check_heatmaps("heatmap", heatmap, single=True)
-    masks = _check_masks("mask", mask, single=True, count=1)
+    stack, masks = _one(heatmap), _check_masks("mask", mask, single=True, count=1)
     return bool(mask_pointing_hits(stack, masks, tolerance)[0])
 
 
@@ -414,16 +388,20 @@ def heatmap_change(previous: np.ndarray, current: np.ndarray) -> float:
         >>> heatmap_change(np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]]))
         1.0
     """
-    before = _check_heatmaps("previous", previous, single=True)
-    after = _check_heatmaps("current", current, single=True)
-    return float(heatmap_changes(before, after)[0])
+    return float(heatmap_changes(_one(previous, "previous"), _one(current, "current"))[0])
+
+
+def _one(heatmap: object, name: str = "heatmap") -> np.ndarray:
+    """One heatmap, validated under its argument's name, as a stack of one for the batched
+    form that every single-image form calls."""
+    return check_heatmaps(name, heatmap, single=True)
 
 
 def _heatmaps_and_box_masks(
     heatmaps: object, boxes: object, image_size: object
 ) -> tuple[np.ndarray, np.ndarray]:
     """Validate a stack of heatmaps and one box per heatmap; return them, boxes as masks."""
-    stack = _check_heatmaps("heatmaps", heatmaps, single=False)
+    stack = check_heatmaps("heatmaps", heatmaps, single=False)
     masks = boxes_to_masks(boxes, image_size)
     if len(masks) != len(stack):
         raise ValueError(
@@ -441,90 +419,12 @@ def _unit_peak(stack: np.ndarray) -> np.ndarray:
     return stack / np.where(peak > 0, peak, 1.0)
 
 
-def _resize(stack: np.ndarray, height: int, width: int) -> np.ndarray:
-    rows = interpolation_matrix(height, stack.shape[1])
-    cols = interpolation_matrix(width, stack.shape[2])
-    return np.einsum("Hh,nhw,Ww->nHW", rows, stack, cols)
-
-
-def interpolation_matrix(size_out: int, size_in: int, *, align_corners: bool = False
-                         ) -> np.ndarray:
-    """``(size_out, size_in)`` weights of 1D linear interpolation: output ``i`` samples the
-    input at ``(i + 0.5) * size_in / size_out - 0.5`` (pixel centres aligned, as image
-    resizing does), or with ``align_corners`` at ``i * (size_in - 1) / (size_out - 1)`` (the
-    end pixels aligned, as torch's ``UpsamplingBilinear2d``, which Score-CAM uses).
-
-    Example:
-        >>> interpolation_matrix(3, 2, align_corners=True).tolist()
-        [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
-        >>> interpolation_matrix(2, 2).tolist()
-        [[1.0, 0.0], [0.0, 1.0]]
-    """
-    if align_corners:
-        scale = (size_in - 1) / (size_out - 1) if size_out > 1 else 0.0
-        position = np.arange(size_out) * scale
-    else:
-        position = (np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5
-    position = np.clip(position, 0.0, size_in - 1)
-    low = np.floor(position).astype(np.int64)
-    high = np.minimum(low + 1, size_in - 1)
-    fraction = position - low
-    weights = np.zeros((size_out, size_in))
-    np.add.at(weights, (np.arange(size_out), low), 1.0 - fraction)
-    np.add.at(weights, (np.arange(size_out), high), fraction)
-    return weights
-
-
 def _peaks(stack: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row, column and value of the first maximum of each resized heatmap."""
-    flat = _resize(stack, height, width).reshape(len(stack), height * width)
+    flat = resize_stack(stack, height, width).reshape(len(stack), height * width)
     first = flat.argmax(axis=1)
     rows, cols = np.unravel_index(first, (height, width))
     return rows, cols, flat[np.arange(len(flat)), first]
-
-
-def _check_heatmaps(name: str, value: object, *, single: bool) -> np.ndarray:
-    """Validate one heatmap (``single``) or a stack; return a float64 stack ``(n, h, w)``."""
-    array = np.asarray(value)
-    if array.dtype == bool or not (
-        np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
-    ):
-        raise TypeError(
-            f"Expected {name} to be an array of real numbers. "
-            f"Received: {name} with dtype {array.dtype}"
-        )
-    expected = "a 2D array (height, width)" if single else "a 3D array (n, height, width)"
-    if array.ndim != (2 if single else 3):
-        raise ValueError(f"Expected {name} to be {expected}. Received: shape {array.shape}")
-    if 0 in array.shape[-2:]:
-        raise ValueError(f"Expected {name} to be non-empty. Received: shape {array.shape}")
-    array = array.astype(np.float64)
-    if not np.isfinite(array).all():
-        raise ValueError(f"Expected {name} to be finite. Received: {name} with NaN or inf")
-    if array.size and array.min() < 0:
-        raise ValueError(
-            f"Expected {name} to be non-negative (as Grad-CAM maps are). "
-            f"Received: {name} with minimum {array.min()}"
-        )
-    return array[np.newaxis] if single else array
-
-
-def _check_image_size(image_size: object) -> tuple[int, int]:
-    try:
-        height, width = image_size  # type: ignore[misc]
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"Expected image_size to be (height, width). Received: image_size={image_size!r}"
-        ) from None
-    for part in (height, width):
-        if isinstance(part, bool) or not isinstance(part, numbers.Integral):
-            raise TypeError(
-                "Expected image_size to be two integers (height, width). "
-                f"Received: image_size={image_size!r}"
-            )
-    if height < 1 or width < 1:
-        raise ValueError(f"Expected image_size to be positive. Received: image_size={image_size!r}")
-    return int(height), int(width)
 
 
 def _check_box(name: str, box: object) -> np.ndarray:
@@ -571,10 +471,7 @@ def _check_masks(name: str, value: object, *, single: bool, count: int) -> np.nd
         raise TypeError(
             f"Expected {name} to be a boolean array. Received: {name} with dtype {array.dtype}"
         )
-    expected = "a 2D array (height, width)" if single else "a 3D array (n, height, width)"
-    if array.ndim != (2 if single else 3):
-        raise ValueError(f"Expected {name} to be {expected}. Received: shape {array.shape}")
-    stack = array[np.newaxis] if single else array
+    stack = as_stack(name, array, single=single)
     if len(stack) != count:
         raise ValueError(
             f"Expected one mask per heatmap ({count}). Received: {name} with {len(stack)}"
