@@ -27,7 +27,7 @@ from .engine import (  # noqa: F401 - the engine's names, importable from here a
     check_docs,
     plan,
 )
-from .engine.model import OutputSpec
+from .engine.checks import OutputSpec
 from .explanation import Explanation, TargetExplanation
 
 MethodSpec = str | methods.Method | type[methods.Method] | None

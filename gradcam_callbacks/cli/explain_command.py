@@ -131,6 +131,7 @@ def chosen_methods(args: argparse.Namespace) -> list[Method | None]:
         UsageError: a method given twice, or an option flag that no given method takes.
 
     Example:
+        >>> from gradcam_callbacks.cli.parse import build_parser
         >>> args = build_parser().parse_args(["explain", "m.keras", "x.png", "--out", "o",
         ...                                   "--method", "scorecam", "--max-channels", "8"])
         >>> chosen_methods(args)

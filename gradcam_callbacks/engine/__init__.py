@@ -1,7 +1,7 @@
 """The engine: one plan per model (:func:`plan`), one entry that runs a list of methods over
 one compiled pass (:meth:`Plan.run`), and its raw results (:class:`RawExplanation`).
 
-- ``model.py``: what is checked of a model and its inputs (the model, the explained output,
+- ``checks.py``: what is checked of a model and its inputs (the model, the explained output,
   the docs, score functions against the model's symbolic output);
 - ``plan.py``: :class:`Plan` (the layer, the output, the token layout, the automatic method)
   and :meth:`Plan.run`;
@@ -21,7 +21,7 @@ Example:
 
 from __future__ import annotations
 
-from .model import check_docs, check_model, resolve_output
+from .checks import check_docs, check_model, resolve_output
 from .plan import Plan, ReshapeSpec, TargetsSpec, check_reshape, plan
 from .raw import NonFiniteError, RawExplanation
 

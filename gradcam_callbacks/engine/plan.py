@@ -25,7 +25,7 @@ from ..methods.gradcam import GradCAM
 from ..methods.hirescam import HiResCAM
 from ..methods.rollout import Rollout
 from ..targets import Slots
-from .model import OutputSpec, check_model, check_on_model, resolve_output
+from .checks import OutputSpec, check_model, check_on_model, resolve_output
 from .raw import RawExplanation, resolve_targets
 from .raw import check_finite as check_finite_numbers
 
@@ -65,6 +65,7 @@ class Plan:
         Example:
             >>> plan(vit).resolve(None).title, plan(model).resolve(None).title
             ('Attention rollout', 'Grad-CAM')
+            >>> from gradcam_callbacks.methods import LayerCAM
             >>> plan(vit).resolve(LayerCAM()).title
             'LayerCAM'
         """
@@ -160,6 +161,7 @@ class Plan:
                 named, as ``name(s) [i, ...]``), unless ``check_finite`` is false.
 
         Example:
+            >>> from gradcam_callbacks.methods import LayerCAM
             >>> pass_plan = plan(model)
             >>> slots = pass_plan.targets(None, len(docs))
             >>> [raw.method.title for raw in pass_plan.run(docs, slots, [None, LayerCAM()])]

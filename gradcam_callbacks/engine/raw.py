@@ -26,8 +26,9 @@ class NonFiniteError(ValueError):
     ``"heatmap"``).
 
     Example:
+        >>> from gradcam_callbacks import explain_predictions
         >>> try:
-        ...     gradcam_callbacks.explain_predictions(diverged_model, docs[:3])
+        ...     explain_predictions(diverged_model, docs[:3])
         ... except NonFiniteError as error:
         ...     print(error.indices)
         [0, 1, 2]

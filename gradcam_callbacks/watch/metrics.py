@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .resample import as_stack, check_heatmaps, check_image_size, resize_heatmaps, resize_stack
+from ..resample import as_stack, check_heatmaps, check_image_size, resize_heatmaps, resize_stack
 
 __all__ = [
     "box_mass",
