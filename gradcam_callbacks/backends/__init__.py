@@ -7,7 +7,7 @@ targets)`` over numpy arrays, ``build_score(spec, on_trace)`` a score-only forwa
 this process's place among the training processes. ``spec`` (a :class:`PassSpec`) names the
 model, layer and output; the backend calls ``on_trace()`` each time it traces (compiles) the
 pass. This module builds each pass once per (model, layer, output), wraps it in a
-:class:`GradientFunction` (a lock and a trace count) and caches it; see
+:class:`CompiledPass` (a lock and a trace count) and caches it; see
 :func:`gradient_function` and :func:`score_function` for the shapes.
 """
 
@@ -58,7 +58,7 @@ class Backend(Protocol):
     def build(
         self, spec: PassSpec, on_trace: Callable[[], None]
     ) -> Callable[[np.ndarray, np.ndarray], RawOutputs]:
-        """The Grad-CAM pass for ``spec``, called as a :class:`GradientFunction` is; it calls
+        """The Grad-CAM pass for ``spec``, called as a :class:`CompiledPass` is; it calls
         ``on_trace()`` once per trace (PyTorch, eager: once, at build)."""
         ...
 
@@ -85,11 +85,13 @@ def backend_module() -> Backend:
 
 
 @dataclass
-class GradientFunction:
-    """A compiled Grad-CAM pass for one (model, layer, output).
+class CompiledPass:
+    """One compiled pass for one (model, layer, output), cached, with a lock and counts: the
+    Grad-CAM pass (:func:`gradient_function`) or the score-only forward
+    (:func:`score_function`, called with inputs alone).
 
-    Calling it with ``docs (N, ...)`` and ``targets (N, K)`` (int32; ``-r`` = the doc's r-th
-    highest-scoring class, so ``-1`` is its top class) returns numpy arrays
+    Calling a Grad-CAM pass with ``docs (N, ...)`` and ``targets (N, K)`` (int32; ``-r`` =
+    the doc's r-th highest-scoring class, so ``-1`` is its top class) returns numpy arrays
     ``activations (N, *A)``, ``grads (N, K, *A)`` (gradient of each target's score with
     respect to the activations), ``outputs (N, classes)`` (the selected model output) and the
     resolved ``targets (N, K)``.
@@ -113,7 +115,7 @@ class GradientFunction:
         _COUNTS["traces"] += 1
 
     def __call__(self, *arrays: np.ndarray) -> Any:
-        assert self.run is not None, "GradientFunction used before the backend built it"
+        assert self.run is not None, "CompiledPass used before the backend built it"
         with self.lock:
             self.calls += 1
             _CALLS["passes"] += 1
@@ -143,7 +145,7 @@ def compilations() -> dict[str, int]:
 
 def passes_run() -> int:
     """How many times any pass (Grad-CAM or score-only, any model) ran in this process: one
-    per call of a :class:`GradientFunction`, on every backend. Unlike ``traces``, which an
+    per call of a :class:`CompiledPass`, on every backend. Unlike ``traces``, which an
     eager backend (PyTorch) counts once at build, it shows a pass that ran without a trace.
 
     Example:
@@ -156,7 +158,7 @@ def passes_run() -> int:
 
 
 ScoreHead = tuple[Callable[[Any], Any], ...] | None
-_cache: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], GradientFunction]] = (
+_cache: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], CompiledPass]] = (
     weakref.WeakKeyDictionary()
 )
 _cache_lock = threading.Lock()
@@ -176,7 +178,7 @@ def backend_name() -> str:
 def gradient_function(
     model: keras.Model, layer: keras.layers.Layer, path: str, output_index: int,
     scores: ScoreHead = None, attention: tuple[keras.layers.Layer, ...] = (),
-) -> GradientFunction:
+) -> CompiledPass:
     """The cached compiled pass for (model, layer, output), built on first use.
 
     With ``scores`` (a tuple of score functions, see :mod:`gradcam_callbacks.targets`) the
@@ -194,7 +196,7 @@ def gradient_function(
 def score_function(
     model: keras.Model, layer: keras.layers.Layer, path: str, output_index: int,
     scores: ScoreHead = None, attention: tuple[keras.layers.Layer, ...] = (),
-) -> GradientFunction:
+) -> CompiledPass:
     """The cached compiled score-only forward for (model, output), built on first use:
     called with inputs ``(B, ...)`` it returns the selected output ``(B, classes)`` as numpy,
     with no gradient and no activation kept (``(B, F)`` with ``scores``, as in
@@ -215,7 +217,7 @@ def score_function(
 def _compiled(
     builder: str, model: keras.Model, layer: keras.layers.Layer, path: str, output_index: int,
     scores: ScoreHead = None, attention: tuple[keras.layers.Layer, ...] = (),
-) -> GradientFunction:
+) -> CompiledPass:
     key = (builder, id(layer), output_index, scores, tuple(id(a) for a in attention))
     # the callback's writer thread and the training thread may ask at once: one build each
     with _cache_lock:
@@ -223,7 +225,7 @@ def _compiled(
         cached = per_model.get(key)
         if cached is None:
             module = model_backend(model)
-            cached = GradientFunction()
+            cached = CompiledPass()
             _COUNTS["builds"] += 1
             cached.run = getattr(module, builder)(
                 PassSpec(weakref.ref(model), weakref.ref(layer), path, output_index,

@@ -20,7 +20,7 @@ from . import PassSpec, RawOutputs, forward_outputs, raw_outputs
 def build(
     spec: PassSpec, on_trace: Callable[[], None]
 ) -> Callable[[np.ndarray, np.ndarray], RawOutputs]:
-    """Compile the Grad-CAM pass for ``spec``; see :class:`..backends.GradientFunction`."""
+    """Compile the Grad-CAM pass for ``spec``; see :class:`..backends.CompiledPass`."""
 
     mode = _inference_mode(spec)
 

@@ -18,7 +18,7 @@ from . import PassSpec, RawOutputs, forward_outputs, raw_outputs
 def build(
     spec: PassSpec, on_trace: Callable[[], None]
 ) -> Callable[[np.ndarray, np.ndarray], RawOutputs]:
-    """Build the Grad-CAM pass for ``spec``; see :class:`..backends.GradientFunction`."""
+    """Build the Grad-CAM pass for ``spec``; see :class:`..backends.CompiledPass`."""
     on_trace()
 
     def leaf(activation: torch.Tensor) -> torch.Tensor:
