@@ -23,6 +23,8 @@ from typing import Any, Protocol, runtime_checkable
 import keras
 import numpy as np
 
+from .common import RawOutputs, score_scale
+
 # re-exported: model files are loaded in .loading, backends.load_model as before
 from .loading import load_model as load_model
 
@@ -34,9 +36,6 @@ _MODULES = {
 # Keras 2 models (tf.keras, tf_keras) run on TensorFlow whatever KERAS_BACKEND says.
 _KERAS2 = "gradcam_callbacks.backends.keras2_backend"
 
-# (activations, grads, outputs, targets), and with attention layers in the pass
-# (attention weights, their grads) too: see gradient_function
-RawOutputs = tuple[np.ndarray, ...]
 
 
 @runtime_checkable
@@ -300,63 +299,6 @@ class PassSpec:
                 "Grad-CAM explains class scores, an output of shape (batch, classes)"
             )
         return selected
-
-
-def raw_outputs(taps: list[np.ndarray], grads: list[np.ndarray], scores: np.ndarray,
-                resolved: np.ndarray) -> RawOutputs:
-    """A backend's numpy results as a pass returns them: the intercepted activation
-    ``taps[0]`` and its gradients ``grads[0] (N, K, ...)``, the outputs and targets, then,
-    when attention layers were read, their weights stacked ``(N, L, heads, T, T)`` and
-    gradients ``(N, K, L, heads, T, T)``.
-
-    Example:
-        >>> a, g = np.zeros((2, 3)), np.zeros((2, 1, 3))
-        >>> w, gw = np.zeros((2, 1, 4, 4)), np.zeros((2, 1, 1, 4, 4))
-        >>> [r.shape for r in raw_outputs([a, w, w], [g, gw, gw], a, a)][4:]
-        [(2, 2, 1, 4, 4), (2, 1, 2, 1, 4, 4)]
-    """
-    found = (taps[0], grads[0], scores, resolved)
-    if len(taps) == 1:
-        return found
-    return (*found, stacked_attention(taps[1:]), np.stack(grads[1:], axis=2))
-
-
-def forward_outputs(scores: np.ndarray, weights: list[np.ndarray]) -> Any:
-    """A score-only forward's numpy results: the outputs, or with attention layers read,
-    ``(outputs, weights (B, L, heads, T, T))``.
-
-    Example:
-        >>> w = np.zeros((2, 1, 4, 4))
-        >>> forward_outputs(np.zeros((2, 3)), [w, w])[1].shape
-        (2, 2, 1, 4, 4)
-    """
-    return scores if not weights else (scores, stacked_attention(weights))
-
-
-def stacked_attention(weights: list[np.ndarray]) -> np.ndarray:
-    """The L attention layers' weights ``(B, heads, T, T)`` stacked ``(B, L, heads, T, T)``;
-    a ValueError if their shapes differ."""
-    shapes = {tuple(w.shape) for w in weights}
-    if len(shapes) > 1:
-        raise ValueError(f"the attention layers' weights differ in shape {sorted(shapes)}; "
-                         "attention rollout needs every layer over the same tokens")
-    return np.stack(weights, axis=1)
-
-
-def score_scale(model: keras.Model) -> float:
-    """Factor applied to the target score before differentiating, and divided out after.
-
-    Under float16 compute (``mixed_float16``) the gradient of a softmax probability with
-    respect to a feature map underflows to zero; scaling the score first keeps it
-    representable, as loss scaling does in training.
-    """
-    from ..layers import walk
-
-    for layer in [model, *walk(model)]:
-        policy = getattr(layer, "dtype_policy", None)
-        if getattr(policy, "compute_dtype", None) == "float16":
-            return 1024.0
-    return 1.0
 
 
 def model_backend(model: Any) -> Backend:
