@@ -33,13 +33,11 @@ class TensorOps:
     ``classes(scores)``: ``C``. ``one_hot(indices, depth, like)``: ``(N, K)`` ->
     ``(N, K, depth)`` in ``like``'s dtype.
 
-    Example (numpy's; tf_backend, jax_backend and torch_backend each hold their own):
-        >>> numpy_ops = TensorOps(
-        ...     descending=lambda s: np.argsort(-s, axis=-1, kind="stable"),
-        ...     take=lambda ranked, rank: np.take_along_axis(ranked, rank, axis=-1),
-        ...     where=np.where, clip=np.clip, classes=lambda s: s.shape[-1],
-        ...     one_hot=lambda i, depth, like: np.eye(depth, dtype=like.dtype)[i])
-        >>> numpy_ops.descending(np.array([[0.2, 0.5, 0.2]]))
+    tf_backend, jax_backend and torch_backend each hold their own; :data:`NUMPY_OPS` is
+    numpy's.
+
+    Example:
+        >>> NUMPY_OPS.descending(np.array([[0.2, 0.5, 0.2]]))
         array([[1, 0, 2]])
     """
 
@@ -51,20 +49,23 @@ class TensorOps:
     one_hot: Callable[[Any, Any, Any], Any]
 
 
+NUMPY_OPS = TensorOps(
+    descending=lambda scores: np.argsort(-scores, axis=-1, kind="stable"),
+    take=lambda ranked, rank: np.take_along_axis(ranked, rank, axis=-1),
+    where=np.where, clip=np.clip, classes=lambda scores: scores.shape[-1],
+    one_hot=lambda indices, depth, like: np.eye(depth, dtype=like.dtype)[indices])
+"""numpy's :class:`TensorOps`: :func:`target_seeds` on numpy arrays, as the examples run it."""
+
+
 def target_seeds(ops: TensorOps, scores: Any, targets: Any, scale: float) -> tuple[Any, Any]:
     """The resolved targets ``(N, K)`` and each slot's seed ``(N, K, C)`` for the
     vector-Jacobian product of ``scores (N, C)``: ``scale`` at the target's class, 0
     elsewhere. A target ``-r`` resolves to the doc's r-th highest-scoring class (ties: the
     lower index first; beyond the last class, the last); ``r >= 0`` is the class ``r``.
 
-    Example (``numpy_ops`` from :class:`TensorOps`'s example):
-        >>> numpy_ops = TensorOps(
-        ...     descending=lambda s: np.argsort(-s, axis=-1, kind="stable"),
-        ...     take=lambda ranked, rank: np.take_along_axis(ranked, rank, axis=-1),
-        ...     where=np.where, clip=np.clip, classes=lambda s: s.shape[-1],
-        ...     one_hot=lambda i, depth, like: np.eye(depth, dtype=like.dtype)[i])
+    Example (on numpy arrays; a backend runs it on its tensors with its own ops):
         >>> scores = np.array([[0.1, 0.7, 0.2]], np.float32)
-        >>> resolved, seeds = target_seeds(numpy_ops, scores, np.array([[-1, -2, 0, -9]]), 2.0)
+        >>> resolved, seeds = target_seeds(NUMPY_OPS, scores, np.array([[-1, -2, 0, -9]]), 2.0)
         >>> resolved
         array([[1, 2, 0, 0]])
         >>> seeds[0, 0]
