@@ -302,6 +302,10 @@ def test_mixed_precision_heatmaps_match_float32():
         assert a.targets[0].heatmap.max() > 0.5
         assert a.targets[0].target == b.targets[0].target
         np.testing.assert_allclose(a.targets[0].heatmap, b.targets[0].heatmap, atol=0.02)
+    # the gradients too, not only the normalised heatmaps: the score scale is divided out
+    _, _, grads_mixed, _, _ = gc.gradcam_backend(mixed, x[:1], None, "feat")
+    _, _, grads_want, _, _ = gc.gradcam_backend(reference, x[:1], None, "feat")
+    np.testing.assert_allclose(grads_mixed, grads_want, atol=2e-3 * np.abs(grads_want).max())
 
 
 def test_zero_gradient_gives_all_zero_heatmap():

@@ -7,7 +7,7 @@ targets)`` over numpy arrays, ``build_score(spec, on_trace)`` a score-only forwa
 this process's place among the training processes. ``spec`` (a :class:`PassSpec`) names the
 model, layer and output; the backend calls ``on_trace()`` each time it traces (compiles) the
 pass. This module builds each pass once per (model, layer, output), wraps it in a
-:class:`GradientFunction` (a lock and a trace count) and caches it; see
+:class:`CompiledPass` (a lock and a trace count) and caches it; see
 :func:`gradient_function` and :func:`score_function` for the shapes.
 """
 
@@ -23,6 +23,11 @@ from typing import Any, Protocol, runtime_checkable
 import keras
 import numpy as np
 
+from .common import RawOutputs, score_scale
+
+# re-exported: model files are loaded in .loading, backends.load_model as before
+from .loading import load_model as load_model
+
 _MODULES = {
     "tensorflow": "gradcam_callbacks.backends.tf_backend",
     "jax": "gradcam_callbacks.backends.jax_backend",
@@ -31,9 +36,6 @@ _MODULES = {
 # Keras 2 models (tf.keras, tf_keras) run on TensorFlow whatever KERAS_BACKEND says.
 _KERAS2 = "gradcam_callbacks.backends.keras2_backend"
 
-# (activations, grads, outputs, targets), and with attention layers in the pass
-# (attention weights, their grads) too: see gradient_function
-RawOutputs = tuple[np.ndarray, ...]
 
 
 @runtime_checkable
@@ -55,7 +57,7 @@ class Backend(Protocol):
     def build(
         self, spec: PassSpec, on_trace: Callable[[], None]
     ) -> Callable[[np.ndarray, np.ndarray], RawOutputs]:
-        """The Grad-CAM pass for ``spec``, called as a :class:`GradientFunction` is; it calls
+        """The Grad-CAM pass for ``spec``, called as a :class:`CompiledPass` is; it calls
         ``on_trace()`` once per trace (PyTorch, eager: once, at build)."""
         ...
 
@@ -82,11 +84,13 @@ def backend_module() -> Backend:
 
 
 @dataclass
-class GradientFunction:
-    """A compiled Grad-CAM pass for one (model, layer, output).
+class CompiledPass:
+    """One compiled pass for one (model, layer, output), cached, with a lock and counts: the
+    Grad-CAM pass (:func:`gradient_function`) or the score-only forward
+    (:func:`score_function`, called with inputs alone).
 
-    Calling it with ``docs (N, ...)`` and ``targets (N, K)`` (int32; ``-r`` = the doc's r-th
-    highest-scoring class, so ``-1`` is its top class) returns numpy arrays
+    Calling a Grad-CAM pass with ``docs (N, ...)`` and ``targets (N, K)`` (int32; ``-r`` =
+    the doc's r-th highest-scoring class, so ``-1`` is its top class) returns numpy arrays
     ``activations (N, *A)``, ``grads (N, K, *A)`` (gradient of each target's score with
     respect to the activations), ``outputs (N, classes)`` (the selected model output) and the
     resolved ``targets (N, K)``.
@@ -110,7 +114,7 @@ class GradientFunction:
         _COUNTS["traces"] += 1
 
     def __call__(self, *arrays: np.ndarray) -> Any:
-        assert self.run is not None, "GradientFunction used before the backend built it"
+        assert self.run is not None, "CompiledPass used before the backend built it"
         with self.lock:
             self.calls += 1
             _CALLS["passes"] += 1
@@ -140,7 +144,7 @@ def compilations() -> dict[str, int]:
 
 def passes_run() -> int:
     """How many times any pass (Grad-CAM or score-only, any model) ran in this process: one
-    per call of a :class:`GradientFunction`, on every backend. Unlike ``traces``, which an
+    per call of a :class:`CompiledPass`, on every backend. Unlike ``traces``, which an
     eager backend (PyTorch) counts once at build, it shows a pass that ran without a trace.
 
     Example:
@@ -153,7 +157,7 @@ def passes_run() -> int:
 
 
 ScoreHead = tuple[Callable[[Any], Any], ...] | None
-_cache: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], GradientFunction]] = (
+_cache: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], CompiledPass]] = (
     weakref.WeakKeyDictionary()
 )
 _cache_lock = threading.Lock()
@@ -173,7 +177,7 @@ def backend_name() -> str:
 def gradient_function(
     model: keras.Model, layer: keras.layers.Layer, path: str, output_index: int,
     scores: ScoreHead = None, attention: tuple[keras.layers.Layer, ...] = (),
-) -> GradientFunction:
+) -> CompiledPass:
     """The cached compiled pass for (model, layer, output), built on first use.
 
     With ``scores`` (a tuple of score functions, see :mod:`gradcam_callbacks.targets`) the
@@ -191,7 +195,7 @@ def gradient_function(
 def score_function(
     model: keras.Model, layer: keras.layers.Layer, path: str, output_index: int,
     scores: ScoreHead = None, attention: tuple[keras.layers.Layer, ...] = (),
-) -> GradientFunction:
+) -> CompiledPass:
     """The cached compiled score-only forward for (model, output), built on first use:
     called with inputs ``(B, ...)`` it returns the selected output ``(B, classes)`` as numpy,
     with no gradient and no activation kept (``(B, F)`` with ``scores``, as in
@@ -212,7 +216,7 @@ def score_function(
 def _compiled(
     builder: str, model: keras.Model, layer: keras.layers.Layer, path: str, output_index: int,
     scores: ScoreHead = None, attention: tuple[keras.layers.Layer, ...] = (),
-) -> GradientFunction:
+) -> CompiledPass:
     key = (builder, id(layer), output_index, scores, tuple(id(a) for a in attention))
     # the callback's writer thread and the training thread may ask at once: one build each
     with _cache_lock:
@@ -220,7 +224,7 @@ def _compiled(
         cached = per_model.get(key)
         if cached is None:
             module = model_backend(model)
-            cached = GradientFunction()
+            cached = CompiledPass()
             _COUNTS["builds"] += 1
             cached.run = getattr(module, builder)(
                 PassSpec(weakref.ref(model), weakref.ref(layer), path, output_index,
@@ -297,63 +301,6 @@ class PassSpec:
         return selected
 
 
-def raw_outputs(taps: list[np.ndarray], grads: list[np.ndarray], scores: np.ndarray,
-                resolved: np.ndarray) -> RawOutputs:
-    """A backend's numpy results as a pass returns them: the intercepted activation
-    ``taps[0]`` and its gradients ``grads[0] (N, K, ...)``, the outputs and targets, then,
-    when attention layers were read, their weights stacked ``(N, L, heads, T, T)`` and
-    gradients ``(N, K, L, heads, T, T)``.
-
-    Example:
-        >>> a, g = np.zeros((2, 3)), np.zeros((2, 1, 3))
-        >>> w, gw = np.zeros((2, 1, 4, 4)), np.zeros((2, 1, 1, 4, 4))
-        >>> [r.shape for r in raw_outputs([a, w, w], [g, gw, gw], a, a)][4:]
-        [(2, 2, 1, 4, 4), (2, 1, 2, 1, 4, 4)]
-    """
-    found = (taps[0], grads[0], scores, resolved)
-    if len(taps) == 1:
-        return found
-    return (*found, stacked_attention(taps[1:]), np.stack(grads[1:], axis=2))
-
-
-def forward_outputs(scores: np.ndarray, weights: list[np.ndarray]) -> Any:
-    """A score-only forward's numpy results: the outputs, or with attention layers read,
-    ``(outputs, weights (B, L, heads, T, T))``.
-
-    Example:
-        >>> w = np.zeros((2, 1, 4, 4))
-        >>> forward_outputs(np.zeros((2, 3)), [w, w])[1].shape
-        (2, 2, 1, 4, 4)
-    """
-    return scores if not weights else (scores, stacked_attention(weights))
-
-
-def stacked_attention(weights: list[np.ndarray]) -> np.ndarray:
-    """The L attention layers' weights ``(B, heads, T, T)`` stacked ``(B, L, heads, T, T)``;
-    a ValueError if their shapes differ."""
-    shapes = {tuple(w.shape) for w in weights}
-    if len(shapes) > 1:
-        raise ValueError(f"the attention layers' weights differ in shape {sorted(shapes)}; "
-                         "attention rollout needs every layer over the same tokens")
-    return np.stack(weights, axis=1)
-
-
-def score_scale(model: keras.Model) -> float:
-    """Factor applied to the target score before differentiating, and divided out after.
-
-    Under float16 compute (``mixed_float16``) the gradient of a softmax probability with
-    respect to a feature map underflows to zero; scaling the score first keeps it
-    representable, as loss scaling does in training.
-    """
-    from ..layers import walk
-
-    for layer in [model, *walk(model)]:
-        policy = getattr(layer, "dtype_policy", None)
-        if getattr(policy, "compute_dtype", None) == "float16":
-            return 1024.0
-    return 1.0
-
-
 def model_backend(model: Any) -> Backend:
     """The backend module that runs ``model``: Keras 2's (TensorFlow) for a Keras 2 model,
     else the running Keras backend's.
@@ -402,64 +349,6 @@ def spatial_mean(grads: np.ndarray) -> np.ndarray:
     if hasattr(keras, "ops"):
         return np.asarray(keras.ops.convert_to_numpy(keras.ops.mean(grads, axis=(-3, -2))))
     return importlib.import_module(_KERAS2).spatial_mean(grads)
-
-
-def load_model(path: str) -> tuple[Any, str]:
-    """Load a ``.keras`` / ``.h5`` model file with the Keras that wrote it, else with the
-    other one installed; returns the model and which Keras loaded it (``"Keras 3.15.1"``,
-    ``"Keras 2 (tf_keras 2.21.0)"``). ``tf_keras`` is imported only for a file Keras 3
-    cannot load or that Keras 2 wrote.
-
-    Raises:
-        ValueError: no installed Keras could load it; says why for each one tried.
-
-    Example:
-        >>> model, used = load_model("model.keras")
-        >>> used
-        'Keras 3...'
-        >>> # a Keras 2 file needs tf_keras, installed in the Keras 2 environments only:
-        >>> model, used = load_model("model.h5")  # doctest: +SKIP
-        >>> used  # doctest: +SKIP
-        'Keras 2 (tf_keras 2.21.0)'
-    """
-    from ..keras_family import written_by_keras2
-
-    attempts = [_load_keras3] if keras.__version__.startswith("3.") else []
-    keras2 = _load_keras2 if keras2_installed() else None
-    by_keras2 = written_by_keras2(path)
-    if keras2 is not None:
-        attempts.insert(0 if by_keras2 else len(attempts), keras2)
-    failures = []
-    for attempt in attempts:
-        try:
-            return attempt(path)
-        except ValueError as error:
-            failures.append(str(error))
-    if keras2 is None and by_keras2:
-        failures.append("the file was written by Keras 2, and no Keras 2 is installed (pip "
-                        "install tf-keras, the version of the installed TensorFlow)")
-    raise ValueError("; ".join(failures))
-
-
-def keras2_installed() -> bool:
-    """Whether a Keras 2 is importable: ``tf_keras``, or ``keras`` itself (TensorFlow <=
-    2.15); imports neither."""
-    import importlib.util
-
-    return not keras.__version__.startswith("3.") or (
-        importlib.util.find_spec("tf_keras") is not None)
-
-
-def _load_keras2(path: str) -> tuple[Any, str]:
-    return importlib.import_module(_KERAS2).load_model(path)
-
-
-def _load_keras3(path: str) -> tuple[Any, str]:
-    name = f"Keras {keras.__version__}"
-    try:
-        return keras.saving.load_model(path, compile=False), name
-    except Exception as error:  # Keras raises many types for a file it cannot read
-        raise ValueError(f"{name}: {type(error).__name__}: {error}") from None
 
 
 def process_index_and_count() -> tuple[int, int]:

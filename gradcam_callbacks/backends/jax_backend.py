@@ -14,13 +14,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..taps import tapped
-from . import PassSpec, RawOutputs, forward_outputs, raw_outputs
+from . import PassSpec
+from .common import RawOutputs, TensorOps, forward_outputs, raw_outputs, target_seeds
+
+_OPS = TensorOps(
+    descending=lambda scores: jnp.argsort(-scores, axis=-1, stable=True).astype(jnp.int32),
+    take=lambda ranked, rank: jnp.take_along_axis(ranked, rank, axis=-1),
+    where=jnp.where, clip=jnp.clip, classes=lambda scores: scores.shape[-1],
+    one_hot=lambda indices, depth, like: jax.nn.one_hot(indices, depth, dtype=like.dtype))
 
 
 def build(
     spec: PassSpec, on_trace: Callable[[], None]
 ) -> Callable[[np.ndarray, np.ndarray], RawOutputs]:
-    """Compile the Grad-CAM pass for ``spec``; see :class:`..backends.GradientFunction`."""
+    """Compile the Grad-CAM pass for ``spec``; see :class:`..backends.CompiledPass`."""
 
     mode = _inference_mode(spec)
 
@@ -44,24 +51,15 @@ def build(
             [jnp.zeros(shape.shape, shape.dtype) for shape in shapes],
             has_aux=True,
         )
-        # -r asks for the doc's r-th highest-scoring class (ties: the lower index first)
-        ranked = jnp.argsort(-scores, axis=-1, stable=True).astype(jnp.int32)
-        rank = jnp.clip(-targets - 1, 0, scores.shape[-1] - 1)
-        resolved = jnp.where(targets < 0, jnp.take_along_axis(ranked, rank, axis=-1), targets)
-        cotangents = jax.nn.one_hot(resolved, scores.shape[-1], dtype=scores.dtype)
-        grads = jax.vmap(lambda c: vjp(c * spec.score_scale)[0], in_axes=1, out_axes=1)(
-            cotangents
-        )
+        resolved, seeds = target_seeds(_OPS, scores, targets, spec.score_scale)
+        grads = jax.vmap(lambda seed: vjp(seed)[0], in_axes=1, out_axes=1)(seeds)
         return taps, grads, scores, resolved
 
     def call(docs: np.ndarray, targets: np.ndarray) -> RawOutputs:
         taps, grads, scores, resolved = run(
             *_variable_values(spec), jnp.asarray(docs), jnp.asarray(targets, jnp.int32)
         )
-        return raw_outputs(
-            [np.asarray(t).astype(np.float32, copy=False) for t in taps],
-            [np.asarray(g).astype(np.float32) / np.float32(spec.score_scale) for g in grads],
-            np.asarray(scores), np.asarray(resolved))
+        return raw_outputs(taps, grads, np.asarray(scores), resolved, spec.score_scale)
 
     return call
 
@@ -81,8 +79,7 @@ def build_score(spec: PassSpec, on_trace: Callable[[], None]) -> Callable[[np.nd
 
     def call(inputs: np.ndarray) -> Any:
         outputs, weights = run(*_variable_values(spec), jnp.asarray(inputs))
-        return forward_outputs(np.asarray(outputs), [
-            np.asarray(w).astype(np.float32, copy=False) for w in weights])
+        return forward_outputs(np.asarray(outputs), weights)
 
     return call
 

@@ -11,13 +11,21 @@ import numpy as np
 import tensorflow as tf
 
 from ..taps import tapped
-from . import PassSpec, RawOutputs, forward_outputs, raw_outputs
+from . import PassSpec
+from .common import RawOutputs, TensorOps, forward_outputs, raw_outputs, target_seeds
+
+# top_k keeps equal scores in index order: ties rank the lower index first
+_OPS = TensorOps(
+    descending=lambda scores: tf.math.top_k(scores, k=tf.shape(scores)[-1]).indices,
+    take=lambda ranked, rank: tf.gather(ranked, rank, batch_dims=1),
+    where=tf.where, clip=tf.clip_by_value, classes=lambda scores: tf.shape(scores)[-1],
+    one_hot=lambda indices, depth, like: tf.one_hot(indices, depth, dtype=like.dtype))
 
 
 def build(
     spec: PassSpec, on_trace: Callable[[], None]
 ) -> Callable[[np.ndarray, np.ndarray], RawOutputs]:
-    """Compile the Grad-CAM pass for ``spec``; see :class:`..backends.GradientFunction`."""
+    """Compile the Grad-CAM pass for ``spec``; see :class:`..backends.CompiledPass`."""
 
     @tf.function(reduce_retracing=True)
     def run(docs: tf.Tensor, targets: tf.Tensor, slots: int) -> tuple[tf.Tensor, ...]:
@@ -32,19 +40,10 @@ def build(
                 outputs = spec.model(docs, training=False)
             taps = found()
             scores = spec.select(outputs)
-        # -r asks for the doc's r-th highest-scoring class (ties: the lower index first)
-        ranked = tf.math.top_k(scores, k=tf.shape(scores)[-1]).indices
-        rank = tf.minimum(-targets - 1, tf.shape(scores)[-1] - 1)
-        resolved = tf.where(targets < 0, tf.gather(ranked, tf.maximum(rank, 0), batch_dims=1),
-                            targets)
+        resolved, seeds = target_seeds(_OPS, scores, targets, spec.score_scale)
         grads = [
-            tape.gradient(
-                scores,
-                taps,
-                output_gradients=tf.one_hot(resolved[:, slot], tf.shape(scores)[-1],
-                                            dtype=scores.dtype) * spec.score_scale,
-                unconnected_gradients=tf.UnconnectedGradients.ZERO,
-            )
+            tape.gradient(scores, taps, output_gradients=seeds[:, slot],
+                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
             for slot in range(slots)
         ]
         # per tap, the slots' gradients stacked on axis 1
@@ -55,10 +54,8 @@ def build(
             taps, grads, scores, resolved = run(
                 tf.convert_to_tensor(docs), tf.convert_to_tensor(targets, tf.int32),
                 targets.shape[1])
-        return raw_outputs(
-            [t.numpy().astype(np.float32, copy=False) for t in taps],
-            [g.numpy().astype(np.float32) / np.float32(spec.score_scale) for g in grads],
-            scores.numpy(), resolved.numpy())
+        return raw_outputs([t.numpy() for t in taps], [g.numpy() for g in grads],
+                           scores.numpy(), resolved.numpy(), spec.score_scale)
 
     return call
 
@@ -77,8 +74,7 @@ def build_score(spec: PassSpec, on_trace: Callable[[], None]) -> Callable[[np.nd
     def call(inputs: np.ndarray) -> Any:
         with _user_errors():
             outputs, weights = run(tf.convert_to_tensor(inputs))
-        return forward_outputs(outputs.numpy(),
-                               [w.numpy().astype(np.float32, copy=False) for w in weights])
+        return forward_outputs(outputs.numpy(), [w.numpy() for w in weights])
 
     return call
 

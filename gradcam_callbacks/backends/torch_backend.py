@@ -12,13 +12,22 @@ import numpy as np
 import torch
 
 from ..taps import tapped
-from . import PassSpec, RawOutputs, forward_outputs, raw_outputs
+from . import PassSpec
+from .common import RawOutputs, TensorOps, forward_outputs, raw_outputs, target_seeds
+
+_OPS = TensorOps(
+    descending=lambda scores: torch.argsort(scores.detach(), dim=-1, descending=True,
+                                            stable=True),
+    take=lambda ranked, rank: torch.gather(ranked, 1, rank),
+    where=torch.where, clip=torch.clamp, classes=lambda scores: scores.shape[-1],
+    one_hot=lambda indices, depth, like: torch.nn.functional.one_hot(indices, depth)
+    .to(like.dtype))
 
 
 def build(
     spec: PassSpec, on_trace: Callable[[], None]
 ) -> Callable[[np.ndarray, np.ndarray], RawOutputs]:
-    """Build the Grad-CAM pass for ``spec``; see :class:`..backends.GradientFunction`."""
+    """Build the Grad-CAM pass for ``spec``; see :class:`..backends.CompiledPass`."""
     on_trace()
 
     def leaf(activation: torch.Tensor) -> torch.Tensor:
@@ -43,20 +52,11 @@ def build(
             sources = [offsets[id(t)] for t in taps] if spec.attention else taps
             scores = spec.select(outputs)
             requested = torch.as_tensor(targets, dtype=torch.long, device=scores.device)
-            # -r asks for the doc's r-th highest-scoring class (ties: the lower index first)
-            ranked = torch.argsort(scores.detach(), dim=-1, descending=True, stable=True)
-            rank = (-requested - 1).clamp(0, scores.shape[-1] - 1)
-            resolved = torch.where(requested < 0, torch.gather(ranked, 1, rank), requested)
+            resolved, seeds = target_seeds(_OPS, scores, requested, spec.score_scale)
             slots = resolved.shape[1]
             grads = [] if not scores.requires_grad else [  # else: output ignores the layer
-                torch.autograd.grad(
-                    scores,
-                    sources,
-                    grad_outputs=torch.nn.functional.one_hot(resolved[:, slot], scores.shape[-1])
-                    .to(scores.dtype) * spec.score_scale,
-                    retain_graph=slot < slots - 1,
-                    allow_unused=True,
-                )
+                torch.autograd.grad(scores, sources, grad_outputs=seeds[:, slot],
+                                    retain_graph=slot < slots - 1, allow_unused=True)
                 for slot in range(slots)
             ]
         zeros = [[torch.zeros_like(t) for t in taps]] * (slots - len(grads))
@@ -64,9 +64,8 @@ def build(
                         for found in grads + zeros])
         return raw_outputs(
             [t.detach().float().cpu().numpy() for t in taps],
-            [torch.stack(g, dim=1).float().cpu().numpy() / np.float32(spec.score_scale)
-             for g in per_tap],
-            scores.detach().cpu().numpy(), resolved.cpu().numpy().astype(np.int32))
+            [torch.stack(g, dim=1).float().cpu().numpy() for g in per_tap],
+            scores.detach().cpu().numpy(), resolved.cpu().numpy(), spec.score_scale)
 
     return call
 

@@ -177,7 +177,7 @@ def _load_model(path: Path, quiet: bool = False) -> keras.Model:
     """Load MODEL with the Keras that wrote it (Keras 3, or Keras 2: ``tf_keras`` /
     ``tf.keras``) and say which one on stderr; a usage error naming each Keras tried and why
     if none can (:func:`gradcam_callbacks.backends.load_model`)."""
-    from ..backends import load_model
+    from ..backends.loading import load_model
 
     try:
         model, used = load_model(os.fspath(path))
