@@ -311,8 +311,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         self.probe_boxes = self._regions.probe_boxes
         self.artifact_boxes = self._regions.artifact_boxes
         # sizes are certain only with given pictures; on_train_begin checks them again
-        self.probe_masks, self.artifact_masks = self._regions.masks(
-            None if self.pictures is None else self._picture_sizes())
+        self.probe_masks, self.artifact_masks = self._regions.masks(self.pictures)
         self.alarm = check_alarm(alarm, self._regions)
         self._plan: Plan | None = None
         # the probes' validated target slots, made once per fit: a score function's check
@@ -321,12 +320,8 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         self._fit = FitRun()  # the run directory and the writer of each fit
         self.run_dir: str | None = None
         self._reports: list[ProbeReport] = []
-        # the means of the last logged epoch, added to every epoch's Keras logs, and more
+        # the fit's logged epochs: the means added to every epoch's Keras logs, and more
         self._epochs = EpochLog()
-        self._initial_logged = False
-        # the last epoch that ended and the last step logged, for the fit's last epoch
-        self._ended: int | None = None
-        self._logged: int | None = None
 
     # -- Keras hooks -------------------------------------------------------------------------
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -343,18 +338,18 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         warn_integer_probes(model, self.probe_x, self._plan.input_dtype)
         if self.pictures is None:
             self.pictures = [derive_image(x, self._plan.data_format) for x in self.probe_x]
-        self.probe_masks, self.artifact_masks = self._regions.masks(self._picture_sizes())
+        self.probe_masks, self.artifact_masks = self._regions.masks(self.pictures)
         self._plan.pass_function(self.methods[0],
                                  slots.functions if isinstance(slots, ScoreSlots) else None)
         self._start_fit()
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if self.log_initial and not self._initial_logged:
-            self._initial_logged = True
+        if self.log_initial and not self._epochs.initial_logged:
+            self._epochs.initial_logged = True
             self._log(epoch - 1)  # the model before this epoch: -1 for a fresh fit
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._ended = epoch
+        self._epochs.ended = epoch
         last = epoch == (self.params or {}).get("epochs", 0) - 1 or bool(
             getattr(self.model, "stop_training", False))
         if epoch % self.freq == 0 or last:
@@ -368,8 +363,8 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         # a callback listed after this one may have stopped the fit after its last epoch
         # ended here (EarlyStopping): that epoch is logged now, before any later callback's
         # on_train_end (EarlyStopping's restore_best_weights) changes the weights
-        if self._ended is not None and self._ended != self._logged:
-            self._log(self._ended)
+        if self._epochs.ended is not None and self._epochs.ended != self._epochs.logged:
+            self._log(self._epochs.ended)
         self._fit.stop()
 
     def flush(self) -> None:
@@ -455,8 +450,6 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
     def _start_fit(self) -> None:
         """Per-fit state, reset so that one callback serves several fits and models; a run
         directory of the fit's own (see :mod:`gradcam_callbacks.logdirs`)."""
-        self._initial_logged = False
-        self._ended = self._logged = None
         assert self.pictures is not None
         self._reports = [
             ProbeReport(self.pictures, self.colormap, self.alpha_limit, self.display_size,
@@ -474,7 +467,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         """Grad-CAM of the probes now (on the training thread: it needs these weights), then
         hand the drawing and writing of ``step`` to the background writer."""
         self._fit.report_errors()
-        self._logged = step
+        self._epochs.logged = step
         if not self._fit.writing:  # not the chief process, or on_train_begin not run
             return
         try:
@@ -512,13 +505,6 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             self._warn(f"could not measure the faithfulness of the {title} maps at step "
                        f"{step} ({type(error).__name__}: {error}); {GOES_ON}")
             return None
-
-    def _picture_sizes(self) -> list[tuple[int, int]]:
-        """(height, width) of each picture drawn on, known before the model is seen."""
-        if self.pictures is not None:
-            return [(p.height, p.width) for p in self.pictures]
-        return [tuple(x.shape[:2]) if x.shape[-1] in (1, 3, 4) else tuple(x.shape[1:])
-                for x in self.probe_x]
 
     _warn = staticmethod(warn)
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from . import logdirs
 from .alarm import ShortcutAlarm
@@ -126,7 +128,7 @@ class Regions:
 
     Example:
         >>> regions = Regions.check(1, probe_boxes=[[0, 0, 2, 1]])
-        >>> objects, artifacts = regions.masks([(2, 4)])
+        >>> objects, artifacts = regions.masks([Image.new("L", (4, 2))])
         >>> objects.astype(int).tolist(), artifacts
         ([[[1, 1, 0, 0], [0, 0, 0, 0]]], None)
     """
@@ -148,10 +150,12 @@ class Regions:
             None if artifact_masks is None else check_masks(
                 artifact_masks, count, "artifact_masks"))
 
-    def masks(self, sizes: list[tuple[int, int]] | None
+    def masks(self, pictures: Sequence[Image.Image] | None
               ) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """The object masks and the artifact masks (None where no region is given), checked
-        against the pictures' ``(height, width)`` sizes when known (``None``: not yet)."""
+        """The object masks and the artifact masks (None where no region is given), in the
+        pixels of the pictures drawn on, checked against their sizes when they are known
+        (``None``: not yet, the masks as given)."""
+        sizes = None if pictures is None else [(p.height, p.width) for p in pictures]
         return (object_masks(self.probe_boxes, self.probe_masks, sizes),
                 object_masks(self.artifact_boxes, self.artifact_masks, sizes,
                              kind="artifact"))

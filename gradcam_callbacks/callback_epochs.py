@@ -35,7 +35,7 @@ class EpochLog:
     """The logged epochs of one fit, one report per method (the first method's means go to
     the Keras logs): :meth:`add` turns a step's maps into the jobs of the writer, measuring
     on the way; :attr:`values` holds the last logged step's means, which every epoch's logs
-    carry.
+    carry; :attr:`ended` and :attr:`logged` tell whether the fit's last epoch is logged.
 
     Args:
         reports: One :class:`~gradcam_callbacks.report.ProbeReport` per method, in order.
@@ -62,6 +62,10 @@ class EpochLog:
         # each method's last logged maps, for the change; the means of the last logged step
         self._previous: list[np.ndarray | None] = [None] * len(self.reports)
         self.values: dict[str, float] = {}
+        self.initial_logged = False
+        # the last epoch that ended and the last step logged, for the fit's last epoch
+        self.ended: int | None = None
+        self.logged: int | None = None
 
     def add(self, step: int, results: Sequence[MethodMaps], model: Any,
             faithfulness: Faithfulness) -> list[Job]:
