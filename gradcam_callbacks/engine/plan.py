@@ -81,7 +81,7 @@ class Plan:
         return Rollout() if layout is not None and layout.prefix > 0 else HiResCAM()
 
     def pass_function(self, chosen: Sequence[Method],
-                      functions: tuple[Any, ...] | None = None) -> backends.GradientFunction:
+                      functions: tuple[Any, ...] | None = None) -> backends.CompiledPass:
         """The cached compiled pass that serves all of ``chosen`` at once: the gradient pass
         if any reads gradients, else the forward alone (rollout); either also reads the
         attention weights if any method does."""

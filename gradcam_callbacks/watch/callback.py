@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import os
-import warnings
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,29 +14,34 @@ from .. import methods
 from .._validation import check_bool, check_int, is_int
 from ..engine import Plan, ReshapeSpec, check_docs, check_reshape, plan
 from ..explain import derive_image, read_by
-from ..faithfulness import DEFAULT_METRICS, METRICS, probe_faithfulness
+from ..faithfulness import probe_faithfulness
 from ..image import Colormap, check_alpha_limit, get_colormap
 from ..keras_family import Keras2CallbackHooks
 from ..layers import LayerSpec
 from ..targets import ScoreFunction, Slots, describe
-from . import logdirs, tags
-from .alarm import ShortcutAlarm, ShortcutWarning
-from .distribute import is_chief
+from .alarm import ShortcutAlarm
+from .callback_args import (
+    Regions,
+    check_alarm,
+    check_faithfulness,
+    check_log_dir,
+    check_sinks,
+)
+from .callback_epochs import EpochLog
+from .callback_run import GOES_ON, FitRun, warn
 from .probes import (
     check_against_model,
-    check_boxes,
     check_class_names,
-    check_masks,
     check_targets,
     labels,
-    object_masks,
     pictures,
     take_probes,
     warn_integer_probes,
 )
-from .report import EpochMaps, Measures, ProbeReport, measure, measure_faithfulness
-from .sinks import EXIT_WAIT_S, BackgroundWriter, FanOut, Sink, TensorBoardSink
-from .tensorboard import EventWriter
+from .report import EpochMaps, ProbeReport, measure_faithfulness
+from .sinks import Sink, TensorBoardSink
+
+__all__ = ["GradCamCallback", "check_faithfulness", "check_sinks"]
 
 MethodSpec = str | methods.Method | type[methods.Method] | None
 
@@ -289,19 +290,9 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         self.display_size = check_int("display_size", display_size, minimum=1)
         self.log_initial = check_bool("log_initial", log_initial)
         self.sinks, tensorboard = check_sinks(sink)
-        if tensorboard is not None and tensorboard.log_dir is not None:
-            if log_dir is not None and os.fspath(log_dir) != tensorboard.log_dir:
-                raise ValueError(f"log_dir and sink=TensorBoardSink(log_dir) name two "
-                                 f"directories; pass one: received log_dir={log_dir!r}, "
-                                 f"{tensorboard!r}")
-            log_dir = tensorboard.log_dir
         # the event files: by default, or when a TensorBoardSink is among the sinks
         self.tensorboard = tensorboard is not None
-        if log_dir is None:
-            log_dir = logdirs.default_log_dir()
-        if not isinstance(log_dir, (str, os.PathLike)):
-            raise TypeError(f"log_dir must be a path; received log_dir={log_dir!r}")
-        self.log_dir = os.fspath(log_dir)
+        self.log_dir = check_log_dir(log_dir, tensorboard)
         self.layer, self.output = layer, output
         self.colormap = get_colormap(colormap)
         self.alpha_limit = check_alpha_limit(alpha_limit)
@@ -310,47 +301,22 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         self.pictures = pictures(images, count)
         self.targets = check_targets(targets, self.probe_y, count)
         self.class_names = check_class_names(class_names)
-        self.probe_boxes = None if probe_boxes is None else check_boxes(probe_boxes, count)
-        self._given_masks = None if probe_masks is None else check_masks(probe_masks, count)
+        self._regions = Regions.check(count, probe_boxes, probe_masks, artifact_boxes,
+                                      artifact_masks)
+        self.probe_boxes = self._regions.probe_boxes
+        self.artifact_boxes = self._regions.artifact_boxes
         # sizes are certain only with given pictures; on_train_begin checks them again
-        self.probe_masks = object_masks(self.probe_boxes, self._given_masks,
-                                        None if self.pictures is None else self._picture_sizes())
-        self.artifact_boxes = None if artifact_boxes is None else check_boxes(
-            artifact_boxes, count, "artifact_boxes")
-        self._given_artifacts = None if artifact_masks is None else check_masks(
-            artifact_masks, count, "artifact_masks")
-        self.artifact_masks = object_masks(
-            self.artifact_boxes, self._given_artifacts,
-            None if self.pictures is None else self._picture_sizes(), kind="artifact")
-        if alarm is not None and not isinstance(alarm, ShortcutAlarm):
-            raise TypeError(f"alarm must be a ShortcutAlarm or None; received "
-                            f"{type(alarm).__name__}: {alarm!r}")
-        if alarm is not None and alarm.needs_artifacts and (
-                (artifact_boxes is None and artifact_masks is None)
-                or (probe_boxes is None and probe_masks is None)):
-            raise ValueError("alarm=ShortcutAlarm() compares the mass on the artifact with "
-                             "the mass on the object: it needs artifact_boxes (or "
-                             "artifact_masks) and probe_boxes (or probe_masks); received "
-                             f"artifact_boxes={_given(artifact_boxes, artifact_masks)}, "
-                             f"probe_boxes={_given(probe_boxes, probe_masks)}")
-        self.alarm = alarm
-        # the means of the last logged epoch, added to every epoch's Keras logs
-        self._log_values: dict[str, float] = {}
+        self.probe_masks, self.artifact_masks = self._regions.masks(self.pictures)
+        self.alarm = check_alarm(alarm, self._regions)
         self._plan: Plan | None = None
         # the probes' validated target slots, made once per fit: a score function's check
         # (a symbolic call, a trace for Keras 2) stays out of the epoch ends
         self._slots: Slots | None = None
-        self._writer: BackgroundWriter | None = None
-        self._run: logdirs.RunDir | None = None
-        self._release: weakref.finalize | None = None
+        self._fit = FitRun()  # the run directory and the writer of each fit
         self.run_dir: str | None = None
-        self._fits = 0
-        self._previous: list[np.ndarray | None] = []
         self._reports: list[ProbeReport] = []
-        self._initial_logged = False
-        # the last epoch that ended and the last step logged, for the fit's last epoch
-        self._ended: int | None = None
-        self._logged: int | None = None
+        # the fit's logged epochs: the means added to every epoch's Keras logs, and more
+        self._epochs = EpochLog()
 
     # -- Keras hooks -------------------------------------------------------------------------
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -366,36 +332,33 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         warn_integer_probes(model, self.probe_x, self._plan.input_dtype)
         if self.pictures is None:
             self.pictures = [derive_image(x, self._plan.data_format) for x in self.probe_x]
-        self.probe_masks = object_masks(self.probe_boxes, self._given_masks,
-                                        self._picture_sizes())
-        self.artifact_masks = object_masks(self.artifact_boxes, self._given_artifacts,
-                                           self._picture_sizes(), kind="artifact")
+        self.probe_masks, self.artifact_masks = self._regions.masks(self.pictures)
         self._plan.pass_function(self.methods, self._slots.functions)
         self._start_fit()
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if self.log_initial and not self._initial_logged:
-            self._initial_logged = True
+        if self.log_initial and not self._epochs.initial_logged:
+            self._epochs.initial_logged = True
             self._log(epoch - 1)  # the model before this epoch: -1 for a fresh fit
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._ended = epoch
+        self._epochs.ended = epoch
         last = epoch == (self.params or {}).get("epochs", 0) - 1 or bool(
             getattr(self.model, "stop_training", False))
         if epoch % self.freq == 0 or last:
             self._log(epoch)
         else:
-            self._report_writer_errors()
+            self._fit.report_errors()
         if logs is not None:  # for the callbacks after this one, History and CSVLogger
-            logs.update(self._log_values)
+            logs.update(self._epochs.values)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         # a callback listed after this one may have stopped the fit after its last epoch
         # ended here (EarlyStopping): that epoch is logged now, before any later callback's
         # on_train_end (EarlyStopping's restore_best_weights) changes the weights
-        if self._ended is not None and self._ended != self._logged:
-            self._log(self._ended)
-        self._stop_writer()
+        if self._epochs.ended is not None and self._epochs.ended != self._epochs.logged:
+            self._log(self._epochs.ended)
+        self._fit.stop()
 
     def flush(self) -> None:
         """Wait until everything logged so far is written and synced to disk.
@@ -408,16 +371,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             >>> history = model.fit(x, y, epochs=1, verbose=0, callbacks=[cam])
             >>> cam.flush()
         """
-        if self._writer is None:
-            return
-        self._writer.drain()
-        try:
-            self._writer.sink.flush()
-        except OSError as error:
-            self._warn(f"could not sync its event file ({error})")
-        except Exception as error:  # noqa: BLE001 - a sink's own error (MLflow, W&B)
-            self._warn(f"could not flush its sinks ({type(error).__name__}: {error})")
-        self._report_writer_errors()
+        self._fit.flush()
 
     def get_config(self) -> dict[str, Any]:
         """The callback's settings (the probe data itself is not included)."""
@@ -482,31 +436,6 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
     def _start_fit(self) -> None:
         """Per-fit state, reset so that one callback serves several fits and models; a run
         directory of the fit's own (see :mod:`gradcam_callbacks.watch.logdirs`)."""
-        self._stop_writer()
-        self._previous = [None] * len(self.methods)
-        self._log_values = {}
-        if self.alarm is not None:
-            self.alarm.reset()
-        self._initial_logged = False
-        self._ended = self._logged = None
-        self._fits += 1
-        if not is_chief():  # only one process of a distributed run writes
-            return
-        sinks: list[Sink] = list(self.sinks)
-        for sink in sinks:  # on the training thread (MLflow's active run is per-thread)
-            start = getattr(sink, "start", None)
-            if callable(start):
-                start()
-        run = None
-        if self.tensorboard:
-            run = self._run = logdirs.take_run_dir(self.log_dir)
-            self.run_dir = run.path
-            if self._fits == 1 and run.path != self.log_dir:
-                warnings.warn(f"GradCamCallback writes this fit to {run.path!r}: log_dir="
-                              f"{self.log_dir!r} is another fit's run (one run directory per "
-                              "fit, so that no two fits share steps)", UserWarning,
-                              stacklevel=3)
-            sinks.insert(0, EventWriter(run.path, png_compress_level=1))
         assert self.pictures is not None
         self._reports = [
             ProbeReport(self.pictures, self.colormap, self.alpha_limit, self.display_size,
@@ -515,38 +444,17 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
                         method=None if index == 0 else method.name, title=method.title,
                         artifact_masks=self.artifact_masks)
             for index, method in enumerate(self.methods)]
-        # one sink: as before; several: drawn once, sent to each
-        self._writer = BackgroundWriter(sinks[0] if len(sinks) == 1 else FanOut(sinks))
-        # a callback whose fit raised (no on_train_end) and that is then deleted still
-        # finishes its writing and lets its directory go; the finalizer holds no callback
-        self._release = weakref.finalize(self, _finish, self._writer, run)
-        self._release.atexit = False  # at exit, sinks.close_all waits for all, bounded
-
-    def _stop_writer(self) -> None:
-        writer, self._writer = self._writer, None
-        release, self._release = self._release, None
-        if release is not None:
-            release.detach()
-        try:
-            if writer is not None:
-                writer.close()
-        except OSError as error:
-            self._warn(f"could not close its event file ({error})")
-        except Exception as error:  # noqa: BLE001 - a sink's own error (MLflow, W&B)
-            self._warn(f"could not close its sinks ({type(error).__name__}: {error})")
-        finally:
-            if self._run is not None:
-                self._run.release()
-                self._run = None
-        if writer is not None:
-            self._report_writer_errors(writer)
+        self._epochs = EpochLog(self._reports, self.probe_masks, self.artifact_masks,
+                                self.faithfulness, self.alarm)
+        self._fit.start(self.sinks, self.log_dir, self.tensorboard)
+        self.run_dir = self._fit.run_dir
 
     def _log(self, step: int) -> None:
         """Grad-CAM of the probes now (on the training thread: it needs these weights), then
         hand the drawing and writing of ``step`` to the background writer."""
-        self._report_writer_errors()
-        self._logged = step
-        if self._writer is None:  # not the chief process, or on_train_begin not run
+        self._fit.report_errors()
+        self._epochs.logged = step
+        if not self._fit.writing:  # not the chief process, or on_train_begin not run
             return
         try:
             # a single method goes through explain_probes, which subclasses may extend
@@ -554,45 +462,11 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
                 (self.methods[0].name, *self.explain_probes())]
         except Exception as error:  # a monitoring hiccup must never end a training run
             self._warn(f"could not compute {self.methods[0].title} at step {step} "
-                       f"({type(error).__name__}: {error}); {_GOES_ON}")
-            self._log_values = self._means(Measures())
+                       f"({type(error).__name__}: {error}); {GOES_ON}")
+            self._epochs.failed()
             return
-        optimizer_steps = _optimizer_steps(self.model)
-        jobs = []
-        for index, ((_, heatmaps, targets, scores), report) in enumerate(
-                zip(results, self._reports)):
-            maps = EpochMaps(step, heatmaps, targets, scores, self._previous[index],
-                             optimizer_steps)
-            self._previous[index] = maps.carried()
-            measures = None  # further methods are measured by the writer, off this thread
-            if index == 0:  # the first method's means go to the epoch's Keras logs
-                try:
-                    measures = measure(maps, self.probe_masks, self.artifact_masks)
-                except Exception as error:  # noqa: BLE001 - never end the fit; drawn unscored
-                    self._warn(f"could not score the {report.title} maps at step {step} "
-                               f"({type(error).__name__}: {error}); {_GOES_ON}")
-                    measures = Measures()
-                if self.faithfulness:  # forwards of the model: these weights, this thread
-                    measures = dataclasses.replace(measures, faithfulness=self._faithfulness(
-                        maps, step, report.title))
-                self._log_values = self._means(measures)
-                self._sound_alarm(step)
-            jobs.append((report, maps, measures))
-            broken = int((~maps.finite).sum())
-            if broken:
-                self._warn(f"found the {report.title} map or score of {broken} of "
-                           f"{len(maps.finite)} probes not finite (NaN or inf) at step "
-                           f"{step}: the model may be diverging; those probes are logged "
-                           "without overlay or scores and counted in "
-                           f"{tags.section_tag('nonfinite', report.method)!r}")
-        try:
-            # the job holds the reports, not the callback: a callback whose fit raised stays
-            # collectable (and frees its log directory) while its last step is written
-            self._writer.submit(functools.partial(_write_reports, jobs),
-                                f"step {step} to {self.log_dir!r}")
-        except Exception as error:  # noqa: BLE001 - e.g. the writer thread is gone
-            self._warn(f"could not queue step {step} ({type(error).__name__}: {error}); "
-                       f"{_GOES_ON}")
+        jobs = self._epochs.add(step, results, self.model, self._faithfulness)
+        self._fit.submit(jobs, step, self.log_dir)
 
     def _faithfulness(self, maps: EpochMaps, step: int,
                       title: str) -> dict[str, dict[int, float]] | None:
@@ -615,142 +489,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
             return measure_faithfulness(maps, score)
         except Exception as error:  # noqa: BLE001 - never end the fit; logged as NaN
             self._warn(f"could not measure the faithfulness of the {title} maps at step "
-                       f"{step} ({type(error).__name__}: {error}); {_GOES_ON}")
+                       f"{step} ({type(error).__name__}: {error}); {GOES_ON}")
             return None
 
-    def _sound_alarm(self, step: int) -> None:
-        """Hand a trained step's means to the alarm; warn (and stop) if it fires."""
-        if self.alarm is None or step < 0:
-            return
-        try:
-            message = self.alarm.update(step, self._log_values)
-        except Exception as error:  # noqa: BLE001 - a user's condition must not end the fit
-            self._warn(f"could not evaluate its alarm at step {step} "
-                       f"({type(error).__name__}: {error}); {_GOES_ON}")
-            return
-        if message is not None:
-            warnings.warn(message, ShortcutWarning, stacklevel=3)
-            if self.alarm.stop and self.model is not None:
-                self.model.stop_training = True
-
-    def _means(self, measures: Measures) -> dict[str, float]:
-        return measures.means(objects=self.probe_masks is not None,
-                              artifacts=self.artifact_masks is not None,
-                              faithfulness=self.faithfulness)
-
-    def _report_writer_errors(self, writer: BackgroundWriter | None = None) -> None:
-        writer = writer or self._writer
-        for message in writer.take_errors() if writer is not None else []:
-            self._warn(f"{message}; {_GOES_ON}")
-
-    def _picture_sizes(self) -> list[tuple[int, int]]:
-        """(height, width) of each picture drawn on, known before the model is seen."""
-        if self.pictures is not None:
-            return [(p.height, p.width) for p in self.pictures]
-        return [tuple(x.shape[:2]) if x.shape[-1] in (1, 3, 4) else tuple(x.shape[1:])
-                for x in self.probe_x]
-
-    def _warn(self, message: str) -> None:
-        warnings.warn(f"GradCamCallback {message}", RuntimeWarning, stacklevel=3)
-
-
-_GOES_ON = "training goes on and the next logged epoch tries again"
-
-
-def _given(boxes: Any, masks: Any) -> str:
-    return "given" if boxes is not None else "None (masks given)" if masks is not None \
-        else "None"
-
-
-def _optimizer_steps(model: Any) -> int | None:
-    """How many steps the model's optimizer has taken, or None if that cannot be read."""
-    try:
-        return int(np.asarray(model.optimizer.iterations.numpy()))
-    except Exception:  # noqa: BLE001 - no optimizer, or one without a step counter
-        return None
-
-
-def _finish(writer: BackgroundWriter, run: logdirs.RunDir | None) -> None:
-    """Finish a deleted callback's writing (bounded, as at exit) and free its directory."""
-    try:
-        writer.close(timeout=EXIT_WAIT_S)
-    except Exception:  # noqa: BLE001 - nobody is left to warn; the records are written
-        pass
-    finally:
-        if run is not None:
-            run.release()
-
-
-def check_sinks(sink: Any) -> tuple[list[Sink], TensorBoardSink | None]:
-    """``GradCamCallback``'s ``sink``: None (TensorBoard alone), one sink or a non-empty
-    list; returns the sinks other than TensorBoard, and the :class:`TensorBoardSink` (None
-    when a list names none: no event files).
-
-    Raises:
-        TypeError: an entry is neither a ``TensorBoardSink`` nor meets the ``Sink`` protocol.
-        ValueError: an empty list, or two ``TensorBoardSink``.
-
-    Example:
-        >>> from gradcam_callbacks.watch.sinks import MLflowSink
-        >>> others, tensorboard = check_sinks([TensorBoardSink("logs/a"), MLflowSink()])
-        >>> len(others), tensorboard
-        (1, TensorBoardSink(log_dir='logs/a'))
-    """
-    if sink is None:
-        return [], TensorBoardSink()
-    given = list(sink) if isinstance(sink, (list, tuple)) else [sink]
-    if not given:
-        raise ValueError("sink must be a sink or a non-empty list of sinks; received []")
-    boards = [s for s in given if isinstance(s, TensorBoardSink)]
-    if len(boards) > 1:
-        raise ValueError(f"sink may hold one TensorBoardSink; received {len(boards)}: "
-                         f"{boards!r}")
-    others = [s for s in given if not isinstance(s, TensorBoardSink)]
-    for s in others:
-        if not isinstance(s, Sink):
-            raise TypeError("sink must be TensorBoardSink, MLflowSink, WandbSink or an object "
-                            "with add_image, add_scalar, flush and close (the Sink protocol), "
-                            f"or a list of them; received {type(s).__name__}: {s!r}")
-    return others, boards[0] if boards else None
-
-
-def _write_reports(jobs: list[tuple[ProbeReport, EpochMaps, Measures | None]],
-                   sink: Any) -> None:
-    """Write one step of every method, in order (on the background writer's thread)."""
-    for report, maps, measures in jobs:
-        report.write(maps, sink, measures)
-
-
-def check_faithfulness(faithfulness: Any) -> tuple[str, ...]:
-    """``GradCamCallback``'s ``faithfulness``: ``False`` (off), ``True`` (insertion and
-    deletion, :data:`~gradcam_callbacks.faithfulness.DEFAULT_METRICS`), a metric's name or a
-    non-empty list of distinct names from :data:`~gradcam_callbacks.faithfulness.METRICS`;
-    returns the names, in order (``()`` when off).
-
-    Raises:
-        TypeError: neither a bool nor a name nor a list of names.
-        ValueError: an unknown or repeated name, or an empty list.
-
-    Example:
-        >>> check_faithfulness(True), check_faithfulness(["deletion"]), check_faithfulness(False)
-        (('insertion', 'deletion'), ('deletion',), ())
-    """
-    expected = f"True, False, or a list of metric names from {list(METRICS)}"
-    if isinstance(faithfulness, (bool, np.bool_)):
-        return tuple(DEFAULT_METRICS) if faithfulness else ()
-    names = [faithfulness] if isinstance(faithfulness, str) else faithfulness
-    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
-        raise TypeError(f"faithfulness must be {expected}; received "
-                        f"{type(faithfulness).__name__}: {faithfulness!r}")
-    if not names:
-        raise ValueError(f"faithfulness must be {expected} (False turns it off); received "
-                         f"an empty list: {faithfulness!r}")
-    unknown = [n for n in names if n not in METRICS]
-    if unknown:
-        raise ValueError(f"faithfulness must be {expected}; received {faithfulness!r} "
-                         f"(unknown: {unknown})")
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ValueError(f"faithfulness must name each metric once; received "
-                         f"{faithfulness!r} (repeated: {repeated})")
-    return tuple(names)
+    _warn = staticmethod(warn)
