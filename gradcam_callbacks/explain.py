@@ -109,16 +109,17 @@ def explain_predictions(
         batch_size: Run at most this many docs per pass (default: all at once); Score-CAM
             also scores at most this many masked inputs per forward (default: 2 MiB of them).
         method: ``None`` (the default): **chosen per model**
-            (:func:`gradcam_callbacks.methods.resolve`): Grad-CAM, ELI5's numbers, on every
+            (:meth:`gradcam_callbacks.engine.Plan.resolve`): Grad-CAM, ELI5's numbers, on every
             model whose automatic layer is a spatial feature map (CNNs); attention rollout
             on a vision transformer with global attention and a class token (keras_hub ViT,
             DeiT, DINOv2), where Grad-CAM does not localise; HiResCAM on the tokens
-            otherwise (Swin). ``Explanation.method`` names the method used. Or a name,
-            never overridden: ``"gradcam"``, ``"gradcam++"``, ``"xgradcam"``,
+            otherwise (Swin). ``Explanation.method`` names the method used. Or a method,
+            never overridden: a name, ``"gradcam"``, ``"gradcam++"``, ``"xgradcam"``,
             ``"hirescam"``, ``"layercam"``, ``"eigencam"``, ``"scorecam"``, ``"rollout"``
-            or ``"grad-rollout"`` (see docs/methods.md).
-        max_channels: Score-CAM only: score just the channels with the largest spatial
-            standard deviation, this many (default: all).
+            or ``"grad-rollout"`` (see docs/methods.md), or a configured value from
+            :mod:`gradcam_callbacks.methods` such as ``ScoreCAM(max_channels=64)``.
+        max_channels: Shorthand for ``method=ScoreCAM(max_channels=N)``: score just the N
+            channels with the largest spatial standard deviation (default: all).
         reshape: For a token layer ``(N, tokens, channels)`` on no patch grid the model
             shows: a function from its tokens (numpy ``(N, T, C)``) to maps ``(N, h, w, C)``.
             By default the grid comes from the image size over the patch size and the
@@ -171,8 +172,8 @@ def explain_prediction(
         output: For models with several outputs: an index or a name (default the first).
         method: ``None`` (default): chosen per model, Grad-CAM on a CNN (ELI5's numbers),
             attention rollout on a keras_hub ViT / DeiT / DINOv2, HiResCAM on Swin (see
-            :func:`explain_predictions`); or a method's name, never overridden.
-        max_channels: Score-CAM only: how many channels to score (default: all).
+            :func:`explain_predictions`); or a method's name or value, never overridden.
+        max_channels: Shorthand for ``method=ScoreCAM(max_channels=N)`` (default: all).
         batch_size: Score-CAM only: at most this many masked inputs per forward (default:
             2 MiB of them).
         reshape: Token layers only: tokens ``(N, T, C)`` to maps ``(N, h, w, C)``, for a

@@ -1,5 +1,5 @@
 """Resizing heatmaps to an image: bilinear, in NumPy, shared by the localisation metrics
-(:mod:`gradcam_callbacks.metrics`), the faithfulness metrics and Score-CAM's upsampling.
+(:mod:`gradcam_callbacks.watch.metrics`), the faithfulness metrics and Score-CAM's upsampling.
 
 A heatmap is a 2D array of non-negative numbers, usually at the resolution of the explained
 layer (say 8x8); it is laid over an image of ``(height, width)`` pixels by bilinear resizing

@@ -3,10 +3,9 @@ writer thread, batch by batch, so memory stays flat and every input ends as a PN
 error line.
 
 - The reader reads the next batch while this one is explained.
-- The explainer runs one :meth:`Plan.run <gradcam_callbacks.explain.Plan.run>` per batch
-  and input shape, for the first ``--method``; each further method reuses that pass
-  (:meth:`Plan.apply <gradcam_callbacks.explain.Plan.apply>`). ``--top K`` asks the engine
-  for each doc's K best classes in the same pass (targets ``-1 .. -K``). A batch the model
+- The explainer runs one :meth:`Plan.run <gradcam_callbacks.engine.Plan.run>` per batch
+  and input shape, for every ``--method`` at once (one pass serves them all). ``--top K``
+  asks the engine for each doc's K best classes in the same pass (targets ``-1 .. -K``). A batch the model
   cannot take (or whose pass raises) is retried one input at a time, so one bad input fails
   alone; outputs, scores or maps that are not finite fail that input.
 - The writer draws with :func:`~gradcam_callbacks.image.explanation_strip` (or the overlays

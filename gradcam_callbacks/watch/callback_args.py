@@ -123,7 +123,8 @@ def check_faithfulness(faithfulness: Any) -> tuple[str, ...]:
 class Regions:
     """The probes' object regions (``probe_boxes`` or ``probe_masks``) and artifact regions
     (``artifact_boxes`` or ``artifact_masks``) as given, each checked for ``count`` probes
-    (:func:`~gradcam_callbacks.watch.probes.check_boxes`, :func:`~gradcam_callbacks.watch.probes.check_masks`);
+    (:func:`~gradcam_callbacks.watch.probes.check_boxes`,
+    :func:`~gradcam_callbacks.watch.probes.check_masks`);
     :meth:`masks` turns them into masks in picture pixels.
 
     Example:
@@ -162,8 +163,9 @@ class Regions:
 
 
 def check_alarm(alarm: Any, regions: Regions) -> ShortcutAlarm | None:
-    """``GradCamCallback``'s ``alarm``: None or a :class:`~gradcam_callbacks.watch.alarm.ShortcutAlarm`,
-    whose default condition needs both the object and the artifact ``regions``.
+    """``GradCamCallback``'s ``alarm``: None or a
+    :class:`~gradcam_callbacks.watch.alarm.ShortcutAlarm`, whose default condition needs
+    both the object and the artifact ``regions``.
 
     Raises:
         TypeError: not a ``ShortcutAlarm``.
