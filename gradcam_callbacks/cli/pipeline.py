@@ -5,8 +5,9 @@ error line.
 - The reader reads the next batch while this one is explained.
 - The explainer runs one :meth:`Plan.run <gradcam_callbacks.engine.Plan.run>` per batch
   and input shape, for every ``--method`` at once (one pass serves them all). ``--top K``
-  asks the engine for each doc's K best classes in the same pass (targets ``-1 .. -K``). A batch the model
-  cannot take (or whose pass raises) is retried one input at a time, so one bad input fails
+  asks the engine for each doc's K best classes in the same pass (targets ``-1 .. -K``). A
+  batch the model cannot take (or whose pass raises) is retried one input at a time, so one
+  bad input fails
   alone; outputs, scores or maps that are not finite fail that input.
 - The writer draws with :func:`~gradcam_callbacks.image.explanation_strip` (or the overlays
   alone), writes each PNG atomically and appends its JSON line, flushed. An output it cannot
