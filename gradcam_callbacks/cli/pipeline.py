@@ -7,8 +7,7 @@ error line.
   and input shape, for every ``--method`` at once (one pass serves them all). ``--top K``
   asks the engine for each doc's K best classes in the same pass (targets ``-1 .. -K``). A
   batch the model cannot take (or whose pass raises) is retried one input at a time, so one
-  bad input fails
-  alone; outputs, scores or maps that are not finite fail that input.
+  bad input fails alone; outputs, scores or maps that are not finite fail that input.
 - The writer draws with :func:`~gradcam_callbacks.image.explanation_strip` (or the overlays
   alone), writes each PNG atomically and appends its JSON line, flushed. An output it cannot
   write (a folder in the way) fails that input; a full disk or an unwritable results file
