@@ -76,6 +76,7 @@ def saved(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.backend_agnostic
 def test_the_command_line_learns_its_flag(saved, tmp_path, capsys):
     from gradcam_callbacks.cli.parse import build_parser
 
