@@ -23,10 +23,10 @@ from .._validation import (
     check_real_array,
     index_list,
     is_array_like,
-    is_int,
 )
 from ..keras_family import graph_of
 from ..resample import check_box_stack, check_mask_stack
+from ..targets import class_slots, function_slots, has_score_functions
 from . import metrics
 
 PROBE_SOURCES = ("an array (N, H, W, C), an (x, y) tuple, or a tf.data.Dataset / "
@@ -261,37 +261,43 @@ def check_labels(y: np.ndarray) -> np.ndarray:
 def check_targets(targets: Any, y: np.ndarray | None, count: int) -> Any:
     """``None``, ``"true"`` (with checked labels), a list of ``count`` class indices, or
     score functions (:mod:`gradcam_callbacks.targets`): one for every probe, or a list of
-    ``count`` (class indices mixed in are read as ``ClassScore``). The functions are checked
-    against the model when training begins."""
+    ``count`` (class indices mixed in are read as ``ClassScore``); one target per probe.
+
+    Lists of class indices and score functions are checked by the engine's target checks
+    (:func:`~gradcam_callbacks.targets.class_slots`,
+    :func:`~gradcam_callbacks.targets.function_slots`), in its words, before any epoch (the
+    class range and the functions' outputs when training begins, against the model).
+
+    Example:
+        >>> check_targets(np.array([2, 0]), None, 2)
+        [2, 0]
+        >>> check_targets([1], None, 2)
+        Traceback (most recent call last):
+        ...
+        ValueError: targets must have one entry per probe (2); received 1 entries
+    """
     if targets is None:
         return None
-    if callable(targets):
-        return targets
-    if isinstance(targets, (list, tuple)) and any(callable(v) for v in targets):
-        if len(targets) != count:
-            raise ValueError(
-                f"targets must be one score function or a list of {count} (one per probe); "
-                f"received a list of {len(targets)}")
-        return list(targets)
     if isinstance(targets, str):
         if targets != "true":
-            raise ValueError(f"targets must be None, 'true' or a list of class indices; "
-                             f"received targets={targets!r}")
+            raise ValueError(f"targets must be None, 'true', a list of class indices or score "
+                             f"functions; received targets={targets!r}")
         if y is None:
             raise ValueError("targets='true' needs labels: pass probes as (x, y) or batches "
                              "of (x, y)")
         check_labels(y)
         return "true"
-    values = list(targets) if isinstance(targets, (list, tuple, np.ndarray)) else None
-    if values is None or len(values) != count or not all(is_int(v) for v in values):
-        raise ValueError(
-            f"targets must be None, 'true' or a list of {count} class indices (one per probe); "
-            f"received {targets!r}"
-        )
-    negative = [v for v in values if v < 0]
-    if negative:
-        raise ValueError(f"targets must be class indices >= 0; received {negative[0]}")
-    return [int(v) for v in values]
+    functions = has_score_functions(targets)
+    slots = function_slots(targets, count, noun="probe") if functions else class_slots(
+        targets, count, None, noun="probe")
+    several = np.flatnonzero(slots.counts > 1)
+    if several.size:
+        first = int(several[0])
+        raise ValueError(f"targets[{first}] must be one class index or score function (the "
+                         f"callback draws one map per probe); received {targets[first]!r}")
+    if callable(targets):
+        return targets
+    return list(targets) if functions else [int(t) for t in slots.indices[:, 0]]
 
 
 def check_class_names(names: Any) -> list[str] | None:
