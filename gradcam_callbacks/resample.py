@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ._validation import as_array, describe, index_list
+
 __all__ = ["interpolation_matrix", "resize_heatmaps"]
 
 
@@ -98,21 +100,17 @@ def check_heatmaps(name: str, value: object, *, single: bool) -> np.ndarray:
     if array.dtype == bool or not (
         np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
     ):
-        raise TypeError(
-            f"Expected {name} to be an array of real numbers. "
-            f"Received: {name} with dtype {array.dtype}"
-        )
+        raise TypeError(f"{name} must be an array of real numbers; received dtype {array.dtype}")
     as_stack(name, array, single=single)
     if 0 in array.shape[-2:]:
-        raise ValueError(f"Expected {name} to be non-empty. Received: shape {array.shape}")
+        raise ValueError(f"{name} must be non-empty; received shape {array.shape}")
     array = array.astype(np.float64)
     if not np.isfinite(array).all():
-        raise ValueError(f"Expected {name} to be finite. Received: {name} with NaN or inf")
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        raise ValueError(f"{name} must be finite; received {bad} NaN or infinite value(s)")
     if array.size and array.min() < 0:
-        raise ValueError(
-            f"Expected {name} to be non-negative (as Grad-CAM maps are). "
-            f"Received: {name} with minimum {array.min()}"
-        )
+        raise ValueError(f"{name} must be non-negative (as Grad-CAM maps are); received a "
+                         f"minimum of {array.min()}")
     return array[np.newaxis] if single else array
 
 
@@ -127,16 +125,14 @@ def check_image_size(image_size: object) -> tuple[int, int]:
         height, width = image_size  # type: ignore[misc]
     except (TypeError, ValueError):
         raise TypeError(
-            f"Expected image_size to be (height, width). Received: image_size={image_size!r}"
+            f"image_size must be (height, width); received image_size={image_size!r}"
         ) from None
     for part in (height, width):
         if isinstance(part, bool) or not isinstance(part, numbers.Integral):
-            raise TypeError(
-                "Expected image_size to be two integers (height, width). "
-                f"Received: image_size={image_size!r}"
-            )
+            raise TypeError(f"image_size must be two integers (height, width); received "
+                            f"image_size={image_size!r}")
     if height < 1 or width < 1:
-        raise ValueError(f"Expected image_size to be positive. Received: image_size={image_size!r}")
+        raise ValueError(f"image_size must be positive; received image_size={image_size!r}")
     return int(height), int(width)
 
 
@@ -150,5 +146,102 @@ def as_stack(name: str, array: np.ndarray, *, single: bool) -> np.ndarray:
     """
     expected = "a 2D array (height, width)" if single else "a 3D array (n, height, width)"
     if array.ndim != (2 if single else 3):
-        raise ValueError(f"Expected {name} to be {expected}. Received: shape {array.shape}")
+        raise ValueError(f"{name} must be {expected}; received shape {array.shape}")
     return array[np.newaxis] if single else array
+
+
+def check_box_stack(name: str, boxes: object, *, count: int | None = None,
+                    sizes: object = None, single: bool = False, per: str = "heatmap",
+                    whole_floats: bool = False) -> np.ndarray:
+    """Boxes ``(x0, y0, x1, y1)`` in pixels (``x1``/``y1`` exclusive, ``x0 < x1``, ``y0 < y1``),
+    checked under the argument's ``name``, as an int64 stack ``(n, 4)``: one box (``single``,
+    shape ``(4,)``) or one box per ``per`` (``count`` of them; ``None``: any number), each
+    inside its image when ``sizes`` gives ``(height, width)`` (one for all boxes, or one per
+    box). Integer coordinates; with ``whole_floats`` also floats that are whole numbers.
+
+    The one check of boxes: the localisation metrics and the callback's ``probe_boxes`` /
+    ``artifact_boxes`` call it.
+
+    Example:
+        >>> check_box_stack("box", (0, 1, 2, 3), single=True, sizes=(4, 4)).tolist()
+        [[0, 1, 2, 3]]
+        >>> check_box_stack("boxes", [(0, 0, 5, 2)], sizes=(4, 4))
+        Traceback (most recent call last):
+        ...
+        ValueError: boxes[0] must lie inside its 4x4 image (...); received [0, 0, 5, 2]
+    """
+    array = as_array(boxes, name)
+    floats = whole_floats and np.issubdtype(array.dtype, np.floating)
+    if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer) or floats):
+        raise TypeError(f"{name} must hold integer pixel coordinates; received dtype "
+                        f"{array.dtype}")
+    if single and array.shape != (4,):
+        raise ValueError(f"{name} must have shape (4,), one (x0, y0, x1, y1); received shape "
+                         f"{array.shape}")
+    if not single and (array.ndim != 2 or array.shape[1] != 4
+                       or count is not None and len(array) != count):
+        raise ValueError(f"{name} must have shape ({'n' if count is None else count}, 4), one "
+                         f"(x0, y0, x1, y1) per {per}; received shape {array.shape}")
+    stack = array.reshape(-1, 4)
+
+    def where(index: int) -> str:
+        return name if single else f"{name}[{index}]"
+
+    if floats:
+        whole = (np.isfinite(stack) & (stack == np.round(stack))).all(axis=1)
+        if not whole.all():
+            first = int(np.flatnonzero(~whole)[0])
+            raise ValueError(f"{name} must hold whole pixel coordinates; received "
+                             f"{stack[first].tolist()} for {per} {first}")
+    stack = stack.astype(np.int64)
+    x0, y0, x1, y1 = stack.T
+    bad = np.flatnonzero(~((x0 < x1) & (y0 < y1)))
+    if bad.size:
+        raise ValueError(f"{where(bad[0])} must satisfy x0 < x1 and y0 < y1 (x1, y1 exclusive); "
+                         f"received {stack[bad[0]].tolist()}")
+    if sizes is not None:
+        heights, widths = np.broadcast_to(np.asarray(sizes).reshape(-1, 2), (len(stack), 2)).T
+        bad = np.flatnonzero(~((0 <= x0) & (x1 <= widths) & (0 <= y0) & (y1 <= heights)))
+        if bad.size:
+            first, height, width = bad[0], heights[bad[0]], widths[bad[0]]
+            raise ValueError(
+                f"{where(first)} must lie inside its {height}x{width} image (0 <= x0 < x1 <= "
+                f"{width}, 0 <= y0 < y1 <= {height}); received {stack[first].tolist()}")
+    return stack
+
+
+def check_mask_stack(name: str, masks: object, *, count: int | None = None,
+                     single: bool = False, per: str = "heatmap",
+                     marks: str = "the object") -> np.ndarray:
+    """Boolean masks, checked under the argument's ``name``, as a stack ``(n, H, W)``: one
+    mask (``single``, ``(H, W)``) or one mask per ``per`` (``count`` of them; ``None``: any
+    number), each marking ``marks`` with at least one True pixel.
+
+    The one check of masks: the localisation metrics and the callback's ``probe_masks`` /
+    ``artifact_masks`` call it.
+
+    Example:
+        >>> check_mask_stack("mask", np.ones((2, 3), bool), single=True).shape
+        (1, 2, 3)
+        >>> check_mask_stack("masks", np.zeros((2, 2, 2), bool), count=2)
+        Traceback (most recent call last):
+        ...
+        ValueError: masks[0] must mark the object ...; received an all-False mask (... [0, 1])
+    """
+    array = as_array(masks, name)
+    shape = "(H, W)" if single else f"({'n' if count is None else count}, H, W)"
+    if array.dtype != bool:
+        raise TypeError(f"{name} must be a boolean array {shape}; received {describe(array)}")
+    if array.ndim != (2 if single else 3):
+        raise ValueError(f"{name} must be a boolean array {shape}; received shape {array.shape}")
+    stack = array[np.newaxis] if single else array
+    if count is not None and len(stack) != count:
+        raise ValueError(f"{name} must hold one mask per {per} ({count}); received "
+                         f"{len(stack)} masks")
+    empty = np.flatnonzero(~stack.any(axis=(1, 2)))
+    if empty.size:
+        where, rest = (name, "") if single else (
+            f"{name}[{int(empty[0])}]", f" (empty masks: {per}(s) {index_list(empty)})")
+        raise ValueError(f"{where} must mark {marks} with at least one True pixel; received an "
+                         f"all-False mask{rest}")
+    return stack

@@ -182,9 +182,15 @@ def test_get_config():
 @pytest.mark.parametrize("kwargs, error, message", [
     (dict(freq=0), ValueError, r"freq must be a positive integer; received freq=0"),
     (dict(max_probes=-1), ValueError, r"max_probes must be a positive integer"),
-    (dict(targets="predicted"), ValueError, r"targets must be None, 'true' or a list"),
+    (dict(targets="predicted"), ValueError,
+     r"targets must be None, 'true', a list of class indices or score functions; "
+     r"received targets='predicted'"),
     (dict(targets="true"), ValueError, r"targets='true' needs labels"),
-    (dict(targets=[1]), ValueError, r"a list of 2 class indices \(one per probe\)"),
+    (dict(targets=[1]), ValueError, r"targets must have one entry per probe \(2\); received 1 "),
+    (dict(targets=[1, [2, 3]]), ValueError,
+     r"targets\[1\] must be one class index or score function .*; received \[2, 3\]"),
+    (dict(targets=[1, "x"]), TypeError,
+     r"targets\[1\] must hold integer class indices; received str: 'x'"),
     (dict(probe_boxes=[[0, 0, 4, 4]]), ValueError, r"probe_boxes must have shape \(2, 4\)"),
     (dict(alpha_limit=2), ValueError, r"alpha_limit must be in \[0, 1\]"),
     (dict(log_initial="yes"), TypeError, r"log_initial must be a bool"),

@@ -165,7 +165,7 @@ def test_model_checkpoint_keeps_the_best_looking_epoch(data, tmp_path):
     ({"artifact_boxes": [[2, 0, 1, 1]]}, ValueError,
      "artifact_boxes[0] must satisfy x0 < x1 and y0 < y1"),
     ({"artifact_boxes": [[0, 0, 30, 4]]}, ValueError,
-     "artifact_boxes[0] must lie inside its 24x24 picture"),
+     "artifact_boxes[0] must lie inside its 24x24 image"),
     ({"artifact_boxes": np.array([[True, True, True, True]])}, TypeError,
      "artifact_boxes must hold integer pixel coordinates; received dtype bool"),
     ({"artifact_masks": np.zeros((1, 24, 24), int)}, TypeError,

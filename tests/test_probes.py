@@ -66,7 +66,7 @@ def masks(count=2, size=(16, 16)):
      r"probe 1"),
     (dict(probe_boxes=[[0, 0, 4, 4]] * 3), ValueError, r"probe_boxes must have shape \(2, 4\)"),
     (dict(probe_boxes=[[0, 0, 4, 4], [0, 0, 4, 20]], images=[np.zeros((16, 16), np.uint8)] * 2),
-     ValueError, r"probe_boxes\[1\] must lie inside its 16x16 picture \(0 <= x0 < x1 <= 16, "
+     ValueError, r"probe_boxes\[1\] must lie inside its 16x16 image \(0 <= x0 < x1 <= 16, "
      r"0 <= y0 < y1 <= 16\); received \[0, 0, 4, 20\]"),
     (dict(probe_boxes=[[0, 0, 4, 4]] * 2, probe_masks=masks(2)), ValueError,
      r"pass probe_boxes or probe_masks, not both"),
@@ -81,7 +81,7 @@ def test_bad_boxes_and_masks_raise_in_init(kwargs, error, message):
      r"probe_masks\[0\] must have its picture's size \(height, width\) = \(16, 16\); "
      r"received shape \(8, 8\)"),
     (dict(probe_boxes=[[0, 0, 4, 4], [10, 0, 17, 4]]),
-     r"probe_boxes\[1\] must lie inside its 16x16 picture .*received \[10, 0, 17, 4\]"),
+     r"probe_boxes\[1\] must lie inside its 16x16 image .*received \[10, 0, 17, 4\]"),
 ])
 def test_boxes_and_masks_checked_against_the_pictures_before_the_first_epoch(tmp_path, kwargs,
                                                                             message):

@@ -26,7 +26,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..resample import as_stack, check_heatmaps, check_image_size, resize_heatmaps, resize_stack
+from ..resample import (
+    check_box_stack,
+    check_heatmaps,
+    check_image_size,
+    check_mask_stack,
+    resize_heatmaps,
+    resize_stack,
+)
 
 __all__ = [
     "box_mass",
@@ -66,13 +73,7 @@ def boxes_to_masks(boxes: np.ndarray | Sequence[Box], image_size: Sequence[int])
         >>> boxes_to_masks([(1, 0, 3, 1)], (2, 4)).astype(int).tolist()
         [[[0, 1, 1, 0], [0, 0, 0, 0]]]
     """
-    height, width = check_image_size(image_size)
-    boxes = _check_boxes("boxes", boxes, height, width)
-    rows = np.arange(height)
-    cols = np.arange(width)
-    inside_rows = (rows >= boxes[:, 1, None]) & (rows < boxes[:, 3, None])
-    inside_cols = (cols >= boxes[:, 0, None]) & (cols < boxes[:, 2, None])
-    return inside_rows[:, :, None] & inside_cols[:, None, :]
+    return _box_masks("boxes", boxes, image_size)
 
 
 def mask_masses(heatmaps: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -96,7 +97,7 @@ def mask_masses(heatmaps: np.ndarray, masks: np.ndarray) -> np.ndarray:
         [0.875]
     """
     stack = check_heatmaps("heatmaps", heatmaps, single=False)
-    masks = _check_masks("masks", masks, single=False, count=len(stack))
+    masks = check_mask_stack("masks", masks, count=len(stack))
     resized = resize_stack(_unit_peak(stack), *masks.shape[1:])
     total = resized.sum(axis=(1, 2))
     inside = np.where(masks, resized, 0.0).sum(axis=(1, 2))
@@ -131,7 +132,7 @@ def mask_pointing_hits(heatmaps: np.ndarray, masks: np.ndarray, tolerance: float
         [True]
     """
     stack = check_heatmaps("heatmaps", heatmaps, single=False)
-    masks = _check_masks("masks", masks, single=False, count=len(stack))
+    masks = check_mask_stack("masks", masks, count=len(stack))
     tolerance = _check_tolerance(tolerance)
     rows, cols, peaks = _peaks(_unit_peak(stack), *masks.shape[1:])
     hits = masks[np.arange(len(masks)), rows, cols]
@@ -164,7 +165,8 @@ def box_masses(
         >>> box_masses(np.ones((1, 2, 2)), [(0, 0, 2, 4)], (4, 4)).tolist()
         [0.5]
     """
-    return mask_masses(*_heatmaps_and_box_masks(heatmaps, boxes, image_size))
+    stack = check_heatmaps("heatmaps", heatmaps, single=False)
+    return mask_masses(stack, _box_masks("boxes", boxes, image_size, count=len(stack)))
 
 
 def pointing_hits(
@@ -194,7 +196,9 @@ def pointing_hits(
         >>> pointing_hits(heatmaps, [(0, 0, 2, 2)], (4, 4)).tolist()
         [True]
     """
-    return mask_pointing_hits(*_heatmaps_and_box_masks(heatmaps, boxes, image_size), tolerance)
+    stack = check_heatmaps("heatmaps", heatmaps, single=False)
+    return mask_pointing_hits(stack, _box_masks("boxes", boxes, image_size, count=len(stack)),
+                              tolerance)
 
 
 def pointing_game(
@@ -226,7 +230,7 @@ def pointing_game(
     """
     hits = pointing_hits(heatmaps, boxes, image_size, tolerance)
     if len(hits) == 0:
-        raise ValueError("Expected at least one heatmap. Received: heatmaps with n=0")
+        raise ValueError("heatmaps must hold at least one heatmap; received n=0")
     return float(hits.mean())
 
 
@@ -257,8 +261,8 @@ def heatmap_changes(previous: np.ndarray, current: np.ndarray) -> np.ndarray:
     after = check_heatmaps("current", current, single=False)
     if before.shape != after.shape:
         raise ValueError(
-            "Expected previous and current to have the same shape. "
-            f"Received: previous with shape {before.shape}, current with shape {after.shape}"
+            f"previous and current must have the same shape; received previous with shape "
+            f"{before.shape}, current with shape {after.shape}"
         )
     before = _unit_peak(before).reshape(len(before), -1)
     after = _unit_peak(after).reshape(len(after), -1)
@@ -290,7 +294,7 @@ def box_mass(heatmap: np.ndarray, box: Box, image_size: Sequence[int]) -> float:
         >>> box_mass(np.ones((7, 7)), (0, 0, 112, 112), (224, 224))
         0.25
     """
-    return float(box_masses(_one(heatmap), [_check_box("box", box)], image_size)[0])
+    return float(mask_masses(_one(heatmap), _box_masks("box", box, image_size, single=True))[0])
 
 
 def pointing_hit(
@@ -320,7 +324,8 @@ def pointing_hit(
         >>> pointing_hit(heatmap, (32, 32, 64, 64), (224, 224))
         False
     """
-    return bool(pointing_hits(_one(heatmap), [_check_box("box", box)], image_size, tolerance)[0])
+    masks = _box_masks("box", box, image_size, single=True)
+    return bool(mask_pointing_hits(_one(heatmap), masks, tolerance)[0])
 
 
 def mask_mass(heatmap: np.ndarray, mask: np.ndarray) -> float:
@@ -342,7 +347,7 @@ def mask_mass(heatmap: np.ndarray, mask: np.ndarray) -> float:
         >>> mask_mass(np.ones((2, 2)), mask)
         0.5
     """
-    return float(mask_masses(_one(heatmap), _check_masks("mask", mask, single=True, count=1))[0])
+    return float(mask_masses(_one(heatmap), check_mask_stack("mask", mask, single=True))[0])
 
 
 def mask_pointing_hit(heatmap: np.ndarray, mask: np.ndarray, tolerance: float = 0) -> bool:
@@ -365,7 +370,7 @@ def mask_pointing_hit(heatmap: np.ndarray, mask: np.ndarray, tolerance: float = 
         >>> mask_pointing_hit(np.array([[0.0, 1.0], [0.0, 0.0]]), mask)
         True
     """
-    stack, masks = _one(heatmap), _check_masks("mask", mask, single=True, count=1)
+    stack, masks = _one(heatmap), check_mask_stack("mask", mask, single=True)
     return bool(mask_pointing_hits(stack, masks, tolerance)[0])
 
 
@@ -397,17 +402,16 @@ def _one(heatmap: object, name: str = "heatmap") -> np.ndarray:
     return check_heatmaps(name, heatmap, single=True)
 
 
-def _heatmaps_and_box_masks(
-    heatmaps: object, boxes: object, image_size: object
-) -> tuple[np.ndarray, np.ndarray]:
-    """Validate a stack of heatmaps and one box per heatmap; return them, boxes as masks."""
-    stack = check_heatmaps("heatmaps", heatmaps, single=False)
-    masks = boxes_to_masks(boxes, image_size)
-    if len(masks) != len(stack):
-        raise ValueError(
-            f"Expected one box per heatmap ({len(stack)}). Received: boxes with {len(masks)}"
-        )
-    return stack, masks
+def _box_masks(name: str, boxes: object, image_size: object, *, count: int | None = None,
+               single: bool = False) -> np.ndarray:
+    """Boxes (one, ``single``, or ``count``: one per heatmap), checked under the argument's
+    ``name`` inside an image of ``image_size``, as boolean masks ``(n, height, width)``."""
+    height, width = check_image_size(image_size)
+    boxes = check_box_stack(name, boxes, count=count, sizes=(height, width), single=single)
+    rows, cols = np.arange(height), np.arange(width)
+    inside_rows = (rows >= boxes[:, 1, None]) & (rows < boxes[:, 3, None])
+    inside_cols = (cols >= boxes[:, 0, None]) & (cols < boxes[:, 2, None])
+    return inside_rows[:, :, None] & inside_cols[:, None, :]
 
 
 def _unit_peak(stack: np.ndarray) -> np.ndarray:
@@ -427,71 +431,9 @@ def _peaks(stack: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.n
     return rows, cols, flat[np.arange(len(flat)), first]
 
 
-def _check_box(name: str, box: object) -> np.ndarray:
-    """Validate the form of one box: four integers."""
-    array = np.asarray(box)
-    if array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
-        raise TypeError(
-            f"Expected {name} to be 4 integers (x0, y0, x1, y1). Received: {name}={box!r}"
-        )
-    if array.shape != (4,):
-        raise ValueError(
-            f"Expected {name} to be 4 integers (x0, y0, x1, y1). Received: {name}={box!r}"
-        )
-    return array
-
-
-def _check_boxes(name: str, boxes: object, height: int, width: int) -> np.ndarray:
-    array = np.asarray(boxes)
-    if array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
-        raise TypeError(
-            f"Expected {name} to be integers (x0, y0, x1, y1). "
-            f"Received: {name} with dtype {array.dtype}"
-        )
-    if array.ndim != 2 or array.shape[1] != 4:
-        raise ValueError(
-            f"Expected {name} to have shape (n, 4). Received: {name} with shape {array.shape}"
-        )
-    x0, y0, x1, y1 = array.T
-    bad = ~((0 <= x0) & (x0 < x1) & (x1 <= width) & (0 <= y0) & (y0 < y1) & (y1 <= height))
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"Expected each box in {name} to satisfy 0 <= x0 < x1 <= width and "
-            f"0 <= y0 < y1 <= height for image_size=({height}, {width}). "
-            f"Received: box {array[first].tolist()} at index {first}"
-        )
-    return array
-
-
-def _check_masks(name: str, value: object, *, single: bool, count: int) -> np.ndarray:
-    """Validate one mask (``single``) or ``count`` masks; return a bool stack."""
-    array = np.asarray(value)
-    if array.dtype != bool:
-        raise TypeError(
-            f"Expected {name} to be a boolean array. Received: {name} with dtype {array.dtype}"
-        )
-    stack = as_stack(name, array, single=single)
-    if len(stack) != count:
-        raise ValueError(
-            f"Expected one mask per heatmap ({count}). Received: {name} with {len(stack)}"
-        )
-    empty = ~stack.any(axis=(1, 2))
-    if empty.any():
-        raise ValueError(
-            f"Expected each mask in {name} to have a True pixel. "
-            f"Received: an empty mask at index {int(np.flatnonzero(empty)[0])}"
-        )
-    return stack
-
-
 def _check_tolerance(tolerance: object) -> float:
     if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real):
-        raise TypeError(
-            f"Expected tolerance to be a number of pixels. Received: tolerance={tolerance!r}"
-        )
+        raise TypeError(f"tolerance must be a number of pixels; received tolerance={tolerance!r}")
     if not np.isfinite(tolerance) or tolerance < 0:
-        raise ValueError(
-            f"Expected tolerance to be finite and >= 0. Received: tolerance={tolerance!r}"
-        )
+        raise ValueError(f"tolerance must be finite and >= 0; received tolerance={tolerance!r}")
     return float(tolerance)

@@ -21,12 +21,12 @@ from .._validation import (
     check_names,
     check_pictures,
     check_real_array,
-    describe,
     index_list,
     is_array_like,
-    is_int,
 )
 from ..keras_family import graph_of
+from ..resample import check_box_stack, check_mask_stack
+from ..targets import class_slots, function_slots, has_score_functions
 from . import metrics
 
 PROBE_SOURCES = ("an array (N, H, W, C), an (x, y) tuple, or a tf.data.Dataset / "
@@ -261,37 +261,43 @@ def check_labels(y: np.ndarray) -> np.ndarray:
 def check_targets(targets: Any, y: np.ndarray | None, count: int) -> Any:
     """``None``, ``"true"`` (with checked labels), a list of ``count`` class indices, or
     score functions (:mod:`gradcam_callbacks.targets`): one for every probe, or a list of
-    ``count`` (class indices mixed in are read as ``ClassScore``). The functions are checked
-    against the model when training begins."""
+    ``count`` (class indices mixed in are read as ``ClassScore``); one target per probe.
+
+    Lists of class indices and score functions are checked by the engine's target checks
+    (:func:`~gradcam_callbacks.targets.class_slots`,
+    :func:`~gradcam_callbacks.targets.function_slots`), in its words, before any epoch (the
+    class range and the functions' outputs when training begins, against the model).
+
+    Example:
+        >>> check_targets(np.array([2, 0]), None, 2)
+        [2, 0]
+        >>> check_targets([1], None, 2)
+        Traceback (most recent call last):
+        ...
+        ValueError: targets must have one entry per probe (2); received 1 entries
+    """
     if targets is None:
         return None
-    if callable(targets):
-        return targets
-    if isinstance(targets, (list, tuple)) and any(callable(v) for v in targets):
-        if len(targets) != count:
-            raise ValueError(
-                f"targets must be one score function or a list of {count} (one per probe); "
-                f"received a list of {len(targets)}")
-        return list(targets)
     if isinstance(targets, str):
         if targets != "true":
-            raise ValueError(f"targets must be None, 'true' or a list of class indices; "
-                             f"received targets={targets!r}")
+            raise ValueError(f"targets must be None, 'true', a list of class indices or score "
+                             f"functions; received targets={targets!r}")
         if y is None:
             raise ValueError("targets='true' needs labels: pass probes as (x, y) or batches "
                              "of (x, y)")
         check_labels(y)
         return "true"
-    values = list(targets) if isinstance(targets, (list, tuple, np.ndarray)) else None
-    if values is None or len(values) != count or not all(is_int(v) for v in values):
-        raise ValueError(
-            f"targets must be None, 'true' or a list of {count} class indices (one per probe); "
-            f"received {targets!r}"
-        )
-    negative = [v for v in values if v < 0]
-    if negative:
-        raise ValueError(f"targets must be class indices >= 0; received {negative[0]}")
-    return [int(v) for v in values]
+    functions = has_score_functions(targets)
+    slots = function_slots(targets, count, noun="probe") if functions else class_slots(
+        targets, count, None, noun="probe")
+    several = np.flatnonzero(slots.counts > 1)
+    if several.size:
+        first = int(several[0])
+        raise ValueError(f"targets[{first}] must be one class index or score function (the "
+                         f"callback draws one map per probe); received {targets[first]!r}")
+    if callable(targets):
+        return targets
+    return list(targets) if functions else [int(t) for t in slots.indices[:, 0]]
 
 
 def check_class_names(names: Any) -> list[str] | None:
@@ -361,38 +367,19 @@ def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
 
 
 def check_boxes(boxes: Any, count: int, name: str = "probe_boxes") -> np.ndarray:
-    """``(count, 4)`` int boxes ``(x0, y0, x1, y1)`` with ``x0 < x1`` and ``y0 < y1``; ``name``
-    is the argument's (``probe_boxes``, ``artifact_boxes``).
+    """``(count, 4)`` int boxes ``(x0, y0, x1, y1)`` with ``x0 < x1`` and ``y0 < y1``, whole
+    numbers (integers or whole floats); ``name`` is the argument's (``probe_boxes``,
+    ``artifact_boxes``). Checked against the pictures' sizes by :func:`object_masks`.
 
     Example:
         >>> check_boxes([[0, 0, 4, 4]], 1).tolist()
         [[0, 0, 4, 4]]
+        >>> check_boxes([[0, 0, 4, 4]], 2)
+        Traceback (most recent call last):
+        ...
+        ValueError: probe_boxes must have shape (2, 4), one (...) per probe; received shape (1, 4)
     """
-    array = as_array(boxes, name)
-    if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer)
-                                   or np.issubdtype(array.dtype, np.floating)):
-        raise TypeError(f"{name} must hold integer pixel coordinates; received dtype "
-                        f"{array.dtype}")
-    if array.shape != (count, 4):
-        raise ValueError(f"{name} must have shape ({count}, 4), one (x0, y0, x1, y1) "
-                         f"per probe; received shape {array.shape}")
-    whole = np.isfinite(array) & (array == np.round(array)) if array.dtype.kind == "f" \
-        else np.ones(array.shape, bool)
-    if not whole.all():
-        first = int(np.flatnonzero(~whole.all(axis=1))[0])
-        raise ValueError(f"{name} must hold whole pixel coordinates; received "
-                         f"{array[first].tolist()} for probe {first}")
-    array = array.astype(np.int64)
-    x0, y0, x1, y1 = array.T
-    bad = ~((x0 < x1) & (y0 < y1))
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{name}[{first}] must satisfy x0 < x1 and y0 < y1 (x1, y1 "
-                         f"exclusive); received {array[first].tolist()}")
-    return array
-
-
-_WHAT = {"probe_masks": "object", "artifact_masks": "artifact"}
+    return check_box_stack(name, boxes, count=count, per="probe", whole_floats=True)
 
 
 def check_masks(masks: Any, count: int, name: str = "probe_masks") -> np.ndarray:
@@ -403,22 +390,8 @@ def check_masks(masks: Any, count: int, name: str = "probe_masks") -> np.ndarray
         >>> check_masks(np.ones((1, 2, 2), bool), 1).shape
         (1, 2, 2)
     """
-    array = as_array(masks, name)
-    if array.dtype != bool:
-        raise TypeError(f"{name} must be a boolean array ({count}, H, W); received "
-                        f"{describe(array)}")
-    if array.ndim != 3:
-        raise ValueError(f"{name} must be a boolean array ({count}, H, W); received "
-                         f"shape {array.shape}")
-    if len(array) != count:
-        raise ValueError(f"{name} must hold one mask per probe ({count}); received "
-                         f"{len(array)} masks")
-    empty = np.flatnonzero(~array.any(axis=(1, 2)))
-    if empty.size:
-        raise ValueError(f"{name}[{int(empty[0])}] must mark the probe's {_WHAT[name]} with at "
-                         f"least one True pixel; received an all-False mask (empty masks: "
-                         f"probe(s) {index_list(empty)})")
-    return array
+    what = "artifact" if name.startswith("artifact") else "object"
+    return check_mask_stack(name, masks, count=count, per="probe", marks=f"the probe's {what}")
 
 
 def object_masks(boxes: np.ndarray | None, masks: np.ndarray | None,
@@ -446,14 +419,7 @@ def object_masks(boxes: np.ndarray | None, masks: np.ndarray | None,
                     f"{tuple(size)}; received shape {mask.shape}"
                 )
         return masks
-    assert boxes is not None
-    for i, ((x0, y0, x1, y1), (height, width)) in enumerate(zip(boxes, sizes)):
-        if not (0 <= x0 and x1 <= width and 0 <= y0 and y1 <= height):
-            raise ValueError(
-                f"{kind}_boxes[{i}] must lie inside its {height}x{width} picture (0 <= x0 < "
-                f"x1 <= {width}, 0 <= y0 < y1 <= {height}); received "
-                f"{[int(v) for v in (x0, y0, x1, y1)]}"
-            )
+    check_box_stack(f"{kind}_boxes", boxes, sizes=sizes, per=kind)
     if len(set(map(tuple, sizes))) != 1:
         raise ValueError(f"{kind}_boxes needs pictures of one size; use {kind}_masks")
     return metrics.boxes_to_masks(boxes, sizes[0])
