@@ -28,6 +28,7 @@ from tensorboard.backend.event_processing import event_accumulator
 import gradcam_callbacks as gc
 from gradcam_callbacks.watch import logdirs
 from gradcam_callbacks.watch.sheet import probe_frames
+from gradcam_callbacks.watch.tensorboard import read_events
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -390,7 +391,7 @@ def test_early_stopping_anywhere_logs_the_last_epochs_weights(tmp_path, order, r
     per_step, per_key = records_by_step(tmp_path)
     assert sorted(per_step) == [-1, 0, 1] and set(per_key.values()) == {1}
     assert per_step[1] == expected_records(1, first=False, probes=2, methods=1)
-    logged = [r for r in gc.tensorboard.read_events(tmp_path)
+    logged = [r for r in read_events(tmp_path)
               if r.tag.endswith("probe_00/score") and r.step == 1]
     final = model.predict(X[:2], verbose=0).max(axis=1)
     model.set_weights(keep.weights[-1])

@@ -258,16 +258,20 @@ def test_the_command_line_without_method_chooses_per_model(models):
     from PIL import Image
 
     from gradcam_callbacks.cli.explain_command import chosen_methods
+    from gradcam_callbacks.cli.parse import build_parser
     from gradcam_callbacks.cli.pipeline import ExplainOptions, Geometry
-    from gradcam_callbacks.explain import plan
+    from gradcam_callbacks.engine import plan
 
     def options(model, given):
         return ExplainOptions(
             model=model, plan=plan(model), geometry=Geometry(3, 16, 16, False), targets=None,
             top=None, class_names=None, preprocess="unit", colormap="viridis",
             alpha_limit=None, side_by_side=False, max_pixels=Image.MAX_IMAGE_PIXELS,
-            methods=chosen_methods(given, None))
+            methods=chosen_methods(build_parser().parse_args(
+                ["explain", "m.keras", "x.png", "--out", "o"]
+                + [f"--method={name}" for name in given or []])))
 
-    assert options(models["vit"], None).methods == ["rollout"]
-    assert options(models["swin"], None).methods == ["hirescam"]
-    assert options(models["vit"], ["gradcam", "layercam"]).methods == ["gradcam", "layercam"]
+    assert options(models["vit"], None).method_names == ["rollout"]
+    assert options(models["swin"], None).method_names == ["hirescam"]
+    assert options(models["vit"], ["gradcam", "layercam"]).method_names == ["gradcam",
+                                                                           "layercam"]
