@@ -4,8 +4,9 @@
 images (``load_data(num_train=1, num_test=1000)``), target = each image's true digit, layer
 ``last_conv`` (12x12). A hit is a map whose maximum falls in the digit's box
 (:func:`gradcam_callbacks.watch.metrics.pointing_game`, no tolerance); the mean share of map mass in
-the box is printed too. One engine pass takes the activations and gradients; each further
-method reuses them (:meth:`Plan.apply`), Score-CAM adds its batched scoring passes. Run by hand:
+the box is printed too. Each method runs through the engine's one entry
+(:meth:`gradcam_callbacks.engine.Plan.run`); its seconds are its time minus one timed gradient
+pass, and Score-CAM adds its batched scoring passes. Run by hand:
 
     KERAS_BACKEND=tensorflow python benchmarks/quality_methods.py [--num-test 1000]
 

@@ -1,7 +1,8 @@
 """The documentation site as a reader gets it: ``mkdocs build --strict`` into a temporary folder,
 then every built page is read back (no raw Sphinx role, no dead internal link), the contributor
-page names only things that exist, and headless Chromium opens the home, callback and API pages
-served over HTTP (title, a highlighted code block, a resolved API link).
+pages (How it works, Architecture) name only things that exist, and headless Chromium opens the
+home, callback and API pages served over HTTP (title, a highlighted code block, a resolved API
+link).
 
 Screenshots land in ``$GRADCAM_SCREENSHOT_DIR`` when it is set (as for the TensorBoard test).
 """
@@ -82,7 +83,7 @@ def test_no_page_prints_a_raw_sphinx_role(site):
     # a leading dot is relative to the docstring's package (cli/__init__.py's :mod:`.interrupt`)
     assert 'href="#gradcam_callbacks.cli.interrupt"><code>interrupt</code>' in internals
     # "text <target>" shows the text; a name the module does not import is found by its suffix
-    assert 'href="#gradcam_callbacks.explain.Plan.run"><code>Plan.run()</code>' in internals
+    assert 'href="#gradcam_callbacks.engine.plan.Plan.run"><code>Plan.run()</code>' in internals
 
 
 def test_the_role_check_sees_a_raw_role_but_not_a_taught_one():
@@ -155,7 +156,7 @@ def test_the_link_check_sees_a_dead_link_and_anchor(site, tmp_path):
     assert any("nowhere/" in b for b in found) and any("#no-such-anchor" in b for b in found)
 
 
-# -- How it works: the names it gives exist ----------------------------------------------------
+# -- How it works, Architecture: the names they give exist -------------------------------------
 NAME = re.compile(r"\bgradcam_callbacks(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
 
 
@@ -173,8 +174,9 @@ def resolve(name: str) -> object:
     raise ModuleNotFoundError(name)
 
 
-def test_how_it_works_names_only_what_exists():
-    text = (ROOT / "docs" / "how-it-works.md").read_text()
+@pytest.mark.parametrize("page", ["how-it-works.md", "architecture.md"])
+def test_contributor_pages_name_only_what_exists(page):
+    text = (ROOT / "docs" / page).read_text()
     names = sorted(set(NAME.findall(text)))
     assert len(names) >= 25, names
     missing = []
