@@ -13,8 +13,8 @@ One module per concern: :mod:`.parse` (arguments, exit statuses, error types),
 :mod:`.inputs` (which files, output names), :mod:`.images` (reading and preprocessing),
 :mod:`.pipeline` (reader, explainer and writer threads), :mod:`.progress` (the bar),
 :mod:`.interrupt` (Ctrl-C within a second), and one module per subcommand. The command line
-is a thin user of the library: :func:`~gradcam_callbacks.explain.plan` and
-:meth:`Plan.run <gradcam_callbacks.explain.Plan.run>` explain, :mod:`~gradcam_callbacks.image`
+is a thin user of the library: :func:`~gradcam_callbacks.engine.plan` and
+:meth:`Plan.run <gradcam_callbacks.engine.Plan.run>` explain, :mod:`~gradcam_callbacks.image`
 draws, :mod:`~gradcam_callbacks.watch.sheet` reads event files. Keras (and so a backend) is imported
 only once ``explain`` has checked its arguments, so ``--help``, ``--version``, most usage
 errors and ``sheet`` answer in about a second.
@@ -100,7 +100,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def run_demo(argv: list[str]) -> int:
-    """Forward ``demo``'s arguments to :func:`gradcam_callbacks.demo.main`.
+    """Forward ``demo``'s arguments to :func:`gradcam_callbacks.demo.run.main`.
 
     Example:
         >>> # trains on 4000 images, minutes (tests/test_demo.py runs the command, smaller):

@@ -23,7 +23,7 @@ RESULTS_NAME = "results.jsonl"
 #: this many pixels on their longer side.
 DISPLAY_MAX = 1024
 PREPROCESS_MODES = ("none", "unit", "symmetric", "caffe", "torch")
-#: ``--method`` omitted: automatic (``gradcam_callbacks.methods.resolve``)
+#: ``--method`` omitted: automatic (``gradcam_callbacks.engine.Plan.resolve``)
 DEFAULT_METHOD = None
 
 

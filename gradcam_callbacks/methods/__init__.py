@@ -30,13 +30,13 @@ from .rollout import Rollout
 from .scorecam import ScoreCAM
 from .xgradcam import XGradCAM
 
-#: name -> method class, in the order the docs list them
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (
     GradCAM, GradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM, EigenCAM, ScoreCAM, Rollout,
     GradRollout)}
-#: ``method=None``, the default everywhere (explain, callback, command line): chosen per
-#: model by the engine (:meth:`gradcam_callbacks.engine.Plan.resolve`).
+"""The registry: name -> method class, in the order the docs list them."""
 AUTO = None
+"""``method=None``, the default everywhere (explain, callback, command line): chosen per
+model by the engine (:meth:`gradcam_callbacks.engine.Plan.resolve`)."""
 DEFAULT = AUTO
 
 __all__ = ["AUTO", "METHODS", "CamInputs", "CamResult", "EigenCAM", "GradCAM",
