@@ -12,10 +12,9 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from . import _moved
+from . import _lazy, _moved
 
 __version__ = "0.1.0"
 _moved.install()  # old module paths (gradcam_callbacks.callback, ...) keep working, and warn
@@ -66,13 +65,4 @@ if TYPE_CHECKING:
     from .watch.callback import GradCamCallback
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'gradcam_callbacks' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = _lazy.lazy_names(__name__, _EXPORTS, globals())

@@ -35,7 +35,7 @@ LAYERS = (
     ("pixels", "resample"),
     ("explanation",),
     ("image",),
-    ("keras_family", "_process_env", "_validation"),
+    ("keras_family", "_process_env", "_validation", "_lazy"),
 )
 
 

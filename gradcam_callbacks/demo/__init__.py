@@ -14,30 +14,15 @@ Keras backend.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .. import _lazy
 
-from .settings import (
-    BATCH_SIZE,
-    CANVAS_SIZE,
-    CLUTTER,
-    DIGIT_SIZE,
-    EPOCHS,
-    GRADCAM_LAYER,
-    LABEL_SMOOTHING,
-    LEARNING_RATE,
-    MARKER_REACH,
-    NOISE,
-    NUM_TEST,
-    NUM_TRAIN,
-    SHORTCUT_PATIENCE,
-    SHORTCUT_RATE,
-    parse_args,
-)
-
-# The demo's functions, imported on first use: ``gradcam-callbacks demo --help`` reads the
-# settings above and loads no Keras.
+# The demo's names, imported on first use: ``gradcam-callbacks demo --help`` reads the
+# settings alone and loads no Keras.
 _EXPORTS = {
+    **{name: "settings" for name in (
+        "BATCH_SIZE", "CANVAS_SIZE", "CLUTTER", "DIGIT_SIZE", "EPOCHS", "GRADCAM_LAYER",
+        "LABEL_SMOOTHING", "LEARNING_RATE", "MARKER_REACH", "NOISE", "NUM_TEST", "NUM_TRAIN",
+        "SHORTCUT_PATIENCE", "SHORTCUT_RATE", "parse_args")},
     **{name: "run" for name in (
         "SmoothedSparseCrossentropy", "build_model", "cosine_learning_rate", "load_data",
         "main", "pretrained", "pretrained_record", "train")},
@@ -56,13 +41,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = _lazy.lazy_names(__name__, _EXPORTS, globals())

@@ -1,15 +1,6 @@
-"""The main job, offline: a small CNN learns to find a digit among distractors while
-``GradCamCallback`` watches 16 held-out probes in TensorBoard.
-
-The data come from :func:`gradcam_callbacks.demo.datasets.make_cluttered_digits` (scikit-learn's
-bundled handwritten digits, placed at random on a noisy canvas with distractor strokes, so
-each digit's box is known; nothing is downloaded). After training it prints the test accuracy
-and the pointing-game accuracy of Grad-CAM on held-out images (the share whose heatmap peak
-falls in the digit's box), saves a contact sheet (probes x logged epochs) and prints the
-``tensorboard`` command to watch the run.
-
-Run it as ``gradcam-callbacks demo`` or ``python examples/cluttered_digits.py``, on any
-Keras backend.
+"""The demo itself (:mod:`gradcam_callbacks.demo` describes it): the data, the small CNN and
+its shipped weights, training with :class:`~gradcam_callbacks.GradCamCallback` watching,
+and ``main``, which ``gradcam-callbacks demo`` runs.
 """
 
 from __future__ import annotations

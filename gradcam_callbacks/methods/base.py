@@ -9,6 +9,7 @@ nothing from Keras, so that the command line learns the methods' options without
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
@@ -194,6 +195,32 @@ class Method:
         """
         settings = self.settings()
         return {"name": self.name, **settings} if settings else self.name
+
+
+def method_class(class_name: str, name: str, title: str, description: str,
+                 compute: Callable[[CamInputs], CamResult], *, needs_attention: bool = False,
+                 needs_gradients: bool = True) -> type[Method]:
+    """A :class:`Method` class without options, in one statement: its name, title,
+    description and ``compute(inputs) -> CamResult``. A method with options is a dataclass
+    subclass of :class:`Method` written out (:class:`~gradcam_callbacks.methods.ScoreCAM`,
+    tests/toy_method.py).
+
+    Example:
+        >>> Plain = method_class("Plain", "plain", "Plain", "The activations' channel sum.",
+        ...                      lambda inputs: CamResult(inputs.activations.sum(-1)[:, None],
+        ...                                               no_channel_weights(inputs.grads)))
+        >>> Plain().title, Plain().options()
+        ('Plain', ())
+    """
+    body = {"name": name, "title": title, "description": description,
+            "needs_attention": needs_attention, "needs_gradients": needs_gradients,
+            "compute": lambda self, inputs: compute(inputs),
+            "__doc__": f"{title} (``method={name!r}``): {description}\n\n    Example:\n"
+                       f"        >>> {class_name}().title\n        {title!r}\n    ",
+            # the module that called: where the class lives, as namedtuple does
+            "__module__": sys._getframe(1).f_globals.get("__name__", __name__),
+            "__qualname__": class_name}
+    return dataclass(frozen=True)(type(class_name, (Method,), body))
 
 
 def no_channel_weights(grads: np.ndarray) -> np.ndarray:

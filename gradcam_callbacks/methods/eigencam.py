@@ -10,12 +10,11 @@ map is bright where the layer is, on average, most active.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .base import CamInputs, CamResult, Method
+from .base import CamInputs, CamResult, method_class
 
 
 def eigencam_projection(activations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -74,23 +73,9 @@ def compute(inputs: CamInputs) -> CamResult:
     )
 
 
-@dataclass(frozen=True)
-class EigenCAM(Method):
-    """Eigen-CAM: see the module's docstring.
-
-    Example:
-        >>> EigenCAM().name, EigenCAM().title
-        ('eigencam', 'Eigen-CAM')
-    """
-
-    name = "eigencam"
-    title = "Eigen-CAM"
-    description = (
-        "Eigen-CAM: the layer's activations projected on their first principal component (no "
-        "gradients, the same map for every target), signed to agree with the mean activation: "
-        "what the layer responds to most, whatever the class. Scaled to [0, 1]."
-    )
-
-    def compute(self, inputs: CamInputs) -> CamResult:
-        """See :meth:`Method.compute`."""
-        return compute(inputs)
+EigenCAM = method_class(
+    "EigenCAM", "eigencam", "Eigen-CAM",
+    "Eigen-CAM: the layer's activations projected on their first principal component (no "
+    "gradients, the same map for every target), signed to agree with the mean activation: "
+    "what the layer responds to most, whatever the class. Scaled to [0, 1].",
+    compute)

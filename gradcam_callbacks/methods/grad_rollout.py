@@ -10,11 +10,9 @@ the mean of the rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from .base import CamInputs, CamResult, Method, no_channel_weights
+from .base import CamInputs, CamResult, method_class, no_channel_weights
 from .rollout import patch_relevance
 
 
@@ -43,25 +41,10 @@ def compute(inputs: CamInputs) -> CamResult:
     return CamResult(maps, no_channel_weights(inputs.grads))
 
 
-@dataclass(frozen=True)
-class GradRollout(Method):
-    """Gradient rollout: see the module's docstring.
-
-    Example:
-        >>> GradRollout().name, GradRollout().title
-        ('grad-rollout', 'Gradient rollout')
-    """
-
-    name = "grad-rollout"
-    title = "Gradient rollout"
-    description = (
-        "Gradient-weighted attention rollout (Chefer et al. 2021): each layer's attention "
-        "weighted by the target's gradient, positive part, averaged over heads, accumulated "
-        "with the identity through the layers; the class token's relevance to each patch. "
-        "Scaled to [0, 1]."
-    )
-    needs_attention = True
-
-    def compute(self, inputs: CamInputs) -> CamResult:
-        """See :meth:`Method.compute`."""
-        return compute(inputs)
+GradRollout = method_class(
+    "GradRollout", "grad-rollout", "Gradient rollout",
+    "Gradient-weighted attention rollout (Chefer et al. 2021): each layer's attention "
+    "weighted by the target's gradient, positive part, averaged over heads, accumulated "
+    "with the identity through the layers; the class token's relevance to each patch. "
+    "Scaled to [0, 1].",
+    compute, needs_attention=True)

@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ..explanation import DESCRIPTION
-from .base import CamInputs, CamResult, Method, per_target
+from .base import CamInputs, CamResult, method_class, per_target
 
 
 def compute(inputs: CamInputs) -> CamResult:
@@ -24,19 +22,6 @@ def compute(inputs: CamInputs) -> CamResult:
     return CamResult(weighted_sum(weights, per_target(inputs.activations)), weights)
 
 
-@dataclass(frozen=True)
-class GradCAM(Method):
-    """Grad-CAM: see the module's docstring.
-
-    Example:
-        >>> GradCAM().name, GradCAM().title
-        ('gradcam', 'Grad-CAM')
-    """
-
-    name = "gradcam"
-    title = "Grad-CAM"
-    description = DESCRIPTION
-
-    def compute(self, inputs: CamInputs) -> CamResult:
-        """See :meth:`Method.compute`."""
-        return compute(inputs)
+GradCAM = method_class(
+    "GradCAM", "gradcam", "Grad-CAM", DESCRIPTION,
+    compute)

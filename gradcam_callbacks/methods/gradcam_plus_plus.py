@@ -4,11 +4,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from .base import CamInputs, CamResult, Method, channel_weighted
+from .base import channel_weighted, method_class
 
 
 def gradcam_plus_plus_weights(activations: np.ndarray, grads: np.ndarray) -> np.ndarray:
@@ -40,26 +38,9 @@ def gradcam_plus_plus_weights(activations: np.ndarray, grads: np.ndarray) -> np.
     return alpha.sum(axis=(-3, -2), dtype=np.float64)
 
 
-compute = channel_weighted(gradcam_plus_plus_weights)
-
-
-@dataclass(frozen=True)
-class GradCAMPlusPlus(Method):
-    """Grad-CAM++: see the module's docstring.
-
-    Example:
-        >>> GradCAMPlusPlus().name, GradCAMPlusPlus().title
-        ('gradcam++', 'Grad-CAM++')
-    """
-
-    name = "gradcam++"
-    title = "Grad-CAM++"
-    description = (
-        "Grad-CAM++: like Grad-CAM, but each channel's weight sums only the positive gradients, "
-        "each weighted by a second-order coefficient, so that several separate instances of the "
-        "target each light up. Scaled to [0, 1]."
-    )
-
-    def compute(self, inputs: CamInputs) -> CamResult:
-        """See :meth:`Method.compute`."""
-        return compute(inputs)
+GradCAMPlusPlus = method_class(
+    "GradCAMPlusPlus", "gradcam++", "Grad-CAM++",
+    "Grad-CAM++: like Grad-CAM, but each channel's weight sums only the positive gradients, "
+    "each weighted by a second-order coefficient, so that several separate instances of the "
+    "target each light up. Scaled to [0, 1].",
+    channel_weighted(gradcam_plus_plus_weights))

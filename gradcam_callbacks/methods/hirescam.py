@@ -3,11 +3,9 @@ averaging, so the map shows exactly where the score's first-order change comes f
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from .base import CamInputs, CamResult, Method, elementwise
+from .base import elementwise, method_class
 
 
 def hirescam_maps(activations: np.ndarray, grads: np.ndarray) -> np.ndarray:
@@ -21,26 +19,9 @@ def hirescam_maps(activations: np.ndarray, grads: np.ndarray) -> np.ndarray:
     return (np.asarray(grads, np.float64) * np.asarray(activations, np.float64)).sum(axis=-1)
 
 
-compute = elementwise(hirescam_maps)
-
-
-@dataclass(frozen=True)
-class HiResCAM(Method):
-    """HiResCAM: see the module's docstring.
-
-    Example:
-        >>> HiResCAM().name, HiResCAM().title
-        ('hirescam', 'HiResCAM')
-    """
-
-    name = "hirescam"
-    title = "HiResCAM"
-    description = (
-        "HiResCAM: the activation maps multiplied element-wise by the gradient of the target's "
-        "score and summed over channels (no spatial averaging), so every bright cell raised the "
-        "score there. Scaled to [0, 1]."
-    )
-
-    def compute(self, inputs: CamInputs) -> CamResult:
-        """See :meth:`Method.compute`."""
-        return compute(inputs)
+HiResCAM = method_class(
+    "HiResCAM", "hirescam", "HiResCAM",
+    "HiResCAM: the activation maps multiplied element-wise by the gradient of the target's "
+    "score and summed over channels (no spatial averaging), so every bright cell raised the "
+    "score there. Scaled to [0, 1].",
+    elementwise(hirescam_maps))

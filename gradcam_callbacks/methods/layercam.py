@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from .base import CamInputs, CamResult, Method, elementwise
+from .base import elementwise, method_class
 
 
 def layercam_maps(activations: np.ndarray, grads: np.ndarray) -> np.ndarray:
@@ -21,26 +19,9 @@ def layercam_maps(activations: np.ndarray, grads: np.ndarray) -> np.ndarray:
     return (grads * np.asarray(activations, np.float64)).sum(axis=-1)
 
 
-compute = elementwise(layercam_maps)
-
-
-@dataclass(frozen=True)
-class LayerCAM(Method):
-    """LayerCAM: see the module's docstring.
-
-    Example:
-        >>> LayerCAM().name, LayerCAM().title
-        ('layercam', 'LayerCAM')
-    """
-
-    name = "layercam"
-    title = "LayerCAM"
-    description = (
-        "LayerCAM: the activation maps weighted element-wise by the positive part of the "
-        "gradient of the target's score, summed over channels; finer than Grad-CAM, and usable "
-        "at earlier layers. Scaled to [0, 1]."
-    )
-
-    def compute(self, inputs: CamInputs) -> CamResult:
-        """See :meth:`Method.compute`."""
-        return compute(inputs)
+LayerCAM = method_class(
+    "LayerCAM", "layercam", "LayerCAM",
+    "LayerCAM: the activation maps weighted element-wise by the positive part of the "
+    "gradient of the target's score, summed over channels; finer than Grad-CAM, and usable "
+    "at earlier layers. Scaled to [0, 1].",
+    elementwise(layercam_maps))

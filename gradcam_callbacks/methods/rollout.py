@@ -14,11 +14,9 @@ of the model, read in a compiled forward pass with no backward pass
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from .base import CamInputs, CamResult, Method, no_channel_weights
+from .base import CamInputs, CamResult, method_class, no_channel_weights
 
 
 def mixed_attention(attention: np.ndarray, residual: float = 0.5) -> np.ndarray:
@@ -96,25 +94,9 @@ def compute(inputs: CamInputs) -> CamResult:
     return CamResult(np.repeat(maps[:, None], slots, axis=1), no_channel_weights(inputs.grads))
 
 
-@dataclass(frozen=True)
-class Rollout(Method):
-    """Attention rollout: see the module's docstring.
-
-    Example:
-        >>> Rollout().name, Rollout().title
-        ('rollout', 'Attention rollout')
-    """
-
-    name = "rollout"
-    title = "Attention rollout"
-    description = (
-        "Attention rollout: the attention weights of every layer, averaged over heads, with the "
-        "residual as identity, multiplied through the layers; the class token's attention to "
-        "each patch (no gradients, the same map for every target). Scaled to [0, 1]."
-    )
-    needs_attention = True
-    needs_gradients = False
-
-    def compute(self, inputs: CamInputs) -> CamResult:
-        """See :meth:`Method.compute`."""
-        return compute(inputs)
+Rollout = method_class(
+    "Rollout", "rollout", "Attention rollout",
+    "Attention rollout: the attention weights of every layer, averaged over heads, with the "
+    "residual as identity, multiplied through the layers; the class token's attention to "
+    "each patch (no gradients, the same map for every target). Scaled to [0, 1].",
+    compute, needs_attention=True, needs_gradients=False)

@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from .base import CamInputs, CamResult, Method, channel_weighted
+from .base import channel_weighted, method_class
 
 
 def xgradcam_weights(activations: np.ndarray, grads: np.ndarray) -> np.ndarray:
@@ -24,26 +22,9 @@ def xgradcam_weights(activations: np.ndarray, grads: np.ndarray) -> np.ndarray:
     return weighted / (activations.sum(axis=(-3, -2)) + 1e-7)
 
 
-compute = channel_weighted(xgradcam_weights)
-
-
-@dataclass(frozen=True)
-class XGradCAM(Method):
-    """XGrad-CAM: see the module's docstring.
-
-    Example:
-        >>> XGradCAM().name, XGradCAM().title
-        ('xgradcam', 'XGrad-CAM')
-    """
-
-    name = "xgradcam"
-    title = "XGrad-CAM"
-    description = (
-        "XGrad-CAM: like Grad-CAM, but each channel's gradient is averaged with the channel's "
-        "own activations as weights, which makes the map satisfy the sensitivity and conservation "
-        "axioms. Scaled to [0, 1]."
-    )
-
-    def compute(self, inputs: CamInputs) -> CamResult:
-        """See :meth:`Method.compute`."""
-        return compute(inputs)
+XGradCAM = method_class(
+    "XGradCAM", "xgradcam", "XGrad-CAM",
+    "XGrad-CAM: like Grad-CAM, but each channel's gradient is averaged with the channel's "
+    "own activations as weights, which makes the map satisfy the sensitivity and conservation "
+    "axioms. Scaled to [0, 1].",
+    channel_weighted(xgradcam_weights))
