@@ -196,7 +196,8 @@ def _option_type(found: methods.Option) -> Callable[[str], Any]:
         try:
             return found.check(found.flag, found.cli_type(text))
         except (TypeError, ValueError) as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
+            # a flag left out is the option's default: the library's "or None" means nothing here
+            raise argparse.ArgumentTypeError(str(error).replace(" or None;", ";")) from None
 
     read.__name__ = found.cli_type.__name__
     return read
