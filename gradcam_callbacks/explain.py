@@ -30,8 +30,6 @@ from .engine import (  # noqa: F401 - the engine's names, importable from here a
 from .engine.checks import OutputSpec
 from .explanation import Explanation, TargetExplanation
 
-MethodSpec = str | methods.Method | type[methods.Method] | None
-
 
 def _run(model: keras.Model, docs: Any, targets: Any, layer: layers.LayerSpec,
          output: OutputSpec, method: Any, max_channels: Any, batch_size: Any,
@@ -58,7 +56,7 @@ def explain_raw(
     *,
     single: bool = False,
     batch_size: int | None = None,
-    method: MethodSpec = methods.DEFAULT,
+    method: methods.MethodSpec = methods.DEFAULT,
     max_channels: int | None = None,
     reshape: ReshapeSpec = None,
 ) -> RawExplanation:
@@ -84,7 +82,7 @@ def explain_predictions(
     output: OutputSpec = None,
     *,
     batch_size: int | None = None,
-    method: MethodSpec = methods.DEFAULT,
+    method: methods.MethodSpec = methods.DEFAULT,
     max_channels: int | None = None,
     reshape: ReshapeSpec = None,
 ) -> list[Explanation]:
@@ -151,7 +149,7 @@ def explain_prediction(
     layer: layers.LayerSpec = None,
     output: OutputSpec = None,
     *,
-    method: MethodSpec = methods.DEFAULT,
+    method: methods.MethodSpec = methods.DEFAULT,
     max_channels: int | None = None,
     batch_size: int | None = None,
     reshape: ReshapeSpec = None,

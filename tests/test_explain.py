@@ -390,3 +390,20 @@ def test_engine_reports_padded_targets_consistently(cnn):
     raw = explain_raw(cnn, images(2), [[1, 2, 3], [4]], "feat")
     assert raw.targets.shape == (2, 3) and list(raw.counts) == [3, 1]
     assert list(raw.targets[1]) == [4, 4, 4]
+
+
+@pytest.mark.backend_agnostic
+def test_a_non_finite_map_of_any_method_names_its_doc():
+    # Plan.run checks the pass's numbers once and every method's maps: a NaN in the second
+    # method's map of doc 1 alone names doc 1, as "heatmap"
+    from gradcam_callbacks.engine import NonFiniteError
+    from gradcam_callbacks.engine.raw import check_finite
+
+    finite = np.ones((3, 1, 2, 2))
+    broken = finite.copy()
+    broken[1, 0, 0, 0] = np.nan
+    numbers = (np.ones((3, 1)), np.ones((3, 2, 2, 4)), np.ones((3, 1, 2, 2, 4)))
+    check_finite(small_cnn(), *numbers, [finite, finite], np.ones(3))
+    with pytest.raises(NonFiniteError, match=r"heatmap\) for doc\(s\) \[1\] of 3") as caught:
+        check_finite(small_cnn(), *numbers, [finite, broken], np.ones(3))
+    assert caught.value.problems == {1: ["heatmap"]}

@@ -194,10 +194,9 @@ def _option_type(found: methods.Option) -> Callable[[str], Any]:
     a bad value as a usage error naming the flag."""
     def read(text: str) -> Any:
         try:
-            return found.check(found.flag, found.cli_type(text))
-        except (TypeError, ValueError) as error:
-            # a flag left out is the option's default: the library's "or None" means nothing here
-            raise argparse.ArgumentTypeError(str(error).replace(" or None;", ";")) from None
+            return found.check(found.name, found.cli_type(text))
+        except (TypeError, ValueError) as error:  # argparse names the flag before it
+            raise argparse.ArgumentTypeError(str(error)) from None
 
     read.__name__ = found.cli_type.__name__
     return read

@@ -31,14 +31,7 @@ _EXPORTS = {
     **{name: "datasets" for name in ("ClutteredDigits", "make_cluttered_digits")},
 }
 
-__all__ = [
-    "BATCH_SIZE", "CANVAS_SIZE", "CLUTTER", "ClutteredDigits", "DIGIT_SIZE", "EPOCHS",
-    "GRADCAM_LAYER", "LABEL_SMOOTHING", "LEARNING_RATE", "MARKER_REACH", "NOISE", "NUM_TEST",
-    "NUM_TRAIN", "SHORTCUT_PATIENCE", "SHORTCUT_RATE", "SmoothedSparseCrossentropy",
-    "build_model", "cosine_learning_rate", "format_shortcut_row", "load_data", "main",
-    "make_cluttered_digits", "marker_regions", "parse_args", "pretrained", "pretrained_record",
-    "shortcut_rows", "shortcut_scores", "train",
-]
+__all__ = sorted(_EXPORTS)
 
 
 __getattr__, __dir__ = _lazy.lazy_names(__name__, _EXPORTS, globals())

@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import backends, layers, targets
 from .. import tokens as token_maps
-from ..cam import normalise
+from ..methods import apply
 from ..methods.base import CamInputs, Method
 from ..methods.gradcam import GradCAM
 from ..methods.hirescam import HiResCAM
@@ -207,16 +207,13 @@ class Plan:
         score = functools.partial(self.score, functions=slots.functions)
         inputs = CamInputs(activations, grads, docs, resolved, self.data_format, score,
                            batch_size, attention, attention_grads, layout)
-        found = []
-        for method in chosen:
-            with np.errstate(over="ignore", invalid="ignore"):
-                result = method.compute(inputs)
-                heatmaps = normalise(result.maps)
-            if check_finite:
-                check_finite_numbers(self.model, scores, activations, grads, heatmaps,
-                                     slots.counts, name)
-            found.append(replace(raw, heatmaps=heatmaps, weights=result.weights, method=method))
-        return found
+        with np.errstate(over="ignore", invalid="ignore"):
+            maps = [apply(method, inputs) for method in chosen]
+        if check_finite:
+            check_finite_numbers(self.model, scores, activations, grads,
+                                 [heatmaps for heatmaps, _ in maps], slots.counts, name)
+        return [replace(raw, heatmaps=heatmaps, weights=weights, method=method)
+                for method, (heatmaps, weights) in zip(chosen, maps)]
 
     def attention_layers(self, chosen: Sequence[Method]) -> tuple[keras.layers.Layer, ...]:
         """The ``MultiHeadAttention`` layers the pass reads for ``chosen``: all of the

@@ -4,6 +4,7 @@ and the refusal of numbers that are not finite (:class:`NonFiniteError`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import keras
@@ -101,13 +102,14 @@ def resolve_targets(outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 
 def check_finite(model: keras.Model, scores: np.ndarray, activations: np.ndarray,
-                  grads: np.ndarray, heatmaps: np.ndarray, counts: np.ndarray,
+                  grads: np.ndarray, heatmaps: Sequence[np.ndarray], counts: np.ndarray,
                   name: str = "doc") -> None:
-    """Raise :class:`NonFiniteError` naming the docs whose numbers are not all finite.
+    """Raise :class:`NonFiniteError` naming the docs whose numbers are not all finite:
+    the pass's scores, activations and gradients, and each method's ``(N, K, h, w)`` maps.
 
     Example:
         >>> check_finite(model, np.ones((1, 1)), np.ones((1, 2, 2, 3)),
-        ...              np.ones((1, 1, 2, 2, 3)), np.ones((1, 1, 2, 2)), np.ones(1))
+        ...              np.ones((1, 1, 2, 2, 3)), [np.ones((1, 1, 2, 2))], np.ones(1))
     """
     count = len(scores)
     real = np.arange(scores.shape[1])[None, :] < np.asarray(counts)[:, None]  # (N, K)
@@ -118,7 +120,8 @@ def check_finite(model: keras.Model, scores: np.ndarray, activations: np.ndarray
         return ~(finite | ~real).all(axis=1) if per_slot else ~finite
 
     checks = {"score": bad(scores[..., None], True), "activations": bad(activations, False),
-              "gradients": bad(grads, True), "heatmap": bad(heatmaps, True)}
+              "gradients": bad(grads, True),
+              "heatmap": np.any([bad(maps, True) for maps in heatmaps], axis=0)}
     flagged = np.zeros(count, bool)
     for found in checks.values():
         flagged |= found

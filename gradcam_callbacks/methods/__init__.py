@@ -34,15 +34,17 @@ METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (
     GradCAM, GradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM, EigenCAM, ScoreCAM, Rollout,
     GradRollout)}
 """The registry: name -> method class, in the order the docs list them."""
+MethodSpec = str | Method | type[Method] | Mapping[str, Any] | None
+"""What ``method=`` takes: a name, a value, a class, a stored config, or ``None``."""
 AUTO = None
 """``method=None``, the default everywhere (explain, callback, command line): chosen per
 model by the engine (:meth:`gradcam_callbacks.engine.Plan.resolve`)."""
 DEFAULT = AUTO
 
 __all__ = ["AUTO", "METHODS", "CamInputs", "CamResult", "EigenCAM", "GradCAM",
-           "GradCAMPlusPlus", "GradRollout", "HiResCAM", "LayerCAM", "Method", "Option",
-           "Rollout", "ScoreCAM", "ScoreCallable", "XGradCAM", "apply", "choose", "get_method",
-           "heatmaps", "option", "options", "positive_or_none", "register"]
+           "GradCAMPlusPlus", "GradRollout", "HiResCAM", "LayerCAM", "Method", "MethodSpec",
+           "Option", "Rollout", "ScoreCAM", "ScoreCallable", "XGradCAM", "apply", "choose",
+           "get_method", "heatmaps", "option", "options", "positive_or_none", "register"]
 
 
 def register(cls: type[Method]) -> type[Method]:

@@ -43,7 +43,6 @@ from .sinks import Sink, TensorBoardSink
 
 __all__ = ["GradCamCallback", "check_faithfulness", "check_sinks"]
 
-MethodSpec = str | methods.Method | type[methods.Method] | None
 
 TargetsOption = str | Sequence[Any] | np.ndarray | ScoreFunction | None
 
@@ -269,7 +268,7 @@ class GradCamCallback(Keras2CallbackHooks, keras.callbacks.Callback):
         colormap: Colormap = "viridis",
         alpha_limit: float | None = 0.65,
         display_size: int = 128,
-        method: MethodSpec | Sequence[MethodSpec] = methods.DEFAULT,
+        method: methods.MethodSpec | Sequence[methods.MethodSpec] = methods.DEFAULT,
         max_channels: int | None = None,
         batch_size: int | None = None,
         alarm: ShortcutAlarm | None = None,
